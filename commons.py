@@ -1,0 +1,70 @@
+"""Small tensor helpers shared by the models, data pipeline and training."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def intersperse(seq: Sequence[int], item: int) -> List[int]:
+    """Put `item` between and around the elements: [a, b] -> [item, a, item, b, item]."""
+    result = [item] * (len(seq) * 2 + 1)
+    result[1::2] = seq
+    return result
+
+
+def sequence_mask(lengths: torch.Tensor, max_length: Optional[int] = None) -> torch.Tensor:
+    """lengths (B,) -> bool mask (B, max_length), True on valid positions."""
+    if max_length is None:
+        max_length = int(lengths.max())
+    positions = torch.arange(max_length, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def durations_to_alignment(durations: torch.Tensor, text_mask: torch.Tensor, max_frames: Optional[int] = None
+                           ) -> torch.Tensor:
+    """Hard alignment from integer durations.
+
+    durations (B, T_text) long, text_mask (B, T_text) bool -> attn (B, T_text, T_mel) float, where
+    attn[b, i, j] = 1 when frame j belongs to token i.
+    """
+    durations = durations * text_mask
+    ends = torch.cumsum(durations, dim=1)  # (B, T_text)
+    if max_frames is None:
+        max_frames = int(ends[:, -1].max())
+    starts = ends - durations
+    frames = torch.arange(max_frames, device=durations.device).view(1, 1, -1)
+    return ((frames >= starts.unsqueeze(-1)) & (frames < ends.unsqueeze(-1))).float()
+
+
+def get_padding(kernel_size: int, dilation: int = 1) -> int:
+    """'same' padding for an odd kernel with dilation."""
+    return (kernel_size * dilation - dilation) // 2
+
+
+def init_weights(module: torch.nn.Module, mean: float = 0.0, std: float = 0.01) -> None:
+    """HiFi-GAN style init for conv layers (use with `module.apply`)."""
+    if "Conv" in module.__class__.__name__:
+        module.weight.data.normal_(mean, std)
+
+
+def slice_segments(x: torch.Tensor, starts: torch.Tensor, segment_size: int) -> torch.Tensor:
+    """x (B, C, T), starts (B,) long -> (B, C, segment_size); x must be long enough."""
+    index = starts.view(-1, 1, 1) + torch.arange(segment_size, device=x.device).view(1, 1, -1)
+    return torch.gather(x, 2, index.expand(x.size(0), x.size(1), segment_size))
+
+
+def rand_slice_segments(x: torch.Tensor, lengths: torch.Tensor, segment_size: int,
+                        generator: Optional[torch.Generator] = None):
+    """Random crops of `segment_size` inside each item's valid length.
+
+    x (B, C, T), lengths (B,) -> (segments (B, C, segment_size), starts (B,)). Items shorter than the
+    segment start at 0 and are zero padded on the right.
+    """
+    if x.size(2) < segment_size:
+        x = F.pad(x, (0, segment_size - x.size(2)))
+    max_start = (lengths - segment_size).clamp(min=0)
+    noise = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device)
+    starts = (noise * (max_start + 1).float()).long().clamp(max=x.size(2) - segment_size)
+    return slice_segments(x, starts, segment_size), starts

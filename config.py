@@ -1,0 +1,212 @@
+"""Typed configuration: JSON with `train`, `data` and `model` sections.
+
+Every key is declared here with its default. Unknown keys, wrong types and inconsistent values raise
+`ConfigError` naming the key, so a typo never silently falls back to a default. The config travels
+inside every checkpoint (`HParams.to_dict()`), so inference needs only the checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, missing, of the wrong type or inconsistent."""
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    epochs: int = 100000
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (None: run `epochs`)
+    learning_rate: float = 2e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    warmup_steps: int = 1000
+    lr_decay: float = 0.999875  # per-step exponential decay after warm-up
+    grad_clip: float = 1.0
+    batch_size: int = 16
+    max_frames_per_batch: Optional[int] = None  # frame-budget batching; None: fixed batch_size
+    max_mel_frames: Optional[int] = None  # random crop of long clips for the flow loss (None: whole clip)
+    fp16_run: bool = False  # fp16 autocast + GradScaler (CUDA only)
+    bf16_run: bool = False  # bf16 autocast (CPU and recent GPUs)
+    ema_decay: float = 0.999
+    log_interval: int = 50
+    eval_interval: int = 1000
+    keep_ckpts: int = 3
+    num_workers: int = 2
+    train_acoustic: bool = True
+    train_vocoder: bool = True
+    segment_size: int = 8192  # vocoder training segment in samples
+    c_mel: float = 45.0
+    c_stft: float = 1.0
+    c_fm: float = 2.0
+    vocoder_learning_rate: float = 2e-4
+    init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
+    init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
+
+
+@dataclass
+class DataConfig:
+    training_files: str = "filelists/train.txt"
+    validation_files: str = "filelists/val.txt"
+    text_cleaners: List[str] = field(default_factory=lambda: ["english_cleaners2"])
+    language: str = "en-us"  # espeak voice used by phonemizing cleaners
+    cleaned_text: bool = True  # filelists already hold cleaned (phonemized) text
+    add_blank: bool = True
+    sampling_rate: int = 22050
+    filter_length: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mel_channels: int = 80
+    mel_fmin: float = 0.0
+    mel_fmax: Optional[float] = None  # None: Nyquist
+    mel_mean: float = 0.0  # dataset log-mel statistics, written by preprocess.py
+    mel_std: float = 1.0
+    n_speakers: int = 0
+    resample: bool = True  # resample clips at another rate (False: refuse them)
+    min_audio_seconds: float = 0.3
+    max_audio_seconds: float = 20.0
+    cache_dir: Optional[str] = None  # where mel features are cached (None: no cache)
+    durations_dir: Optional[str] = None  # external aligner durations: <cache>/<wav stem>.npy
+
+
+@dataclass
+class ModelConfig:
+    hidden_channels: int = 192  # text encoder width
+    text_encoder_layers: int = 4  # ConvNeXt blocks
+    text_encoder_kernel: int = 7
+    text_encoder_ff_mult: int = 4
+    use_duration_predictor: bool = True
+    duration_predictor_channels: int = 256
+    duration_predictor_kernel: int = 3
+    duration_predictor_layers: int = 2
+    flow_d_model: int = 512
+    flow_nhead: int = 8
+    flow_num_layers: int = 12
+    flow_dim_feedforward: int = 2048
+    flow_dropout: float = 0.1
+    sigma_min: float = 1e-4
+    prior_start: bool = True  # ODE starts at mu + noise (Grad-TTS); False: pure noise
+    use_prior_loss: bool = True
+    gin_channels: int = 0  # speaker embedding size (0: single speaker)
+    # MB-iSTFT generator (MB-iSTFT-VITS defaults)
+    resblock: str = "1"
+    resblock_kernel_sizes: List[int] = field(default_factory=lambda: [3, 7, 11])
+    resblock_dilation_sizes: List[List[int]] = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
+    upsample_rates: List[int] = field(default_factory=lambda: [4, 4])
+    upsample_kernel_sizes: List[int] = field(default_factory=lambda: [16, 16])
+    upsample_initial_channel: int = 512
+    gen_istft_n_fft: int = 16
+    gen_istft_hop_size: int = 4
+    subbands: int = 4
+    pqmf_taps: int = 62
+    pqmf_cutoff: float = 0.15
+    pqmf_beta: float = 9.0
+    use_discriminator: bool = False
+    use_spectral_norm: bool = False
+
+
+@dataclass
+class HParams:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+_SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> Any:
+    """Check one JSON value against a dataclass annotation string; ints are accepted for floats."""
+    optional = annotation.startswith("Optional[")
+    base = annotation[len("Optional["):-1] if optional else annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config key '{name}' must not be null (expected {base})")
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }.get(base, isinstance(value, list))
+    if not ok:
+        raise ConfigError(f"config key '{name}' has value {value!r}, expected {base}")
+    return float(value) if base == "float" else value
+
+
+def _section_from_dict(section: str, values: dict):
+    cls = _SECTIONS[section]
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{section}' must be an object")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) in '{section}': {', '.join(unknown)} "
+                          f"(known keys: {', '.join(known)})")
+    kwargs = {k: _check_type(f"{section}.{k}", v, str(known[k].type)) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def validate(hps: HParams) -> HParams:
+    """Raise ConfigError for values that are individually valid but inconsistent together."""
+    d, m, t = hps.data, hps.model, hps.train
+    rates = math.prod(m.upsample_rates)
+    if rates * m.gen_istft_hop_size * m.subbands != d.hop_length:
+        raise ConfigError(
+            f"model.upsample_rates {m.upsample_rates} (product {rates}) * model.gen_istft_hop_size "
+            f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {rates * m.gen_istft_hop_size * m.subbands}, "
+            f"but data.hop_length is {d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * "
+            f"subbands == hop_length must hold")
+    if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
+        raise ConfigError("model.upsample_rates and model.upsample_kernel_sizes must have the same length")
+    if m.flow_d_model % m.flow_nhead or (m.flow_d_model // m.flow_nhead) % 2:
+        raise ConfigError(f"model.flow_d_model ({m.flow_d_model}) must be divisible by model.flow_nhead "
+                          f"({m.flow_nhead}) into an even head size (rotary embedding)")
+    if d.win_length > d.filter_length:
+        raise ConfigError(f"data.win_length ({d.win_length}) must not exceed data.filter_length ({d.filter_length})")
+    if d.mel_std <= 0:
+        raise ConfigError(f"data.mel_std must be positive, got {d.mel_std}")
+    if t.fp16_run and t.bf16_run:
+        raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
+    if not (t.train_acoustic or t.train_vocoder):
+        raise ConfigError("train.train_acoustic and train.train_vocoder are both false: nothing to train")
+    if t.segment_size % d.hop_length:
+        raise ConfigError(f"train.segment_size ({t.segment_size}) must be a multiple of data.hop_length ({d.hop_length})")
+    if (m.gin_channels > 0) != (d.n_speakers > 1):
+        raise ConfigError(f"model.gin_channels ({m.gin_channels}) must be > 0 exactly when data.n_speakers "
+                          f"({d.n_speakers}) > 1")
+    return hps
+
+
+def from_dict(raw: dict) -> HParams:
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a JSON object with 'train', 'data' and 'model' sections")
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(unknown)} (expected train, data, model)")
+    sections = {name: _section_from_dict(name, raw.get(name, {})) for name in _SECTIONS}
+    return validate(HParams(**sections))
+
+
+def load_config(path: str | Path) -> HParams:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from e
+    return from_dict(raw)
