@@ -1,0 +1,57 @@
+"""Config loading: unknown keys, wrong types and inconsistent values are rejected with the key named."""
+import json
+
+import pytest
+
+import config
+from config import ConfigError
+
+
+def test_defaults_round_trip():
+    hps = config.HParams()
+    again = config.from_dict(json.loads(json.dumps(hps.to_dict())))
+    assert again == hps
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="flow_dmodel"):
+        config.from_dict({"model": {"flow_dmodel": 256}})
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match="modle"):
+        config.from_dict({"modle": {}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        config.from_dict({"train": {"batch_size": "16"}})
+
+
+def test_int_accepted_for_float():
+    assert config.from_dict({"train": {"learning_rate": 1}}).train.learning_rate == 1.0
+
+
+def test_hop_rule_names_values():
+    with pytest.raises(ConfigError, match="hop_length is 256"):
+        config.from_dict({"model": {"upsample_rates": [8, 4]}})
+
+
+def test_44k_config_satisfying_rule_is_accepted():
+    hps = config.from_dict({"data": {"sampling_rate": 44100, "hop_length": 512, "filter_length": 2048,
+                                     "win_length": 2048},
+                            "model": {"upsample_rates": [8, 4], "upsample_kernel_sizes": [16, 8]},
+                            "train": {"segment_size": 16384}})
+    assert hps.data.hop_length == 512
+
+
+def test_load_config_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_config(tmp_path / "nope.json")
+
+
+def test_load_config_bad_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{ not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        config.load_config(path)
