@@ -1,0 +1,68 @@
+"""Waveform I/O: read with soundfile, mix to mono, resample with soxr.
+
+No torchaudio: soundfile (libsndfile) reads WAV/FLAC/OGG, soxr resamples, and the STFT/mel come from
+torch + librosa (mel_processing.py), so the project installs with the CPU torch wheel alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+PathLike = Union[str, Path]
+
+
+class AudioError(ValueError):
+    """An audio file cannot be used as it is (missing, unreadable, wrong sample rate, ...)."""
+
+
+@dataclass
+class AudioClip:
+    """A decoded clip: `wav` (T,) float32 mono in [-1, 1] at `sampling_rate`.
+
+    `source_rate` and `source_channels` describe the file before resampling / mixing down.
+    """
+    wav: np.ndarray
+    sampling_rate: int
+    source_rate: int
+    source_channels: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.wav) / self.sampling_rate
+
+
+def read_audio(path: PathLike) -> AudioClip:
+    """Decode a file as float32 and mix all channels down to mono (mean of the channels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    except Exception as e:  # libsndfile raises several types for corrupt / unsupported files
+        raise AudioError(f"cannot read audio file {path}: {e}") from e
+    channels = data.shape[1]
+    wav = data.mean(axis=1) if channels > 1 else data[:, 0]
+    return AudioClip(np.ascontiguousarray(wav, dtype=np.float32), int(sr), int(sr), int(channels))
+
+
+def resample_clip(clip: AudioClip, sampling_rate: int, resample: bool = True) -> AudioClip:
+    """Bring `clip` to `sampling_rate`; with resample=False a different rate raises AudioError."""
+    if clip.sampling_rate == sampling_rate:
+        return clip
+    if not resample:
+        raise AudioError(f"sample rate is {clip.sampling_rate} Hz but the config expects {sampling_rate} Hz "
+                         f"(data.resample is false); convert the file or set data.resample to true")
+    wav = soxr.resample(clip.wav, clip.sampling_rate, sampling_rate, quality="HQ")
+    # The resampler's ringing can overshoot full scale slightly; keep the [-1, 1] contract.
+    wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
+    return AudioClip(wav, sampling_rate, clip.source_rate, clip.source_channels)
+
+
+def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.ndarray:
+    """Read `path` as mono float32 (T,) at `sampling_rate` (resampled, or AudioError if resample=False)."""
+    return resample_clip(read_audio(path), sampling_rate, resample).wav
