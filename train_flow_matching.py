@@ -1,0 +1,878 @@
+"""Train the flow-matching acoustic model and the MB-iSTFT vocoder in one run.
+
+    python train_flow_matching.py -c configs/flow_matching.json -m ljspeech   # run folder logs/ljspeech
+    python train_flow_matching.py -m ljspeech                                 # resume with the saved config
+    torchrun --nproc_per_node 4 train_flow_matching.py -c ... -m ...          # or let it use all GPUs itself
+    python train_flow_matching.py -c configs/tiny.json -m t --cpu-processes 2 # 2 gloo processes on CPU
+
+Run folder: config.json (the config in force), train.log, TensorBoard events, G_<step>.pth (model,
+EMA weights, optimizers, schedulers, RNG states, step/epoch/position, config, n_vocab) and D_<step>.pth
+(discriminator) when model.use_discriminator is on. Saves are atomic; the newest train.keep_ckpts are
+kept. Running the same -m again resumes exactly where the newest loadable checkpoint left off.
+
+Resume and config changes: if the run folder has a config.json and -c gives another config, keys that
+define the model (every model.* key except flow_dropout and use_discriminator, and the data keys that
+define features and text: see MODEL_DATA_KEYS) must be equal, else ConfigError naming them; other keys
+(learning rate, batch size, file lists, max_steps, ...) may change, the differences are logged and the
+new config is written to config.json.
+
+Per step: the acoustic model's flow + duration + prior losses on whole utterances, and the vocoder on
+random ground-truth (mel, audio) segments (mel L1 * c_mel + multi-resolution STFT on the full band and
+the sub-bands * c_stft, plus LSGAN + feature matching * c_fm with the optional discriminator). A step
+with a non-finite loss is skipped (no update) and logged. SIGINT / SIGTERM finish the current step,
+write a checkpoint and exit (a second SIGINT aborts at once).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import commons
+import config as config_lib
+import distributed as dist_lib
+import text as text_lib
+from checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest_valid,
+                        load_state_checked, prune_checkpoints, save_checkpoint)
+from config import ConfigError, HParams
+from data_utils import DistributedBucketSampler, TextMelCollate, TextMelLoader, length_boundaries
+from distributed import DistContext
+from ema import EMA
+from lr_schedule import build_scheduler
+from mel_processing import mel_from_config
+from models import FlowMatchingSynthesizer
+
+LOGGER_NAME = "train_flow_matching"
+# Data keys that change what the model's inputs and outputs mean; a resumed run must keep them.
+MODEL_DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "mel_fmin",
+                   "mel_fmax", "mel_mean", "mel_std", "n_speakers", "add_blank", "text_cleaners", "language",
+                   "cleaned_text")
+# Model keys that may change between runs of one folder (they do not change the acoustic/vocoder weights).
+MUTABLE_MODEL_KEYS = ("flow_dropout", "use_discriminator")
+MAX_CONSECUTIVE_SKIPS = 50  # non-finite steps in a row before training stops as diverged
+EVAL_ITEMS = 3  # validation sentences rendered (audio, mel, alignment) at each evaluation
+EVAL_TIMESTEPS = 10
+REPEAT_SIGNAL_GRACE_S = 2.0  # a second Ctrl-C later than this aborts without saving
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line, run folder and config
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="JSON config (optional when resuming: the run's config.json is used)")
+    p.add_argument("-m", "--model", required=True,
+                   help="run folder; a bare NAME means logs/NAME (same folder = resume)")
+    p.add_argument("--cpu-processes", type=int, default=None, metavar="N",
+                   help="train with N gloo processes on the CPU (data parallel without GPUs)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: every visible GPU if any, else the CPU")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="override train.max_steps (stop after this many steps in total)")
+    return p.parse_args(argv)
+
+
+def resolve_run_dir(name: str) -> Path:
+    """A bare name goes under logs/ (VITS convention); anything with a path separator is used as is."""
+    path = Path(name)
+    if path.is_absolute() or len(path.parts) > 1:
+        return path
+    return Path("logs") / name
+
+
+def shape_differences(saved: HParams, given: HParams) -> List[str]:
+    """Config keys that differ and would make the saved weights mean something else."""
+    diffs = []
+    s, g = saved.to_dict(), given.to_dict()
+    for key, value in s["model"].items():
+        if key not in MUTABLE_MODEL_KEYS and g["model"].get(key) != value:
+            diffs.append(f"model.{key} ({value!r} in the run, {g['model'].get(key)!r} in the given config)")
+    for key in MODEL_DATA_KEYS:
+        if g["data"].get(key) != s["data"].get(key):
+            diffs.append(f"data.{key} ({s['data'].get(key)!r} in the run, {g['data'].get(key)!r} in the given config)")
+    return diffs
+
+
+def other_differences(saved: HParams, given: HParams) -> List[str]:
+    s, g = saved.to_dict(), given.to_dict()
+    return [f"{sec}.{k}: {s[sec][k]!r} -> {g[sec][k]!r}" for sec in s for k in s[sec] if s[sec][k] != g[sec][k]]
+
+
+def prepare_run(args: argparse.Namespace) -> tuple:
+    """Resolve the run folder and the config in force; write config.json. Returns (hps, run_dir, notes)."""
+    run_dir = resolve_run_dir(args.model)
+    saved_path = run_dir / "config.json"
+    saved = config_lib.load_config(saved_path) if saved_path.is_file() else None
+    notes: List[str] = []
+    if args.config is None:
+        if saved is None:
+            raise ConfigError(f"no config given and {saved_path} does not exist: pass -c CONFIG to start a run")
+        hps = saved
+    else:
+        hps = config_lib.load_config(args.config)
+        if saved is not None:
+            diffs = shape_differences(saved, hps)
+            if diffs:
+                raise ConfigError(
+                    f"config {args.config} does not match the run in {run_dir}: " + "; ".join(diffs)
+                    + ". These keys define the model, so its checkpoints cannot continue with them. "
+                      "Use another -m name for a new run, or drop -c to resume with the run's config.")
+            notes = [f"config change on resume: {d}" for d in other_differences(saved, hps)]
+    if args.max_steps is not None:
+        hps.train.max_steps = args.max_steps
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hps.save(saved_path)
+    return hps, run_dir, notes
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """Console handler that does not break the progress bar."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(run_dir: Path, ctx: DistContext) -> logging.Logger:
+    """train.log + console on rank 0; other ranks print warnings and errors only, tagged with the rank."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s " + (f"[rank {ctx.rank}] " if ctx.distributed else "")
+                            + "%(message)s", "%Y-%m-%d %H:%M:%S")
+    handlers: List[logging.Handler] = [_TqdmHandler()]
+    if ctx.is_main:
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    else:
+        handlers[0].setLevel(logging.WARNING)
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return logger
+
+
+def close_logging(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag checked after every step; a second SIGINT aborts immediately."""
+
+    def __init__(self, logger: logging.Logger):
+        self.log = logger
+        self.signum: Optional[int] = None
+        self._since = 0.0
+        self._previous: Dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> None:
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self.signum is None:
+            self.signum, self._since = signum, now
+            self.log.warning("received %s: finishing this step, saving a checkpoint, then exiting "
+                             "(press Ctrl-C again to abort without saving)", signal.Signals(signum).name)
+        elif signum == signal.SIGINT and now - self._since > REPEAT_SIGNAL_GRACE_S:
+            raise KeyboardInterrupt
+        # A repeat within the grace period is the same stop request arriving twice (terminal + parent).
+
+
+def resolve_amp(train_cfg, device: torch.device, logger: logging.Logger) -> Optional[torch.dtype]:
+    """Autocast dtype: fp16 (CUDA only; on CPU falls back to bf16 with a warning), bf16, or None (fp32)."""
+    if train_cfg.fp16_run:
+        if device.type == "cuda":
+            return torch.float16
+        logger.warning("train.fp16_run needs a CUDA device (GradScaler); on %s training uses bf16 autocast "
+                       "instead. Set bf16_run instead of fp16_run to silence this warning.", device.type)
+        return torch.bfloat16
+    if train_cfg.bf16_run:
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("train.bf16_run is set but this GPU does not support bf16; use fp16_run instead")
+        return torch.bfloat16
+    return None
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> List[dict]:
+    """AdamW groups: decay matrices / conv kernels, not biases, norms, scales and embeddings' 1-D params."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [g for g in (dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0))
+            if g["params"]]
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def capture_rng(device: torch.device) -> dict:
+    np_state = np.random.get_state()
+    state = dict(torch=torch.get_rng_state(), python=random.getstate(),
+                 numpy=[np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]])
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class StepResult:
+    """What one training step did: losses (floats), gradient norms, whether the update was skipped."""
+
+    losses: Dict[str, float] = field(default_factory=dict)
+    grad_norms: Dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    frames: int = 0  # mel frames in this process's batch
+
+
+class Meter:
+    """Running sums of step results between two log lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: Dict[str, float] = {}
+        self.count = 0
+        self.frames = 0
+        self.seconds = 0.0
+        self.skipped = 0
+
+    def add(self, result: StepResult, seconds: float) -> None:
+        self.count += 1
+        self.frames += result.frames
+        self.seconds += seconds
+        self.skipped += int(result.skipped)
+        if result.skipped:
+            return
+        for k, v in {**{f"loss/{k}": v for k, v in result.losses.items()},
+                     **{f"grad_norm/{k}": v for k, v in result.grad_norms.items()}}.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def means(self) -> Dict[str, float]:
+        n = max(self.count - self.skipped, 1)
+        return {k: v / n for k, v in self.sums.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+class Trainer:
+    """Models, optimizers, data and the training loop of one process.
+
+    `train_step(batch)` is one update and can be called directly (tests, benchmarks); `fit()` runs the
+    loop with logging, evaluation, checkpoints and stop signals.
+    """
+
+    def __init__(self, hps: HParams, run_dir: Path, ctx: DistContext = DistContext(),
+                 logger: Optional[logging.Logger] = None, tensorboard: bool = True, load_data: bool = True):
+        self.hps = hps
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx
+        self.device = ctx.device
+        self.log = logger or logging.getLogger(LOGGER_NAME)
+        t, m = hps.train, hps.model
+        self.amp_dtype = resolve_amp(t, self.device, self.log)
+        self.n_vocab = len(text_lib.symbols)
+
+        seed_everything(t.seed)  # identical initial weights on every rank
+        self.model = FlowMatchingSynthesizer(self.n_vocab, hps).to(self.device)
+        self.use_discriminator = m.use_discriminator and t.train_vocoder
+        self.discriminator = None
+        if self.use_discriminator:
+            from discriminators import Discriminator
+            self.discriminator = Discriminator(hps).to(self.device)
+        self.model.acoustic.requires_grad_(t.train_acoustic)
+        self.model.generator.requires_grad_(t.train_vocoder)
+        self.ema = EMA(self.model, t.ema_decay)
+
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        if t.train_acoustic:
+            self.optimizers["acoustic"] = self._adamw(self.model.acoustic, t.learning_rate)
+        if t.train_vocoder:
+            self.optimizers["vocoder"] = self._adamw(self.model.generator, t.vocoder_learning_rate)
+        if self.discriminator is not None:
+            self.optimizers["discriminator"] = self._adamw(self.discriminator, t.vocoder_learning_rate)
+        self.schedulers = {k: build_scheduler(o, t.warmup_steps, t.lr_decay) for k, o in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.recon_loss = None
+        if t.train_vocoder:
+            from losses import VocoderReconstructionLoss
+            self.recon_loss = VocoderReconstructionLoss(hps).to(self.device)
+
+        # DDP replicas: one wrapper per trained part, so each forward is an ordinary call.
+        self.acoustic_fwd = self._wrap(self.model.acoustic) if t.train_acoustic else self.model.acoustic
+        self.generator_fwd = self._wrap(self.model.generator) if t.train_vocoder else self.model.generator
+        self.disc_fwd = self._wrap(self.discriminator) if self.discriminator is not None else None
+
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0  # batches of `epoch` already trained on (exact mid-epoch resume)
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self.last_saved_step: Optional[int] = None
+        self.stop = StopRequest(self.log)
+        self.writer = None
+        if tensorboard and ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.train_set = self.sampler = self.collate = None
+        self._val_batch = None
+        if load_data:
+            self._build_data()
+
+    # -- construction -----------------------------------------------------------------------------------
+
+    def _adamw(self, module: torch.nn.Module, lr: float) -> torch.optim.AdamW:
+        t = self.hps.train
+        return torch.optim.AdamW(param_groups(module, t.weight_decay), lr=lr, betas=tuple(t.betas), eps=t.eps)
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.distributed:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids)
+
+    def _build_data(self) -> None:
+        t = self.hps.train
+        self.collate = TextMelCollate()
+        self.train_set = TextMelLoader(self.hps.data.training_files, self.hps)
+        self.sampler = DistributedBucketSampler(
+            self.train_set, t.batch_size, length_boundaries(self.train_set.lengths),
+            num_replicas=self.ctx.world_size, rank=self.ctx.rank,
+            shuffle=True, seed=t.seed, max_frames_per_batch=t.max_frames_per_batch)
+
+    def train_loader(self, epoch: int, skip: int = 0) -> torch.utils.data.DataLoader:
+        """Batches of `epoch` for this rank, without the first `skip` (already trained on)."""
+        self.sampler.set_epoch(epoch)
+        batches = list(self.sampler)[skip:]
+        # A private generator: creating the loader must not consume the global RNG (exact resume).
+        g = torch.Generator().manual_seed(self.hps.train.seed + epoch)
+        workers = self.hps.train.num_workers
+        return torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, collate_fn=self.collate,
+                                           num_workers=workers, pin_memory=self.device.type == "cuda",
+                                           generator=g, persistent_workers=False)
+
+    def validation_batch(self) -> Optional[dict]:
+        """The first EVAL_ITEMS validation clips as one batch (cached); None without a validation set."""
+        if self._val_batch is None:
+            path = self.hps.data.validation_files
+            if not path or not Path(path).is_file():
+                self.log.warning("validation file list %r not found: evaluation is skipped", path)
+                self._val_batch = {}
+            else:
+                val_set = TextMelLoader(path, self.hps)
+                items = [val_set[i] for i in range(min(EVAL_ITEMS, len(val_set)))]
+                self._val_batch = self.collate(items) if items else {}
+        return self._val_batch or None
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    def resume_or_init(self) -> None:
+        """Continue from the newest loadable checkpoint in the run folder, else initialise (init_checkpoint)."""
+        companions = ("D_",) if list_checkpoints(self.run_dir, "D_") and self.discriminator is not None else ()
+        point = load_latest_valid(self.run_dir, "G_", "cpu", companions=companions,
+                                  required_keys=("model", "step"), logger=self.log)
+        if point is None:
+            if self.hps.train.init_checkpoint:
+                self.init_from(self.hps.train.init_checkpoint, self.hps.train.init_parts)
+            seed_everything(self.hps.train.seed + self.ctx.rank)
+            return
+        s = point.state
+        load_state_checked(self.model, s["model"], point.path)
+        load_state_checked(self.ema.module, s.get("ema", s["model"]), point.path)
+        self.ema.num_updates = int(s.get("ema_updates", s["step"]))
+        self._load_optim(s, "G")
+        if self.discriminator is not None:
+            d_state = point.companions.get("D_")
+            if d_state is None:
+                self.log.warning("no D_%d.pth next to %s: the discriminator starts from scratch", point.step,
+                                 point.path.name)
+            else:
+                load_state_checked(self.discriminator, d_state["model"], point.path.with_name(f"D_{point.step}.pth"))
+                self._load_optim(d_state, "D")
+        if self.scaler is not None and s.get("scaler"):
+            self.scaler.load_state_dict(s["scaler"])
+        self.step = int(s["step"])
+        self.epoch = int(s.get("epoch", 0))
+        self.batch_in_epoch = int(s.get("batch_in_epoch", 0))
+        self.skipped_steps = int(s.get("skipped_steps", 0))
+        self.last_saved_step = self.step
+        rng = s.get("rng") or []
+        if len(rng) == self.ctx.world_size and s.get("world_size", 1) == self.ctx.world_size:
+            restore_rng(rng[self.ctx.rank], self.device)
+        else:
+            self.log.warning("checkpoint was written by %d process(es), this run has %d: random streams and "
+                             "the position in the epoch are re-derived, so the resume is not bit-exact",
+                             s.get("world_size", 1), self.ctx.world_size)
+            seed_everything(self.hps.train.seed + self.ctx.rank + self.step)
+            if s.get("world_size", 1) != self.ctx.world_size:
+                self.batch_in_epoch = 0
+                self.epoch += 1
+        self.log.info("resumed from %s: step %d, epoch %d (%d batches into it)", point.path, self.step,
+                      self.epoch, self.batch_in_epoch)
+
+    def _load_optim(self, state: dict, which: str) -> None:
+        names = ("discriminator",) if which == "D" else ("acoustic", "vocoder")
+        optim, sched = state.get("optimizer") or {}, state.get("scheduler") or {}
+        for name in names:
+            if name not in self.optimizers:
+                continue
+            if name in optim:
+                self.optimizers[name].load_state_dict(optim[name])
+                if name in sched:
+                    self.schedulers[name].load_state_dict(sched[name])
+            else:
+                self.log.warning("checkpoint has no optimizer state for the %s: it starts fresh (with warm-up)",
+                                 name)
+
+    def init_from(self, path: str, parts: Sequence[str]) -> None:
+        """Initialise weights of `parts` (acoustic / vocoder / discriminator) from another run's checkpoint.
+
+        The EMA weights of that checkpoint are used when present (they are the better weights); tensors
+        whose shape differs (e.g. a new symbol set or speaker count) keep their fresh initialisation,
+        with a warning listing them.
+        """
+        known = {"acoustic": "acoustic.", "vocoder": "generator.", "discriminator": None}
+        bad = [p for p in parts if p not in known]
+        if bad:
+            raise ConfigError(f"train.init_parts has unknown part(s) {bad}; choose from {sorted(known)}")
+        state = load_checkpoint(path, "cpu", required_keys=("model",))
+        source = state.get("ema") or state["model"]
+        own = self.model.state_dict()
+        loaded, mismatched = 0, []
+        for part in parts:
+            prefix = known[part]
+            if prefix is None:
+                continue
+            for k, v in source.items():
+                if k.startswith(prefix) and k in own:
+                    if own[k].shape == v.shape:
+                        own[k] = v
+                        loaded += 1
+                    else:
+                        mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
+        self.model.load_state_dict(own)
+        if "discriminator" in parts and self.discriminator is not None:
+            d_path = Path(path).with_name(Path(path).name.replace("G_", "D_", 1))
+            if d_path.is_file():
+                load_state_checked(self.discriminator, load_checkpoint(d_path, "cpu")["model"], d_path)
+            else:
+                self.log.warning("init_parts includes 'discriminator' but %s does not exist", d_path)
+        if mismatched:
+            self.log.warning("init_checkpoint: %d tensor(s) with other shapes keep their fresh init: %s",
+                             len(mismatched), "; ".join(mismatched[:5]))
+        if loaded == 0 and any(known[p] for p in parts):
+            raise CheckpointError(f"init_checkpoint {path} has no weights for parts {list(parts)}")
+        self.ema.copy_from(self.model)
+        self.log.info("initialised %s from %s (%d tensors)", ", ".join(parts), path, loaded)
+
+    def save(self) -> Optional[Path]:
+        """Write G_<step>.pth (and D_<step>.pth) on rank 0; every rank must call it (RNG states are gathered)."""
+        rng = capture_rng(self.device)
+        if self.ctx.distributed:
+            gathered = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng_all = gathered
+        else:
+            rng_all = [rng]
+        self.last_saved_step = self.step
+        if not self.ctx.is_main:
+            return None
+        t = self.hps.train
+        g_names = [k for k in self.optimizers if k != "discriminator"]
+        state = dict(model=self.model.state_dict(), ema=self.ema.state_dict(), ema_updates=self.ema.num_updates,
+                     optimizer={k: self.optimizers[k].state_dict() for k in g_names},
+                     scheduler={k: self.schedulers[k].state_dict() for k in g_names},
+                     scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                     step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+                     skipped_steps=self.skipped_steps, world_size=self.ctx.world_size, rng=rng_all,
+                     config=self.hps.to_dict(), n_vocab=self.n_vocab)
+        if self.discriminator is not None:
+            # D first: G_<step>.pth appearing is what marks the step as complete.
+            save_checkpoint(self.run_dir / f"D_{self.step}.pth", dict(
+                model=self.discriminator.state_dict(), step=self.step,
+                optimizer={"discriminator": self.optimizers["discriminator"].state_dict()},
+                scheduler={"discriminator": self.schedulers["discriminator"].state_dict()}))
+        path = save_checkpoint(self.run_dir / f"G_{self.step}.pth", state)
+        prune_checkpoints(self.run_dir, t.keep_ckpts, "G_")
+        prune_checkpoints(self.run_dir, t.keep_ckpts, "D_")
+        self.log.info("saved %s", path)
+        return path
+
+    # -- one step ----------------------------------------------------------------------------------------
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def _clip(self, name: str, module: torch.nn.Module) -> float:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizers[name])
+        params = [p for p in module.parameters() if p.grad is not None]
+        clip = self.hps.train.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        return float(norm)
+
+    def _optimizer_step(self, name: str) -> None:
+        if self.scaler is not None:
+            self.scaler.step(self.optimizers[name])
+        else:
+            self.optimizers[name].step()
+        self.schedulers[name].step()
+
+    def _nonfinite(self, value: torch.Tensor) -> bool:
+        """True on every rank if the value is non-finite on any rank (ranks must agree before backward)."""
+        return dist_lib.any_true(not bool(torch.isfinite(value.detach()).all()), self.ctx)
+
+    def _skip(self, what: str, losses: Dict[str, float]) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.log.warning("step %d: non-finite %s (%s); update skipped (%d skipped so far)", self.step + 1, what,
+                         ", ".join(f"{k}={v:.4g}" for k, v in losses.items()), self.skipped_steps)
+
+    def train_step(self, batch: dict, force_nonfinite: bool = False) -> StepResult:
+        """One update of every trained part on `batch` (a TextMelCollate dict).
+
+        force_nonfinite: multiply the generator loss by NaN (to exercise the skip path in tests).
+        """
+        t, d = self.hps.train, self.hps.data
+        self.model.train()
+        if self.discriminator is not None:
+            self.discriminator.train()
+        batch = to_device(batch, self.device)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        result = StepResult(frames=int(batch["mel_lengths"].sum()))
+        terms: Dict[str, torch.Tensor] = {}
+        speakers = batch.get("speakers") if d.n_speakers > 1 else None
+
+        with self.autocast():
+            if t.train_acoustic:
+                out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
+                                        speakers, batch.get("durations"))
+                terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
+                self.last_attn = out["attn"][0].detach()
+            if t.train_vocoder:
+                seg_frames = t.segment_size // d.hop_length
+                mel_seg, starts = commons.rand_slice_segments(batch["mel"], batch["mel_lengths"], seg_frames)
+                wav_seg = commons.slice_segments(batch["wav"], starts * d.hop_length, t.segment_size)
+                g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
+                audio_hat, sub_hat = self.generator_fwd(mel_seg, g)
+
+        if t.train_vocoder and self.discriminator is not None:
+            result.grad_norms.update(self._discriminator_step(wav_seg, audio_hat, result))
+        if t.train_vocoder:
+            terms.update(self._vocoder_losses(wav_seg, audio_hat, sub_hat))
+
+        loss = sum(v.float() for k, v in terms.items() if not k.startswith("_"))
+        if force_nonfinite:
+            loss = loss * float("nan")
+        result.losses.update({k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")})
+        result.losses["total"] = float(loss.detach())
+        if self._nonfinite(loss):
+            self._skip("loss", result.losses)
+            result.skipped = True
+            return result
+
+        self._backward(loss)
+        parts = [(n, m) for n, m in (("acoustic", self.model.acoustic), ("vocoder", self.model.generator))
+                 if n in self.optimizers]
+        for name, module in parts:
+            result.grad_norms[name] = self._clip(name, module)
+        if self.scaler is None and not all(math.isfinite(v) for v in result.grad_norms.values()):
+            self._skip("gradient norm", result.grad_norms)
+            result.skipped = True
+            return result
+        for name, _ in parts:
+            self._optimizer_step(name)
+        if self.scaler is not None:
+            self.scaler.update()
+        self.ema.update(self.model)
+        return result
+
+    def _discriminator_step(self, wav_seg, audio_hat, result: StepResult) -> Dict[str, float]:
+        from losses import discriminator_loss
+        with self.autocast():
+            real_outs, fake_outs, _, _ = self.disc_fwd(wav_seg, audio_hat.detach())
+        loss_d = discriminator_loss(real_outs, fake_outs)[0]
+        result.losses["disc"] = float(loss_d.detach())
+        if self._nonfinite(loss_d):
+            self._skip("discriminator loss", {"disc": float(loss_d)})
+            return {}
+        self._backward(loss_d)
+        norm = self._clip("discriminator", self.discriminator)
+        if self.scaler is None and not math.isfinite(norm):
+            self._skip("discriminator gradient norm", {"disc": norm})
+            return {}
+        self._optimizer_step("discriminator")
+        self.optimizers["discriminator"].zero_grad(set_to_none=True)
+        return {"discriminator": norm}
+
+    def _vocoder_losses(self, wav_seg, audio_hat, sub_hat) -> Dict[str, torch.Tensor]:
+        """Reconstruction (and adversarial) losses of the generator on one batch of segments, weighted."""
+        t = self.hps.train
+        rec = self.recon_loss(audio_hat, sub_hat, wav_seg)
+        terms = dict(mel=rec["mel"] * t.c_mel, stft=rec["stft"] * t.c_stft, stft_sub=rec["stft_sub"] * t.c_stft)
+        if self.discriminator is not None:
+            from losses import feature_loss, generator_loss
+            with self.autocast():
+                _, fake_outs, real_fmaps, fake_fmaps = self.disc_fwd(wav_seg, audio_hat)
+            terms["gen"] = generator_loss(fake_outs)[0]
+            terms["fm"] = feature_loss(real_fmaps, fake_fmaps) * t.c_fm
+        return terms
+
+    # -- evaluation and logging --------------------------------------------------------------------------
+
+    def log_scalars(self, meter: Meter) -> None:
+        if not self.ctx.is_main:
+            return
+        means = meter.means()
+        frames_per_s = meter.frames * self.ctx.world_size / max(meter.seconds, 1e-9)
+        s_per_step = meter.seconds / max(meter.count, 1)
+        lrs = {f"lr/{k}": s.get_last_lr()[0] for k, s in self.schedulers.items()}
+        if self.writer is not None:
+            for k, v in {**means, **lrs}.items():
+                self.writer.add_scalar(k, v, self.step)
+            self.writer.add_scalar("speed/frames_per_s", frames_per_s, self.step)
+            self.writer.add_scalar("speed/s_per_step", s_per_step, self.step)
+            self.writer.add_scalar("train/skipped_steps", self.skipped_steps, self.step)
+        losses = " ".join(f"{k[5:]}={v:.4f}" for k, v in means.items() if k.startswith("loss/"))
+        self.log.info("step %d epoch %d | %s | lr %s | %.0f frames/s, %.3f s/step%s", self.step, self.epoch,
+                      losses, " ".join(f"{v:.2e}" for v in lrs.values()), frames_per_s, s_per_step,
+                      f" | {meter.skipped} skipped" if meter.skipped else "")
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        """Rank 0: EMA model on a few validation clips -> val losses, mel/alignment images, audio.
+
+        Runs under a forked RNG with a fixed seed: samples are comparable across evaluations and the
+        training random streams are untouched (exact resume).
+        """
+        if not self.ctx.is_main:
+            return {}
+        batch = self.validation_batch()
+        if batch is None:
+            return {}
+        batch = to_device(batch, self.device)
+        model = self.ema.module.eval()
+        d = self.hps.data
+        speakers = batch["speakers"] if d.n_speakers > 1 else None
+        metrics: Dict[str, float] = {}
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.hps.train.seed)
+            out = model.acoustic(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
+                                 speakers, batch.get("durations"))
+            metrics = {f"val/{k[5:]}": float(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior")}
+            gens = [torch.Generator(self.device).manual_seed(self.hps.train.seed + i)
+                    for i in range(batch["text"].size(0))]
+            audio, _, mel_gen, extra = model.infer(batch["text"], batch["text_lengths"], n_timesteps=EVAL_TIMESTEPS,
+                                                   speakers=speakers, generator=gens)
+            copy_audio, _ = model.vocode(batch["mel"], speakers)
+        if self.writer is not None:
+            from plotting import plot_alignment, plot_spectrograms
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, self.step)
+            for i in range(batch["text"].size(0)):
+                n_mel, n_gen = int(batch["mel_lengths"][i]), int(extra["mel_lengths"][i])
+                n_text = int(batch["text_lengths"][i])
+                self.writer.add_image(f"mel/{i}", plot_spectrograms(
+                    [batch["mel"][i, :, :n_mel].float().cpu().numpy(), mel_gen[i, :, :n_gen].float().cpu().numpy()],
+                    ["ground truth", f"generated (EMA, {EVAL_TIMESTEPS} steps)"]), self.step, dataformats="HWC")
+                self.writer.add_image(f"align/{i}", plot_alignment(
+                    out["attn"][i, :n_text, :n_mel].float().cpu().numpy()), self.step, dataformats="HWC")
+                sr = d.sampling_rate
+                wav_len = int(extra["audio_lengths"][i])
+                self.writer.add_audio(f"gen/{i}", audio[i, 0, :wav_len].float().cpu(), self.step, sample_rate=sr)
+                self.writer.add_audio(f"vocoder/{i}", copy_audio[i, 0, :n_mel * d.hop_length].float().cpu(),
+                                      self.step, sample_rate=sr)
+                if self.step == 0 or not getattr(self, "_logged_gt", False):
+                    self.writer.add_audio(f"gt/{i}", batch["wav"][i, 0, :int(batch["wav_lengths"][i])].cpu(),
+                                          self.step, sample_rate=sr)
+            self._logged_gt = True
+            self.writer.flush()
+        self.log.info("eval at step %d: %s", self.step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    # -- loop --------------------------------------------------------------------------------------------
+
+    def fit(self) -> Optional[int]:
+        """Train until train.max_steps / train.epochs or a stop signal. Returns the signal number, if any."""
+        from tqdm import tqdm
+        t = self.hps.train
+        self.stop.install()
+        meter = Meter()
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.ctx.is_main, dynamic_ncols=True,
+                   desc=self.run_dir.name, unit="step")
+        try:
+            while self.epoch < t.epochs and not self._finished():
+                loader = self.train_loader(self.epoch, self.batch_in_epoch)
+                tic = time.perf_counter()
+                for batch in loader:
+                    result = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.consecutive_skips = self.consecutive_skips + 1 if result.skipped else 0
+                    now = time.perf_counter()
+                    meter.add(result, now - tic)
+                    bar.update(1)
+                    if not result.skipped:
+                        bar.set_postfix(loss=f"{result.losses['total']:.3f}",
+                                        fps=f"{result.frames * self.ctx.world_size / max(now - tic, 1e-9):.0f}")
+                    if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                        raise RuntimeError(
+                            f"{self.consecutive_skips} consecutive steps had non-finite losses: training "
+                            f"diverged. Lower train.learning_rate, prefer bf16_run over fp16_run, or resume "
+                            f"from an earlier checkpoint.")
+                    if self.step % t.log_interval == 0:
+                        self.log_scalars(meter)
+                        meter.reset()
+                    if self.step % t.eval_interval == 0:
+                        self.evaluate()
+                        self.save()
+                    if dist_lib.any_true(self.stop.requested, self.ctx):
+                        if self.last_saved_step != self.step:
+                            self.save()
+                        self.log.info("stopped at step %d; run the same command to resume", self.step)
+                        return self.stop.signum or signal.SIGTERM
+                    if self._finished():
+                        break
+                    tic = time.perf_counter()
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+            if self.last_saved_step != self.step:
+                self.save()
+            self.log.info("training finished at step %d (epoch %d)", self.step, self.epoch)
+            return None
+        finally:
+            bar.close()
+            self.stop.restore()
+            if self.writer is not None:
+                self.writer.flush()
+
+    def _finished(self) -> bool:
+        return self.hps.train.max_steps is not None and self.step >= self.hps.train.max_steps
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def run_worker(ctx: DistContext, hps: HParams, run_dir: Path, notes: Sequence[str] = ()) -> Optional[int]:
+    """Everything one training process does. Returns the stop signal number, if training was stopped."""
+    logger = setup_logging(run_dir, ctx)
+    trainer = None
+    try:
+        if ctx.is_main:
+            for note in notes:
+                logger.warning(note)
+            logger.info("run folder %s | %d process(es) on %s%s | amp %s", run_dir, ctx.world_size, ctx.device,
+                        f" ({ctx.backend})" if ctx.backend else "",
+                        "fp16" if hps.train.fp16_run else "bf16" if hps.train.bf16_run else "off")
+        trainer = Trainer(hps, run_dir, ctx, logger)
+        if ctx.is_main:
+            n_params = {k: sum(p.numel() for p in m.parameters()) / 1e6 for k, m in
+                        (("acoustic", trainer.model.acoustic), ("vocoder", trainer.model.generator))}
+            logger.info("parameters: %s", ", ".join(f"{k} {v:.2f}M" for k, v in n_params.items()))
+        trainer.resume_or_init()
+        signum = trainer.fit()
+        if ctx.distributed:
+            diff = dist_lib.parameter_max_difference(trainer.model, ctx)
+            (logger.info if diff == 0 else logger.error)(
+                "replicas in sync check: max parameter difference across %d ranks = %.3g", ctx.world_size, diff)
+        return signum
+    except Exception:
+        logger.exception("training failed")
+        raise
+    finally:
+        if trainer is not None:
+            trainer.close()
+        close_logging(logger)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the process exit code (128 + signal number when stopped by one)."""
+    args = parse_args(argv)
+    try:
+        hps, run_dir, notes = prepare_run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    signum = dist_lib.launch(run_worker, (hps, run_dir, notes), cpu_processes=args.cpu_processes,
+                             device=args.device)
+    return 0 if signum is None else 128 + int(signum)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
