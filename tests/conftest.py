@@ -1,0 +1,70 @@
+"""Shared fixtures: the real LJ Speech clips in tests/data and a tiny, valid HParams.
+
+tests/data holds LJ001-0001..0004 (public domain, see tests/data/ATTRIBUTION.md):
+  metadata.csv  LJSpeech format (id|text|normalized), wavs/ next to it
+  filelist.txt  VITS `wavs/<id>.wav|<english_cleaners2 phonemes>` (paths relative to tests/data)
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the project root
+    sys.path.insert(0, str(ROOT))
+
+from config import HParams, validate  # noqa: E402
+
+DATA_DIR = ROOT / "tests" / "data"
+LJ_IDS = ("LJ001-0001", "LJ001-0002", "LJ001-0003", "LJ001-0004")
+
+
+def make_tiny_hps(**overrides) -> HParams:
+    """Default data settings (22050 Hz, hop 256, 80 mels) with a model small enough for CPU tests.
+
+    overrides: config keys such as flow_d_model=32 or max_audio_seconds=5.0, looked up in the model,
+    data and train sections (in that order).
+    """
+    hps = HParams()
+    m, t = hps.model, hps.train
+    m.hidden_channels, m.text_encoder_layers, m.text_encoder_kernel, m.text_encoder_ff_mult = 32, 2, 5, 2
+    m.duration_predictor_channels, m.duration_predictor_layers = 32, 2
+    m.flow_d_model, m.flow_nhead, m.flow_num_layers, m.flow_dim_feedforward = 32, 2, 2, 64
+    m.flow_dropout = 0.0
+    m.upsample_initial_channel = 32
+    t.batch_size, t.num_workers, t.warmup_steps, t.log_interval = 2, 0, 10, 1
+    for key, value in overrides.items():
+        for section in (hps.model, hps.data, hps.train):
+            if hasattr(section, key):
+                setattr(section, key, value)
+                break
+        else:
+            raise KeyError(f"make_tiny_hps: unknown config key {key!r}")
+    return validate(hps)
+
+
+@pytest.fixture
+def tiny_hps() -> HParams:
+    """A fresh tiny HParams per test (tests may mutate it)."""
+    return make_tiny_hps()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def lj_wavs() -> list:
+    """Paths of the four real clips (22050 Hz mono), in id order."""
+    return [DATA_DIR / "wavs" / f"{i}.wav" for i in LJ_IDS]
+
+
+@pytest.fixture(scope="session")
+def lj_metadata() -> Path:
+    return DATA_DIR / "metadata.csv"
+
+
+@pytest.fixture(scope="session")
+def lj_filelist() -> Path:
+    return DATA_DIR / "filelist.txt"
