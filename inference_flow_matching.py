@@ -1,0 +1,150 @@
+"""Command-line synthesis: text -> 16-bit PCM WAV.
+
+    python inference_flow_matching.py --checkpoint logs/ljs/G_100000.pth --text "Hello world." --output hello.wav
+    python inference_flow_matching.py --checkpoint G.pth --text-file lines.txt --output-dir out/
+
+The checkpoint carries its config, so --config is only needed to override it (it must fit the
+checkpoint). EMA weights are used unless --no-ema. Every bad input ends with one `error: ...` line on
+stderr and a non-zero exit status; WAV files are written atomically (never half-written).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "demo_voice.pth"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Synthesize speech with a flow-matching TTS checkpoint.")
+    p.add_argument("--checkpoint", "-m", help=f"G_<step>.pth from training (default: {DEFAULT_CHECKPOINT.name} "
+                                              "demo voice in pretrained/)")
+    p.add_argument("--config", "-c", help="override the config stored in the checkpoint (must fit it)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", "-t", help="text to speak (long text is split into sentences)")
+    src.add_argument("--text-file", help="UTF-8 file, one utterance per line -> numbered WAVs in --output-dir")
+    p.add_argument("--output", "-o", default="out.wav", help="output WAV for --text (default: out.wav)")
+    p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
+    p.add_argument("--steps", type=int, default=10, help="ODE steps (default 10); NFE = steps (euler) or 2*steps")
+    p.add_argument("--method", default="euler", help="ODE solver: euler or midpoint (default euler)")
+    p.add_argument("--sway-coef", type=float, default=-1.0,
+                   help="sway sampling coefficient s in [-1, 1] for t + s(1-t)t (default -1: t^2)")
+    p.add_argument("--duration-scale", type=float, default=1.0, help="speaking-rate factor (>1: slower)")
+    p.add_argument("--temperature", type=float, default=1.0, help="noise scale of the ODE start (default 1)")
+    p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from synthesize import validate_synthesis_args
+
+    validate_synthesis_args(args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if args.text is None and args.text_file is None:
+        raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
+    if args.text is not None and not args.text.strip():
+        raise ValueError("--text is empty; give some words to speak")
+
+
+def _resolve_checkpoint(arg: Optional[str]) -> Path:
+    from checkpoint import CheckpointError
+
+    if arg is not None:
+        return Path(arg)
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(f"no --checkpoint given and the demo voice {DEFAULT_CHECKPOINT} is not there; "
+                              "pass --checkpoint logs/NAME/G_<step>.pth or train one with "
+                              "`python train_flow_matching.py -c configs/<config>.json -m NAME`")
+    return DEFAULT_CHECKPOINT
+
+
+def _read_text_file(path: str) -> List[Tuple[int, str]]:
+    """(line number, text) for every non-blank line."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text file {path} is not UTF-8: {e}") from None
+    items = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    if not items:
+        raise ValueError(f"text file {path} has no non-blank lines")
+    return items
+
+
+def _report(name: str, info: dict, method: str, steps: int) -> None:
+    print(f"{name}: {info['audio_seconds']:.2f} s audio, {info['sentences']} sentence(s), "
+          f"NFE {info['nfe']} per sentence ({steps} {method} steps)")
+    print(f"  RTF {info['rtf']:.3f} = acoustic {info['acoustic_seconds'] / max(info['audio_seconds'], 1e-9):.3f}"
+          f" + vocoder {info['vocoder_seconds'] / max(info['audio_seconds'], 1e-9):.3f}"
+          f" (acoustic {info['acoustic_seconds']:.2f} s, vocoder {info['vocoder_seconds']:.2f} s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    import torch
+
+    from synthesize import Synthesizer, check_output_path, save_wav
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # Check everything that can fail before the slow part: outputs, texts, then the checkpoint.
+    if args.text_file is not None:
+        items = _read_text_file(args.text_file)
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        width = max(4, len(str(items[-1][0])))
+        jobs = [(text, out_dir / f"{n:0{width}d}.wav", f"line {n}") for n, text in items]
+        check_output_path(jobs[0][1])
+    else:
+        jobs = [(args.text, Path(args.output), None)]
+        check_output_path(jobs[0][1])
+    checkpoint = _resolve_checkpoint(args.checkpoint)
+    tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
+    prepared = []
+    for text, path, label in jobs:  # clean every utterance first: a bad line fails before any file is written
+        try:
+            prepared.append((tts.prepare(text), path))
+        except ValueError as e:
+            raise ValueError(f"{label}: {e}" if label else str(e)) from None
+    tts.check_speaker(args.speaker)
+    for sequences, path in prepared:
+        audio, sample_rate, info = tts.synthesize_sequences(
+            sequences, args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature,
+            args.speaker, args.seed)
+        save_wav(path, audio, sample_rate)
+        _report(str(path), info, args.method, args.steps)
+    print(f"device {tts.device}, threads {torch.get_num_threads()}, fp32, "
+          f"{'EMA' if not args.no_ema else 'raw'} weights from {checkpoint}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from checkpoint import CheckpointError
+    from config import ConfigError
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return run(args)
+        except (ValueError, CheckpointError, ConfigError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

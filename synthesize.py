@@ -1,0 +1,408 @@
+"""High-level text-to-speech API: load a checkpoint once, turn text into a waveform.
+
+    from synthesize import Synthesizer, save_wav
+    tts = Synthesizer.from_checkpoint("logs/ljs/G_100000.pth")
+    audio, sample_rate, info = tts.synthesize("Hello world. How are you?")
+    save_wav("hello.wav", audio, sample_rate)
+
+Long text is split into sentences (at . ! ? ; : and, for long runs, at commas), the sentences are
+synthesized in padded batches (the model is padding invariant, each item is cut to its own length) and
+joined with short pauses. Nothing is silently truncated: a text with nothing speakable is an error.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+import commons
+import config as config_lib
+import ode
+import text as text_lib
+from checkpoint import CheckpointError, load_checkpoint, load_state_checked
+from config import ConfigError, HParams
+from models import FlowMatchingSynthesizer
+
+SENTENCE_PAUSE_SECONDS = 0.2
+MAX_SENTENCE_CHARS = 200  # longer sentences are split at commas, then at spaces
+# Words whose trailing period does not end a sentence.
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "co", "inc", "ltd",
+                  "mt", "capt", "col", "gen", "lt", "sgt", "rev", "hon", "gov", "sen", "rep", "e.g", "i.e"}
+
+
+def validate_synthesis_args(n_timesteps: int, method: str, sway_coef: float, duration_scale: float = 1.0,
+                            temperature: float = 1.0) -> None:
+    """Raise ValueError naming the bad sampling argument (checked before any work is done)."""
+    if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
+        raise ValueError(f"number of ODE steps must be a positive integer, got {n_timesteps!r}")
+    if method not in ode.SOLVERS:
+        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(ode.SOLVERS)}")
+    if not math.isfinite(sway_coef):
+        raise ValueError(f"sway coefficient must be a finite number, got {sway_coef}")
+    ode.time_grid(n_timesteps, sway_coef)  # ValueError when the sway folds the grid (outside [-1, 1])
+    if not math.isfinite(duration_scale) or duration_scale <= 0:
+        raise ValueError(f"duration scale must be a positive number, got {duration_scale}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a non-negative number, got {temperature}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text splitting
+# ----------------------------------------------------------------------------------------------------
+
+def has_speakable(text: str) -> bool:
+    """True when the text holds at least one letter or digit (punctuation and emoji are not speech)."""
+    return any(ch.isalnum() for ch in text)
+
+
+def _split_long(sentence: str, max_chars: int) -> List[str]:
+    """Split a sentence longer than `max_chars` at commas, and a comma-free run at spaces."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    pieces: List[str] = []
+    current = ""
+    for clause in re.split(r"(?<=,)\s+", sentence):
+        for part in _split_at_spaces(clause, max_chars):
+            if current and len(current) + 1 + len(part) > max_chars:
+                pieces.append(current)
+                current = part
+            else:
+                current = f"{current} {part}" if current else part
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _split_at_spaces(clause: str, max_chars: int) -> List[str]:
+    if len(clause) <= max_chars:
+        return [clause]
+    pieces, current = [], ""
+    for word in clause.split():
+        if current and len(current) + 1 + len(word) > max_chars:
+            pieces.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> List[str]:
+    """Split text into speakable sentences, keeping their final punctuation.
+
+    Breaks after . ! ? ; : followed by white space (a period after a common abbreviation such as "Mr."
+    or a single initial does not end a sentence), and splits sentences longer than `max_chars` at commas.
+    Fragments without a letter or digit (e.g. a stray "...") carry no speech and are dropped.
+    """
+    text = " ".join(text.split())
+    sentences: List[str] = []
+    start = 0
+    for match in re.finditer(r"[.!?;:]+[\"')\]]*(?=\s)", text):
+        end = match.end()
+        word = text[start:match.start()].split()[-1:] or [""]
+        last = word[0].lstrip("\"'([").lower()
+        if match.group().startswith(".") and len(match.group().rstrip("\"')]")) == 1 and (
+                last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
+            continue
+        sentences.append(text[start:end].strip())
+        start = end
+    sentences.append(text[start:].strip())
+    out: List[str] = []
+    for sentence in sentences:
+        out.extend(piece for piece in _split_long(sentence, max_chars) if has_speakable(piece))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------
+
+def check_output_path(path: Union[str, Path]) -> Path:
+    """Raise OSError with a clear message unless a file can be written at `path` (checked up front)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")
+    if not parent.exists():
+        raise FileNotFoundError(f"output directory {parent} does not exist; create it first or choose another --output")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"output directory {parent} is not a directory")
+    try:  # os.access is unreliable (root, ACLs, read-only mounts): really try to create a file
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-test-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to output directory {parent}: {e.strerror or e}") from None
+    return path
+
+
+def save_wav(path: Union[str, Path], audio: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV atomically: a temp file in the same directory, then rename.
+
+    A crash or a full disk never leaves a half-written file at `path`.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}-",
+                               suffix=".wav.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoint / config compatibility
+# ----------------------------------------------------------------------------------------------------
+
+def _to_hparams(cfg: Union[None, str, Path, dict, HParams]) -> Optional[HParams]:
+    if cfg is None or isinstance(cfg, HParams):
+        return cfg
+    if isinstance(cfg, dict):
+        return config_lib.from_dict(cfg)
+    return config_lib.load_config(cfg)
+
+
+def check_config_fits(given: HParams, stored: HParams, n_vocab: int) -> None:
+    """Raise ConfigError naming the field where a user-given config contradicts the checkpoint's."""
+    for name, a, b in (("data.n_mel_channels (n_mels)", given.data.n_mel_channels, stored.data.n_mel_channels),
+                       ("data.sampling_rate (sample rate)", given.data.sampling_rate, stored.data.sampling_rate),
+                       ("data.hop_length", given.data.hop_length, stored.data.hop_length),
+                       ("data.n_speakers", given.data.n_speakers, stored.data.n_speakers)):
+        if a != b:
+            raise ConfigError(f"config does not fit the checkpoint: {name} is {a} in the given config but "
+                              f"{b} in the checkpoint; drop --config to use the checkpoint's own config")
+    vocab = _vocab_size(given)
+    if vocab != n_vocab:
+        raise ConfigError(f"config does not fit the checkpoint: vocabulary size (n_vocab) is {vocab} for the "
+                          f"given config's text frontend but {n_vocab} in the checkpoint; use the text "
+                          f"symbols the model was trained with")
+
+
+def _vocab_size(hps: HParams) -> int:
+    """Symbols the text frontend can emit for this config (one symbol table for every cleaner)."""
+    return len(text_lib.symbols)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthesizer
+# ----------------------------------------------------------------------------------------------------
+
+class Synthesizer:
+    """Text -> waveform with a loaded FlowMatchingSynthesizer (acoustic model + MB-iSTFT vocoder)."""
+
+    def __init__(self, model: FlowMatchingSynthesizer, hps: HParams, n_vocab: int,
+                 device: Union[str, torch.device] = "cpu", batch_size: int = 8):
+        self.model = model.eval()
+        self.hps = hps
+        self.n_vocab = n_vocab
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.hps.data.sampling_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.hps.data.hop_length
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
+                        use_ema: bool = True, config: Union[None, str, Path, dict, HParams] = None,
+                        batch_size: int = 8) -> "Synthesizer":
+        """Load a training checkpoint (G_<step>.pth) once.
+
+        use_ema: take the EMA weights (recommended for flow matching) when the checkpoint has them.
+        config: optional HParams / dict / JSON path overriding the stored config; it must fit the
+            checkpoint (vocabulary size, n_mels, sample rate), else ConfigError naming the field.
+        Raises CheckpointError for a missing/unreadable/incompatible file.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but CUDA is not available; use --device cpu")
+        try:
+            ckpt = load_checkpoint(str(path), map_location="cpu")
+        except CheckpointError as e:
+            cause = e.__cause__
+            if cause is None:
+                raise
+            # torch's unpickling errors run over many lines and talk about weights_only; the type says enough.
+            raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a checkpoint and cannot be "
+                                  f"loaded ({type(cause).__name__}); use another G_<step>.pth or "
+                                  f"copy the file again") from None
+        stored_cfg = ckpt.get("config")
+        given = _to_hparams(config)
+        if stored_cfg is None and given is None:
+            raise CheckpointError(f"checkpoint {path} carries no config; pass the training config (--config)")
+        try:
+            stored = config_lib.from_dict(stored_cfg) if stored_cfg is not None else given
+        except ConfigError as e:
+            raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
+        n_vocab = int(ckpt.get("n_vocab", len(text_lib.symbols)))
+        if given is not None:
+            check_config_fits(given, stored, n_vocab)
+        hps = given if given is not None else stored
+        if n_vocab != _vocab_size(hps):
+            raise CheckpointError(
+                f"checkpoint {path} was trained with a vocabulary size (n_vocab) of {n_vocab} but this "
+                f"code's text frontend has {_vocab_size(hps)} symbols; use the matching code version")
+        state = ckpt.get("ema") if use_ema else None
+        if use_ema and state is None:
+            warnings.warn(f"checkpoint {path} has no EMA weights; using the raw model weights")
+        if state is None:
+            state = ckpt.get("model")
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {path} has no model weights (key 'model')")
+        model = FlowMatchingSynthesizer(n_vocab, hps)
+        load_state_checked(model, state, path)
+        model.remove_weight_norm()
+        model.to(device).eval()
+        return cls(model, hps, n_vocab, device=device, batch_size=batch_size)
+
+    # -- text ----------------------------------------------------------------------------------------
+
+    def text_to_ids(self, text: str) -> List[int]:
+        """Clean one sentence and map it to symbol ids (with blanks when the config says so).
+
+        Unknown characters are dropped with a warning; ValueError when nothing speakable is left.
+        """
+        if not text or not text.strip():
+            raise ValueError("text is empty; give some words to speak")
+        if not has_speakable(text):
+            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
+        data = self.hps.data
+        ids = text_lib.text_to_sequence(text, data.text_cleaners, language=data.language)
+        if not ids or not has_speakable(text_lib.sequence_to_text(ids)):
+            raise ValueError(f"text {text!r} has nothing speakable after cleaning")
+        if data.add_blank:
+            ids = commons.intersperse(ids, 0)
+        return ids
+
+    def prepare(self, text: str) -> List[List[int]]:
+        """Split text into sentences and return their id sequences (raises ValueError up front)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty; give some words to speak")
+        sentences = split_sentences(text)
+        if not sentences:
+            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
+        return [self.text_to_ids(s) for s in sentences]
+
+    # -- synthesis -----------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def synthesize_ids(self, sequences: Sequence[Sequence[int]], n_timesteps: int = 10, method: str = "euler",
+                       sway_coef: float = -1.0, duration_scale: float = 1.0, temperature: float = 1.0,
+                       speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
+        """Synthesize id sequences in padded batches; returns per-sequence waveforms and timing info."""
+        validate_synthesis_args(n_timesteps, method, sway_coef, duration_scale, temperature)
+        speakers = self.check_speaker(speaker)
+        # One generator per sentence, seeded from (seed, index): a sentence's noise does not depend on
+        # the batch it lands in, so batching reproduces sentence-by-sentence synthesis.
+        seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
+        order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # similar lengths share a batch
+        waves: List[Optional[np.ndarray]] = [None] * len(sequences)
+        info = {"nfe": 0, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            lengths = torch.tensor([len(sequences[i]) for i in batch], dtype=torch.long)
+            ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            spk = None if speakers is None else speakers.expand(len(batch))
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = self.model.acoustic.infer(
+                ids.to(self.device), lengths.to(self.device), n_timesteps=n_timesteps,
+                duration_scale=duration_scale, sway_coef=sway_coef, method=method, temperature=temperature,
+                speakers=spk, generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
+            _sync(self.device)
+            t1 = time.perf_counter()
+            # The acoustic model is padding invariant, a convolutional vocoder is not (an item's last
+            # frames see the batch padding), so each mel is vocoded at its own length.
+            for row, i in enumerate(batch):
+                n = int(out["mel_lengths"][row])
+                audio, _ = self.model.vocode(out["mel"][row:row + 1, :, :n], None if spk is None else spk[row:row + 1])
+                waves[i] = audio[0, 0, :n * self.hop_length].float().cpu().numpy()
+            _sync(self.device)
+            info["nfe"] = int(out["nfe"])
+            info["acoustic_seconds"] += t1 - t0
+            info["vocoder_seconds"] += time.perf_counter() - t1
+        return waves, info
+
+    def synthesize(self, text: str, n_timesteps: int = 10, method: str = "euler", sway_coef: float = -1.0,
+                   duration_scale: float = 1.0, temperature: float = 1.0, speaker: Optional[int] = None,
+                   seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
+        """Text -> (waveform float32 (T,), sample_rate, info).
+
+        info: nfe (network evaluations per sentence), audio_seconds, acoustic_seconds, vocoder_seconds,
+        rtf ((acoustic + vocoder) / audio), sentences, text_seconds (frontend time).
+        Raises ValueError for empty or unspeakable text and bad sampling arguments.
+        """
+        validate_synthesis_args(n_timesteps, method, sway_coef, duration_scale, temperature)
+        self.check_speaker(speaker)
+        t0 = time.perf_counter()
+        sequences = self.prepare(text)
+        text_seconds = time.perf_counter() - t0
+        audio, sample_rate, info = self.synthesize_sequences(sequences, n_timesteps, method, sway_coef,
+                                                             duration_scale, temperature, speaker, seed)
+        info["text_seconds"] = text_seconds
+        return audio, sample_rate, info
+
+    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], n_timesteps: int = 10,
+                             method: str = "euler", sway_coef: float = -1.0, duration_scale: float = 1.0,
+                             temperature: float = 1.0, speaker: Optional[int] = None, seed: int = 0
+                             ) -> Tuple[np.ndarray, int, Dict[str, float]]:
+        """Sentences already turned into ids (see `prepare`) -> one waveform joined with pauses."""
+        waves, info = self.synthesize_ids(sequences, n_timesteps, method, sway_coef, duration_scale,
+                                          temperature, speaker, seed)
+        audio = join_with_pauses(waves, self.sample_rate)
+        info["audio_seconds"] = len(audio) / self.sample_rate
+        info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
+        info["sentences"] = len(waves)
+        return audio, self.sample_rate, info
+
+    def check_speaker(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
+        """Validate a speaker id; returns it as a (1,) tensor for multi-speaker models, else None."""
+        n_speakers = self.hps.data.n_speakers
+        if n_speakers <= 1:
+            if speaker not in (None, 0):
+                raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")
+            return None
+        speaker = 0 if speaker is None else speaker
+        if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n_speakers:
+            raise ValueError(f"speaker must be an integer id in [0, {n_speakers - 1}], got {speaker!r}")
+        return torch.tensor([speaker], dtype=torch.long, device=self.device)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so stage timings are true (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def join_with_pauses(waves: Sequence[np.ndarray], sample_rate: int,
+                     pause_seconds: float = SENTENCE_PAUSE_SECONDS) -> np.ndarray:
+    """Concatenate sentence waveforms with `pause_seconds` of silence between them."""
+    pause = np.zeros(int(round(pause_seconds * sample_rate)), dtype=np.float32)
+    pieces: List[np.ndarray] = []
+    for i, wave in enumerate(waves):
+        if i:
+            pieces.append(pause)
+        pieces.append(np.asarray(wave, dtype=np.float32))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
