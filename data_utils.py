@@ -157,7 +157,7 @@ class TextMelLoader(torch.utils.data.Dataset):
     """Text ids + log-mel + waveform for each filelist entry.
 
     Clips that cannot be used (missing, unreadable, outside data.min/max_audio_seconds, text with
-    nothing speakable) are skipped when the dataset is built and reported in one log warning, so a
+    nothing speakable, missing or mis-sized durations when data.durations_dir is set) are skipped when the dataset is built and reported in one log warning, so a
     bad clip never stops an epoch. A clip at another sample rate is resampled with soxr when
     data.resample is true and refused (AudioError) otherwise.
 
@@ -193,6 +193,10 @@ class TextMelLoader(torch.utils.data.Dataset):
                 continue
             if info.samplerate != d.sampling_rate and not d.resample:
                 wrong_rate.append(f"{utt.wav_path} ({info.samplerate} Hz)")
+            problem = self._durations_problem(utt.wav_path, len(seq))
+            if problem:
+                excluded.append((utt.wav_path, problem))
+                continue
             if d.n_speakers > 1 and utt.speaker >= d.n_speakers:
                 raise ValueError(f"{utt.where}: speaker id {utt.speaker} >= data.n_speakers ({d.n_speakers})")
             self.items.append((utt, seq))
@@ -231,6 +235,22 @@ class TextMelLoader(torch.utils.data.Dataset):
             ids.append(intersperse(seq, text_frontend.BLANK_ID) if d.add_blank else seq)
         return ids, excluded
 
+    def _durations_path(self, wav_path: str) -> Path:
+        return Path(self.hps.data.durations_dir) / f"{Path(wav_path).stem}.npy"
+
+    def _durations_problem(self, wav_path: str, n_tokens: int) -> Optional[str]:
+        """Why the external durations of a clip are unusable (None when fine or not configured)."""
+        if not self.hps.data.durations_dir:
+            return None
+        path = self._durations_path(wav_path)
+        if not path.is_file():
+            return f"durations file {path} is missing (data.durations_dir is set)"
+        n = np.load(path, mmap_mode="r").size
+        if n != n_tokens:
+            return (f"durations file {path} has {n} entries but the text has {n_tokens} tokens "
+                    f"(data.add_blank={self.hps.data.add_blank})")
+        return None
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -256,9 +276,7 @@ class TextMelLoader(torch.utils.data.Dataset):
         d = self.hps.data
         if not d.durations_dir:
             return None
-        path = Path(d.durations_dir) / f"{Path(wav_path).stem}.npy"
-        if not path.is_file():
-            raise FileNotFoundError(f"durations file {path} for {wav_path} is missing (data.durations_dir is set)")
+        path = self._durations_path(wav_path)
         dur = torch.from_numpy(np.load(path)).long().flatten()
         if dur.numel() != n_tokens or int(dur.sum()) != frames:
             raise ValueError(f"durations {path} have {dur.numel()} tokens summing to {int(dur.sum())} frames, but the "

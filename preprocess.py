@@ -112,7 +112,11 @@ def check_audio(entry: Entry, d) -> Optional[torch.Tensor]:
     try:
         clip = read_audio(entry.utt.wav_path)
     except AudioError as e:
-        entry.problems.append("file not found" if not os.path.exists(entry.utt.wav_path) else f"unreadable: {e}")
+        if not os.path.exists(entry.utt.wav_path):
+            entry.problems.append("file not found")
+        else:  # libsndfile's reason ("Error opening '<path>': <reason>") without the path it repeats
+            reason = str(e.__cause__ or e).rsplit("': ", 1)[-1]
+            entry.problems.append(f"unreadable: {reason}")
         return None
     if clip.wav.size == 0:
         entry.problems.append("empty (no samples)")

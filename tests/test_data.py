@@ -143,19 +143,24 @@ def test_mel_cache_is_written_and_reused(tmp_path, lj_filelist, tiny_hps):
     assert torch.all(ds[1]["mel"] == 7.0)
 
 
-def test_external_durations_are_loaded_and_checked(tmp_path, lj_filelist, tiny_hps, dataset):
-    tiny_hps.data.durations_dir = str(tmp_path)
-    ds = TextMelLoader(lj_filelist, tiny_hps)
+def test_external_durations_are_loaded_and_checked(tmp_path, lj_filelist, tiny_hps, dataset, caplog):
     n_text, frames = dataset[1]["text"].numel(), dataset.lengths[1]
     dur = np.zeros(n_text, dtype=np.int64)
     dur[1::2] = frames // (n_text // 2)
     dur[1] += frames - dur.sum()
     np.save(tmp_path / "LJ001-0002.npy", dur)
-    assert ds[1]["durations"].tolist() == dur.tolist()
-    np.save(tmp_path / "LJ001-0002.npy", dur[:-1])
+    np.save(tmp_path / "LJ001-0003.npy", np.ones(5, dtype=np.int64))  # wrong token count
+    tiny_hps.data.durations_dir = str(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="data_utils"):
+        ds = TextMelLoader(lj_filelist, tiny_hps)
+    assert [p.rsplit("/", 1)[-1] for p in ds.paths] == ["LJ001-0002.wav"]  # the others are reported
+    assert "LJ001-0001.npy is missing" in caplog.text and "LJ001-0003.npy has 5 entries" in caplog.text
+    assert ds[0]["durations"].tolist() == dur.tolist()
+    batch = TextMelCollate()([ds[0], ds[0]])
+    assert batch["durations"].shape == batch["text"].shape and int(batch["durations"][0].sum()) == frames
+    dur[1] += 1  # now sums to one frame more than the mel has
+    np.save(tmp_path / "LJ001-0002.npy", dur)
     with pytest.raises(ValueError, match="re-run the aligner"):
-        ds[1]
-    with pytest.raises(FileNotFoundError, match="LJ001-0001.npy"):
         ds[0]
 
 
