@@ -34,7 +34,7 @@ from config import ConfigError, HParams, load_config, validate
 from data_utils import Utterance, compute_mel, mel_cache_path, read_filelist, save_npy_atomic, trim_to_frames
 
 SILENCE_PEAK_DBFS = -60.0  # a clip whose loudest sample is below this is treated as silent
-TEXT_CHUNK = 512  # texts per phonemizer call (progress granularity)
+TEXT_CHUNK = 2048  # texts per phonemizer call: progress granularity vs worker start-up cost
 
 
 @dataclass

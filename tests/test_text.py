@@ -123,3 +123,10 @@ def test_unknown_cleaner_is_named():
     with pytest.raises(ValueError, match="english_cleaners3.*available"):
         text.clean_text("hi", ["english_cleaners3"])
     assert set(cleaners.CLEANERS) >= {"basic_cleaners", "transliteration_cleaners", "english_cleaners2"}
+
+
+def test_parallel_phonemizing_keeps_order():
+    """njobs > 1 (worker processes, used by preprocess.py on big datasets) gives the same list."""
+    texts = [f"item {numbers.cardinal(i)}{'!' if i % 7 == 0 else '.'}" for i in range(520)]
+    texts[5], texts[300] = "", "?!"
+    assert phonemize(texts, "en-us", njobs=2) == phonemize(texts, "en-us", njobs=1)

@@ -15,6 +15,7 @@ from typing import List, Sequence
 
 _ESPEAK_LOGGER = "text.phonemize.espeak"
 _WHITESPACE_RE = re.compile(r"\s+")
+_MIN_TEXTS_PER_JOB = 256  # below this, starting worker processes costs more than it saves
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,7 +66,7 @@ def phonemize(texts: Sequence[str], language: str = "en-us", njobs: int = 1) -> 
     if todo:
         result = espeak_backend(language).phonemize(
             [texts[i] for i in todo], separator=Separator(phone="", syllable="", word=" "),
-            strip=True, njobs=max(1, int(njobs)))
+            strip=True, njobs=max(1, int(njobs)) if len(todo) >= _MIN_TEXTS_PER_JOB * 2 else 1)
         if len(result) != len(todo):
             raise RuntimeError(f"phonemizer returned {len(result)} results for {len(todo)} texts")
         for i, phones in zip(todo, result):
