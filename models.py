@@ -1,0 +1,85 @@
+"""End-to-end synthesizer: flow-matching acoustic model (text -> mel) + MB-iSTFT vocoder (mel -> waveform)."""
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+import commons
+from config import HParams
+from flow_matching import FlowMatchingTTS
+from modules import MultiBandISTFTGenerator
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock stage timings are true (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class FlowMatchingSynthesizer(nn.Module):
+    """`acoustic` (FlowMatchingTTS) and `generator` (MultiBandISTFTGenerator) in one module / state dict.
+
+    Multi-speaker models condition the vocoder on the acoustic model's speaker embedding (as VITS shares
+    emb_g between encoder and decoder).
+    """
+
+    def __init__(self, n_vocab: int, hps: HParams, istft_impl: str = "torch"):
+        super().__init__()
+        self.hps = hps
+        self.n_vocab = n_vocab
+        self.hop_length = hps.data.hop_length
+        self.acoustic = FlowMatchingTTS(n_vocab, hps)
+        self.generator = MultiBandISTFTGenerator(hps, istft_impl=istft_impl)
+
+    def speaker_condition(self, speakers: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """speakers (B,) long -> vocoder conditioning (B, gin_channels, 1), or None for one speaker."""
+        emb = getattr(self.acoustic, "emb_g", None)
+        if emb is None:
+            return None
+        if speakers is None:
+            raise ValueError(f"this model has {self.hps.data.n_speakers} speakers: pass speakers (B,) long ids")
+        return emb(speakers).unsqueeze(-1)
+
+    def vocode(self, mel: torch.Tensor, speakers: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """mel (B, n_mels, T) de-normalized log-mel -> (audio (B, 1, T * hop), sub-bands (B, subbands, T * hop // subbands))."""
+        return self.generator(mel, self.speaker_condition(speakers))
+
+    @torch.no_grad()
+    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, n_timesteps: int = 10,
+              duration_scale: float = 1.0, sway_coef: float = -1.0, method: str = "euler",
+              temperature: float = 1.0, speakers: Optional[torch.Tensor] = None,
+              generator: Optional[torch.Generator] = None, **acoustic_kwargs
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict]:
+        """text (B, T_text) long, text_lengths (B,) -> (audio (B, 1, max(mel_lengths) * hop), durations
+        (B, T_text) long, mel (B, n_mels, T) de-normalized log-mel, extra).
+
+        extra: audio_lengths (B,) = mel_lengths * hop (samples past an item's length are zero),
+        mel_lengths (B,), nfe (network evaluations), acoustic_seconds, vocoder_seconds.
+        Further keyword arguments (e.g. durations, sway_schedule) go to FlowMatchingTTS.infer.
+        """
+        device = text.device
+        _sync(device)
+        t0 = time.perf_counter()
+        out = self.acoustic.infer(text, text_lengths, n_timesteps=n_timesteps, duration_scale=duration_scale,
+                                  sway_coef=sway_coef, method=method, temperature=temperature, speakers=speakers,
+                                  generator=generator, **acoustic_kwargs)
+        _sync(device)
+        t1 = time.perf_counter()
+        mel, mel_lengths = out["mel"], out["mel_lengths"]
+        audio, _ = self.vocode(mel, speakers)
+        audio_lengths = mel_lengths * self.hop_length
+        audio = audio[:, :, :int(audio_lengths.max())]
+        # Zero what each item's convolutions saw of the batch padding.
+        audio = audio * commons.sequence_mask(audio_lengths, audio.size(2)).unsqueeze(1).to(audio.dtype)
+        _sync(device)
+        t2 = time.perf_counter()
+        extra = {"audio_lengths": audio_lengths, "mel_lengths": mel_lengths, "nfe": out["nfe"],
+                 "acoustic_seconds": t1 - t0, "vocoder_seconds": t2 - t1}
+        return audio, out["durations"], mel, extra
+
+    def remove_weight_norm(self) -> None:
+        """Fold the vocoder's weight norm into plain weights (inference only; do it after loading weights)."""
+        self.generator.remove_weight_norm()
