@@ -37,10 +37,7 @@ def one_thread():
 
 def load_clip(name: str = "LJ001-0001") -> torch.Tensor:
     """Real LJSpeech clip as (1, 1, T) float32 at 22050 Hz."""
-    path = DATA / f"{name}.wav"
-    if not path.exists():  # TEMPORARY until the fixtures land
-        path = Path("/work/shared/data/ljspeech_mini/wavs") / f"{name}.wav"
-    wav, sr = sf.read(path, dtype="float32")
+    wav, sr = sf.read(DATA / "wavs" / f"{name}.wav", dtype="float32")
     assert sr == 22050
     return torch.from_numpy(wav).view(1, 1, -1)
 

@@ -1,0 +1,96 @@
+"""End to end: an untrained FlowMatchingSynthesizer turns a sentence into audio of the predicted length."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import commons
+import text
+from conftest import make_tiny_hps
+from models import FlowMatchingSynthesizer
+
+SENTENCES = ("Printing, in the only sense with which we are at present concerned.", "Hello world.")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster and immune to other processes competing for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def encode(sentences, hps):
+    """Sentences -> padded ids (B, T_text) long, lengths (B,) long (blanks interspersed)."""
+    seqs = [commons.intersperse(text.text_to_sequence(s, hps.data.text_cleaners, language=hps.data.language), 0)
+            for s in sentences]
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    return ids, lengths
+
+
+def tiny_model(**overrides) -> FlowMatchingSynthesizer:
+    torch.manual_seed(0)
+    return FlowMatchingSynthesizer(len(text.symbols), make_tiny_hps(**overrides)).eval()
+
+
+@pytest.mark.parametrize("method,nfe_per_step", [("euler", 1), ("midpoint", 2)])
+def test_sentence_to_audio_of_predicted_length(method, nfe_per_step):
+    model = tiny_model()
+    ids, lengths = encode(SENTENCES, model.hps)
+    audio, durations, mel, extra = model.infer(ids, lengths, n_timesteps=4, method=method,
+                                               generator=torch.Generator().manual_seed(0))
+    mel_lengths = durations.sum(1)
+    assert torch.equal(extra["mel_lengths"], mel_lengths)
+    assert torch.equal(extra["audio_lengths"], mel_lengths * 256)
+    assert audio.shape == (2, 1, int(mel_lengths.max()) * 256)
+    assert mel.shape == (2, 80, int(mel_lengths.max()))
+    assert (durations[lengths.unsqueeze(1) > torch.arange(ids.size(1))] >= 1).all()  # every token spoken
+    assert torch.isfinite(audio).all() and audio.abs().max() > 0
+    short = int(lengths.argmin())
+    assert audio[short, :, int(extra["audio_lengths"][short]):].abs().max() == 0  # nothing past its length
+    assert extra["nfe"] == 4 * nfe_per_step
+    assert extra["acoustic_seconds"] > 0 and extra["vocoder_seconds"] > 0
+
+
+def test_batch_matches_items_alone():
+    """The longest item is identical in a batch and alone; the shorter one up to its last frames."""
+    model = tiny_model()
+    ids, lengths = encode(SENTENCES, model.hps)
+    gens = [torch.Generator().manual_seed(i) for i in (1, 2)]
+    batch_audio, _, _, extra = model.infer(ids, lengths, n_timesteps=3, generator=gens)
+    for i in range(2):
+        alone, _, _, alone_extra = model.infer(ids[i:i + 1, :lengths[i]], lengths[i:i + 1], n_timesteps=3,
+                                               generator=[torch.Generator().manual_seed(i + 1)])
+        n = int(alone_extra["audio_lengths"][0])
+        assert n == int(extra["audio_lengths"][i])
+        # The vocoder's receptive field sees the batch padding only within a few frames of the end.
+        keep = n if n == batch_audio.size(-1) else n - 16 * 256
+        assert torch.allclose(batch_audio[i, :, :keep], alone[0, :, :keep], atol=1e-4)
+
+
+def test_remove_weight_norm_keeps_audio():
+    model = tiny_model()
+    ids, lengths = encode(SENTENCES[1:], model.hps)
+    before = model.infer(ids, lengths, n_timesteps=2, generator=torch.Generator().manual_seed(0))[0]
+    model.remove_weight_norm()
+    after = model.infer(ids, lengths, n_timesteps=2, generator=torch.Generator().manual_seed(0))[0]
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_multi_speaker_vocoder_is_conditioned():
+    model = tiny_model(gin_channels=8, n_speakers=3)
+    assert model.generator.cond is not None
+    mel = torch.randn(1, 80, 12) - 5
+    with torch.no_grad():
+        a, _ = model.vocode(mel, torch.tensor([0]))
+        b, _ = model.vocode(mel, torch.tensor([2]))
+    assert a.shape == (1, 1, 12 * 256) and (a - b).abs().max() > 0
+    with pytest.raises(ValueError, match="speakers"):
+        model.vocode(mel)
+    ids, lengths = encode(SENTENCES[1:], model.hps)
+    audio, _, _, extra = model.infer(ids, lengths, n_timesteps=2, speakers=torch.tensor([1]))
+    assert audio.shape[-1] == int(extra["audio_lengths"][0])
