@@ -126,6 +126,8 @@ def prepare_run(args: argparse.Namespace) -> tuple:
         hps = saved
     else:
         hps = config_lib.load_config(args.config)
+        if args.max_steps is not None:
+            hps.train.max_steps = args.max_steps
         if saved is not None:
             diffs = shape_differences(saved, hps)
             if diffs:
@@ -570,10 +572,15 @@ class Trainer:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def _clip(self, name: str, module: torch.nn.Module) -> float:
+        """Gradient norm of one part; clipped to train.grad_clip for the acoustic model only.
+
+        The vocoder and discriminator follow HiFi-GAN practice (no clipping): their mel-L1 * 45
+        gradients are routinely in the hundreds, and clipping them to 1 would just rescale every step.
+        """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizers[name])
         params = [p for p in module.parameters() if p.grad is not None]
-        clip = self.hps.train.grad_clip
+        clip = self.hps.train.grad_clip if name == "acoustic" else 0.0
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
         return float(norm)
 
@@ -849,6 +856,8 @@ def run_worker(ctx: DistContext, hps: HParams, run_dir: Path, notes: Sequence[st
         signum = trainer.fit()
         if ctx.distributed:
             diff = dist_lib.parameter_max_difference(trainer.model, ctx)
+            if trainer.discriminator is not None:
+                diff = max(diff, dist_lib.parameter_max_difference(trainer.discriminator, ctx))
             (logger.info if diff == 0 else logger.error)(
                 "replicas in sync check: max parameter difference across %d ranks = %.3g", ctx.world_size, diff)
         return signum

@@ -1,0 +1,430 @@
+"""Training: checkpoints, resume, DDP, mixed precision, non-finite skips, signals, LR schedule and EMA.
+
+Runs the real training script on configs/tiny.json and the LJSpeech clips in tests/data (CPU, one
+thread per process: the tiny model gains nothing from more and the CI machine is shared).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import checkpoint as ckpt  # noqa: E402
+import config as config_lib  # noqa: E402
+import distributed  # noqa: E402
+import train_flow_matching as train  # noqa: E402
+from ema import EMA  # noqa: E402
+from lr_schedule import build_scheduler, warmup_exponential_factor  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _filelist(path: Path, clips) -> str:
+    lines = [l for l in (DATA / "filelist.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    chosen = [l for l in lines if any(c in l.split("|")[0] for c in clips)]
+    path.write_text("".join(f"{DATA / l.split('|', 1)[0]}|{l.split('|', 1)[1]}\n" for l in chosen), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    """configs/tiny.json pointed at tmp filelists of the test clips (train: 3 clips, val: 1)."""
+    d = tmp_path_factory.mktemp("cfg")
+    raw = json.loads((ROOT / "configs" / "tiny.json").read_text())
+    raw["data"]["training_files"] = _filelist(d / "train.txt", ["LJ001-0002", "LJ001-0004", "LJ001-0001"])
+    raw["data"]["validation_files"] = _filelist(d / "val.txt", ["LJ001-0002"])
+    path = d / "tiny.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def write_config(tmp_path: Path, base: Path, **train_overrides) -> Path:
+    raw = json.loads(base.read_text())
+    raw["train"].update(train_overrides)
+    path = tmp_path / f"cfg_{len(list(tmp_path.glob('cfg_*.json')))}.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def logged_losses(run_dir: Path):
+    """{step: 'flow=... total=...'} from train.log (log_interval is 1 in tiny.json)."""
+    out = {}
+    for line in (run_dir / "train.log").read_text().splitlines():
+        if " | " in line and " step " in line:
+            step = int(line.split(" step ")[1].split()[0])
+            out[step] = line.split(" | ")[1]
+    return out
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tiny_config, tmp_path_factory):
+    """An uninterrupted 4-step run and a 2 + 2 step run of the same config (module scoped: reused)."""
+    base = tmp_path_factory.mktemp("runs")
+    torch.set_num_threads(1)
+    straight, pieces = base / "straight", base / "pieces"
+    assert train.main(["-c", str(tiny_config), "-m", str(straight), "--max-steps", "4"]) == 0
+    assert train.main(["-c", str(tiny_config), "-m", str(pieces), "--max-steps", "2"]) == 0
+    assert train.main(["-c", str(tiny_config), "-m", str(pieces), "--max-steps", "4"]) == 0
+    return straight, pieces
+
+
+def subprocess_env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("MASTER_PORT", None)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(k, None)
+    return env
+
+
+# ----------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def test_lr_schedule_warmup_then_exponential_decay():
+    assert warmup_exponential_factor(0, 4, 0.5) == pytest.approx(0.25)
+    assert warmup_exponential_factor(3, 4, 0.5) == pytest.approx(1.0)
+    assert warmup_exponential_factor(4, 4, 0.5) == pytest.approx(0.5)
+    assert warmup_exponential_factor(6, 4, 0.5) == pytest.approx(0.125)
+    assert warmup_exponential_factor(0, 0, 0.5) == pytest.approx(1.0)
+    assert warmup_exponential_factor(2, 0, 0.5) == pytest.approx(0.25)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = build_scheduler(opt, warmup_steps=2, decay=0.9)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 0.9, 0.81, 0.729])
+
+
+def test_ema_follows_weights_with_warmup():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # warm-up decay min(0.9, 1/10) = 0.1 -> 0.9 of the way
+    assert ema.module.weight.detach() == pytest.approx(torch.full((1, 2), 0.9))
+    ema.num_updates = 1000  # past warm-up: decay 0.9 -> 0.9 * 0.9 + 0.1 * 1
+    ema.update(model)
+    assert ema.module.weight.detach() == pytest.approx(torch.full((1, 2), 0.91))
+    assert not ema.module.weight.requires_grad
+
+
+def test_checkpoint_save_load_prune_and_errors(tmp_path, caplog):
+    for step in (1, 2, 9, 10):
+        ckpt.save_checkpoint(tmp_path / f"G_{step}.pth", {"step": step, "w": torch.full((3,), float(step))})
+    assert ckpt.latest_checkpoint(tmp_path).name == "G_10.pth"  # numeric, not lexicographic
+    assert ckpt.load_checkpoint(tmp_path / "G_9.pth")["w"].tolist() == [9.0] * 3
+    removed = ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["G_1.pth", "G_2.pth"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["G_9.pth", "G_10.pth"]
+
+    with pytest.raises(ckpt.CheckpointError, match="not found"):
+        ckpt.load_checkpoint(tmp_path / "G_5.pth")
+    data = (tmp_path / "G_10.pth").read_bytes()
+    (tmp_path / "G_10.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+        ckpt.load_checkpoint(tmp_path / "G_10.pth")
+    with pytest.raises(ckpt.CheckpointError, match="lacks required entries: model"):
+        ckpt.load_checkpoint(tmp_path / "G_9.pth", required_keys=("model",))
+
+    with caplog.at_level(logging.WARNING):
+        point = ckpt.load_latest_valid(tmp_path)
+    assert point.step == 9 and point.state["step"] == 9
+    assert point.skipped and point.skipped[0][0].name == "G_10.pth"
+    assert "G_10.pth" in caplog.text and "truncated or corrupt" in caplog.text
+
+    (tmp_path / "G_9.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="Refusing to restart from step 0"):
+        ckpt.load_latest_valid(tmp_path)
+    assert ckpt.load_latest_valid(tmp_path / "empty") is None
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path):
+    ckpt.save_checkpoint(tmp_path / "G_1.pth", {"step": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full (simulated)")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        ckpt.save_checkpoint(tmp_path / "G_1.pth", {"step": 2, "bad": Unpicklable()})
+    assert ckpt.load_checkpoint(tmp_path / "G_1.pth")["step"] == 1  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["G_1.pth"]  # no temporary file left
+
+
+def test_distributed_port_and_env_helpers(monkeypatch):
+    port = distributed.find_free_port()
+    assert 1024 <= port <= 65535
+    monkeypatch.setenv("MASTER_PORT", "70000")
+    with pytest.raises(ValueError, match="not a valid TCP port"):
+        distributed.master_port_from_env()
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    assert distributed.master_port_from_env() == 29555
+    monkeypatch.delenv("RANK", raising=False)
+    assert distributed.torchrun_env() is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.torchrun_env() == (1, 2, 1)
+    assert not distributed.will_spawn(cpu_processes=2)  # torchrun already started the processes
+
+
+def test_bare_run_name_goes_under_logs():
+    assert train.resolve_run_dir("ljs") == Path("logs") / "ljs"
+    assert train.resolve_run_dir("runs/ljs") == Path("runs/ljs")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the training script
+
+
+def test_few_steps_write_checkpoint_and_tensorboard(tiny_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = write_config(tmp_path, tiny_config, eval_interval=2)
+    run = tmp_path / "run"
+    assert train.main(["-c", str(cfg), "-m", str(run), "--max-steps", "2"]) == 0
+    state = ckpt.load_checkpoint(run / "G_2.pth")
+    assert state["step"] == 2 and state["n_vocab"] > 0
+    assert set(state["optimizer"]) == {"acoustic", "vocoder"} and set(state["scheduler"]) == {"acoustic", "vocoder"}
+    assert config_lib.from_dict(state["config"]).model.flow_d_model == 32
+    assert state["ema"].keys() == state["model"].keys()
+    assert any(not torch.equal(state["ema"][k], state["model"][k]) for k in state["model"])  # EMA is not a copy
+    assert json.loads((run / "config.json").read_text())["model"]["flow_d_model"] == 32
+    assert "saved" in (run / "train.log").read_text()
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "audio": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    for tag in ("loss/flow", "loss/dur", "loss/prior", "loss/mel", "loss/stft", "loss/stft_sub", "lr/acoustic",
+                "grad_norm/acoustic", "grad_norm/vocoder", "speed/frames_per_s", "val/flow"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in events.Scalars("loss/flow")] == [1, 2]
+    assert {"mel/0", "align/0"} <= set(tags["images"])
+    assert {"gen/0", "vocoder/0", "gt/0"} <= set(tags["audio"])
+
+
+def test_resume_equals_uninterrupted_training(resumed_run):
+    straight, pieces = resumed_run
+    a, b = ckpt.load_checkpoint(straight / "G_4.pth"), ckpt.load_checkpoint(pieces / "G_4.pth")
+    assert a["step"] == b["step"] == 4
+    for key in ("model", "ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resuming"
+    losses_a, losses_b = logged_losses(straight), logged_losses(pieces)
+    assert losses_a[3] == losses_b[3] and losses_a[4] == losses_b[4]
+    assert losses_a[3] != losses_a[4]
+    assert "resumed from" in (pieces / "train.log").read_text()
+
+
+def test_truncated_newest_checkpoint_falls_back_to_previous(resumed_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(resumed_run[1], run)
+    newest = run / "G_4.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    assert train.main(["-m", str(run), "--max-steps", "3"]) == 0
+    log = (run / "train.log").read_text()
+    assert "cannot resume from step 4" in log and "truncated or corrupt" in log
+    assert f"resumed from {run / 'G_2.pth'}: step 2" in log
+    assert ckpt.load_checkpoint(run / "G_3.pth")["step"] == 3
+    # Resuming from step 2 again reproduces the original step 3 exactly.
+    assert logged_losses(run)[3] == logged_losses(resumed_run[0])[3]
+
+
+def test_changed_model_shape_is_refused_with_the_key(resumed_run, tiny_config, tmp_path, capsys):
+    raw = json.loads(tiny_config.read_text())
+    raw["model"]["flow_d_model"] = 64
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(raw))
+    run = tmp_path / "run"
+    shutil.copytree(resumed_run[1], run)
+    assert train.main(["-c", str(other), "-m", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.flow_d_model (32 in the run, 64 in the given config)" in err
+
+
+def make_trainer(cfg_path: Path, run_dir: Path, **train_overrides) -> train.Trainer:
+    hps = config_lib.load_config(cfg_path)
+    for k, v in train_overrides.items():
+        setattr(hps.train, k, v)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train.Trainer(hps, run_dir, tensorboard=False)
+
+
+def first_batch(trainer: train.Trainer) -> dict:
+    return next(iter(trainer.train_loader(0)))
+
+
+def test_nonfinite_loss_skips_the_update_and_is_logged(tiny_config, tmp_path, caplog):
+    trainer = make_trainer(tiny_config, tmp_path / "run")
+    batch = first_batch(trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
+    with caplog.at_level(logging.WARNING, logger=train.LOGGER_NAME):
+        result = trainer.train_step(batch, force_nonfinite=True)
+    assert result.skipped and trainer.skipped_steps == 1
+    assert "non-finite loss" in caplog.text and "update skipped" in caplog.text
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in trainer.ema.state_dict().items():
+        assert torch.equal(v, ema_before[k]), k
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert all(s.last_epoch == 0 for s in trainer.schedulers.values())  # the LR schedule did not advance
+    result = trainer.train_step(batch)  # training goes on normally
+    assert not result.skipped and all(s.last_epoch == 1 for s in trainer.schedulers.values())
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_bf16_autocast_step_runs_on_cpu(tiny_config, tmp_path):
+    trainer = make_trainer(tiny_config, tmp_path / "run", bf16_run=True)
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    batch = first_batch(trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train_step(batch)
+    assert not result.skipped
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("acoustic.") for k in changed) and any(k.startswith("generator.") for k in changed)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
+
+
+def test_fp16_on_cpu_falls_back_to_bf16_with_warning(tiny_config, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=train.LOGGER_NAME):
+        trainer = make_trainer(tiny_config, tmp_path / "run", fp16_run=True)
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    assert "fp16_run needs a CUDA device" in caplog.text
+
+
+def test_vocoder_only_training_leaves_acoustic_untouched(tiny_config, tmp_path):
+    trainer = make_trainer(tiny_config, tmp_path / "run", train_acoustic=False)
+    assert set(trainer.optimizers) == {"vocoder"}
+    before = {k: v.clone() for k, v in trainer.model.acoustic.state_dict().items()}
+    result = trainer.train_step(first_batch(trainer))
+    assert "flow" not in result.losses and "mel" in result.losses
+    for k, v in trainer.model.acoustic.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_init_checkpoint_copies_selected_parts(resumed_run, tiny_config, tmp_path):
+    source = ckpt.load_checkpoint(resumed_run[0] / "G_4.pth")
+    trainer = make_trainer(tiny_config, tmp_path / "run", init_checkpoint=str(resumed_run[0] / "G_4.pth"),
+                           init_parts=["acoustic"])
+    trainer.resume_or_init()
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source["ema"].items() if k.startswith("acoustic."))
+    assert not all(torch.equal(state[k], v) for k, v in source["ema"].items() if k.startswith("generator."))
+    assert trainer.step == 0
+
+
+class SmallDiscriminator(torch.nn.Module):
+    """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
+
+    def __init__(self, hps):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 4, 9, stride=4)
+        self.out = torch.nn.Conv1d(4, 1, 3)
+
+    def forward(self, y, y_hat):
+        def run(x):
+            f = torch.nn.functional.leaky_relu(self.conv(x), 0.1)
+            return self.out(f).flatten(1), [f]
+        (sr, fr), (sg, fg) = run(y), run(y_hat)
+        return [sr], [sg], [fr], [fg]
+
+
+def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_path, monkeypatch):
+    import discriminators
+    monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
+    hps = config_lib.load_config(tiny_config)
+    hps.model.use_discriminator = True
+    trainer = train.Trainer(hps, tmp_path, tensorboard=False)
+    before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    result = trainer.train_step(first_batch(trainer))
+    assert {"disc", "gen", "fm", "mel"} <= set(result.losses) and "discriminator" in result.grad_norms
+    assert all(not torch.equal(v, before[k]) for k, v in trainer.discriminator.state_dict().items())
+    trainer.step = 1
+    trainer.save()
+    d_state = ckpt.load_checkpoint(tmp_path / "D_1.pth")
+    assert set(d_state["optimizer"]) == {"discriminator"}
+    assert "discriminator" not in ckpt.load_checkpoint(tmp_path / "G_1.pth")["optimizer"]
+
+    again = train.Trainer(hps, tmp_path, tensorboard=False)
+    again.resume_or_init()
+    assert again.step == 1
+    for k, v in trainer.discriminator.state_dict().items():
+        assert torch.equal(v, again.discriminator.state_dict()[k]), k
+    assert again.optimizers["discriminator"].state_dict()["state"]  # Adam moments restored
+
+
+# ----------------------------------------------------------------------------------------------------------
+# separate processes: DDP and signals
+
+
+def test_two_gloo_processes_keep_identical_parameters(tiny_config, tmp_path):
+    run = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, str(ROOT / "train_flow_matching.py"), "-c", str(tiny_config), "-m",
+                           str(run), "--cpu-processes", "2", "--max-steps", "2"], cwd=ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "2 process(es) on cpu (gloo)" in log
+    assert "max parameter difference across 2 ranks = 0" in log
+    state = ckpt.load_checkpoint(run / "G_2.pth")
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    # Each rank drew different random numbers (noise, crops): the replicas' streams are not copies.
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+
+def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path):
+    cfg = write_config(tmp_path, tiny_config, eval_interval=100000, max_steps=100000)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_flow_matching.py"), "-c", str(cfg), "-m", str(run)],
+                            cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            log = run / "train.log"
+            if log.is_file() and " step 2 " in log.read_text():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert not list(run.glob("G_*.pth"))  # nothing saved yet: the checkpoint must come from the signal
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    saved = ckpt.latest_checkpoint(run)
+    state = ckpt.load_checkpoint(saved, required_keys=("model", "ema", "optimizer"))
+    assert state["step"] >= 2 and saved.name == f"G_{state['step']}.pth"
+    log = (run / "train.log").read_text()
+    assert "received SIGTERM" in log and "stopped at step" in log
