@@ -94,21 +94,27 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     import torch
 
-    from synthesize import Synthesizer, check_output_path, save_wav
+    from synthesize import Synthesizer, check_output_path, save_wav, split_sentences
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    # Check everything that can fail before the slow part: outputs, texts, then the checkpoint.
+    # Check everything that can fail before the slow part: texts, outputs, then the checkpoint.
     if args.text_file is not None:
         items = _read_text_file(args.text_file)
-        out_dir = Path(args.output_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         width = max(4, len(str(items[-1][0])))
-        jobs = [(text, out_dir / f"{n:0{width}d}.wav", f"line {n}") for n, text in items]
-        check_output_path(jobs[0][1])
+        jobs = [(text, Path(args.output_dir) / f"{n:0{width}d}.wav", f"line {n}") for n, text in items]
     else:
         jobs = [(args.text, Path(args.output), None)]
-        check_output_path(jobs[0][1])
+    for text, _, label in jobs:
+        if not split_sentences(text):
+            prefix = f"{label} of {args.text_file}: " if label else ""
+            raise ValueError(f"{prefix}text {text[:80]!r} has nothing speakable (no letters or digits)")
+    if args.text_file is not None:
+        try:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create output directory {args.output_dir}: {e.strerror or e}") from None
+    check_output_path(jobs[0][1])
     checkpoint = _resolve_checkpoint(args.checkpoint)
     tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
     prepared = []
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             prepared.append((tts.prepare(text), path))
         except ValueError as e:
-            raise ValueError(f"{label}: {e}" if label else str(e)) from None
+            raise ValueError(f"{label} of {args.text_file}: {e}" if label else str(e)) from None
     tts.check_speaker(args.speaker)
     for sequences, path in prepared:
         audio, sample_rate, info = tts.synthesize_sequences(

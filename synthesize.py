@@ -18,7 +18,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -29,7 +29,9 @@ import ode
 import text as text_lib
 from checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from config import ConfigError, HParams
-from models import FlowMatchingSynthesizer
+
+if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkpoint is loaded
+    from models import FlowMatchingSynthesizer
 
 SENTENCE_PAUSE_SECONDS = 0.2
 MAX_SENTENCE_CHARS = 200  # longer sentences are split at commas, then at spaces
@@ -206,7 +208,7 @@ def _vocab_size(hps: HParams) -> int:
 class Synthesizer:
     """Text -> waveform with a loaded FlowMatchingSynthesizer (acoustic model + MB-iSTFT vocoder)."""
 
-    def __init__(self, model: FlowMatchingSynthesizer, hps: HParams, n_vocab: int,
+    def __init__(self, model: "FlowMatchingSynthesizer", hps: HParams, n_vocab: int,
                  device: Union[str, torch.device] = "cpu", batch_size: int = 8):
         self.model = model.eval()
         self.hps = hps
@@ -269,6 +271,8 @@ class Synthesizer:
             state = ckpt.get("model")
         if not isinstance(state, dict):
             raise CheckpointError(f"checkpoint {path} has no model weights (key 'model')")
+        from models import FlowMatchingSynthesizer
+
         model = FlowMatchingSynthesizer(n_vocab, hps)
         load_state_checked(model, state, path)
         model.remove_weight_norm()
