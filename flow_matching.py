@@ -225,7 +225,7 @@ class FlowMatchingTransformer(nn.Module):
 
     def forward(self, x, mask, cond, t, g=None):
         mask_t = mask.transpose(1, 2)  # (B, T, 1)
-        h = self.in_proj(torch.cat([x, cond], dim=1).transpose(1, 2)) * mask_t  # (B, T, D)
+        h = self.in_proj(torch.cat([x.to(cond.dtype), cond], dim=1).transpose(1, 2)) * mask_t  # (B, T, D)
         if self.conv_pos is not None:
             h = h + F.gelu(self.conv_pos(h.transpose(1, 2))).transpose(1, 2) * mask_t
         c = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.size(0)), self.time_embed_dim).to(h.dtype))
@@ -316,7 +316,7 @@ class ConditionalFlowMatching(nn.Module):
                generator: Generators = None, n_channels: Optional[int] = None):
         """Integrate the flow from t = 0 to 1. cond (B, C_cond, T), mask (B, 1, T), mu (B, C, T).
 
-        Returns (x (B, C, T) normalized mel, zero on padding; NFE).
+        Returns (x (B, C, T) fp32 normalized mel, zero on padding; NFE).
         """
         if n_channels is None:
             if mu is None:
@@ -324,18 +324,20 @@ class ConditionalFlowMatching(nn.Module):
             n_channels = mu.size(1)
         b, t_max = mask.size(0), mask.size(2)
         lengths = mask.sum((1, 2)).long()
-        x = per_item_noise(b, n_channels, lengths, t_max, generator, mask.device, cond.dtype) * temperature
+        # The ODE state stays fp32 even when the network runs in bf16/fp16: small steps must not be rounded away.
+        x = per_item_noise(b, n_channels, lengths, t_max, generator, mask.device, torch.float32) * temperature
         if self.prior_start:
             if mu is None:
                 raise ValueError("prior_start is on: ConditionalFlowMatching.sample needs mu (B, n_mels, T)")
-            x = x + mu
+            x = x + mu.float()
+        state_mask = mask.float()
         grid = ode.time_grid(n_timesteps, sway_coef, sway_schedule, device=mask.device)
 
         def velocity(x_t, t):
-            return self.estimator(x_t, mask, cond, t.expand(b), g)
+            return self.estimator(x_t, mask, cond, t.expand(b), g).float()
 
-        x, nfe = ode.solve(velocity, x * mask, grid, method)
-        return x * mask, nfe
+        x, nfe = ode.solve(velocity, x * state_mask, grid, method)
+        return x * state_mask, nfe
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -493,7 +495,7 @@ class FlowMatchingTTS(nn.Module):
     def infer(self, text, text_lengths, n_timesteps: int = 10, duration_scale: float = 1.0,
               sway_coef: Optional[float] = -1.0, method: str = "euler", temperature: float = 1.0,
               speakers=None, durations=None, generator: Generators = None, sway_schedule: str = "quadratic"):
-        """text (B, T_text) long, text_lengths (B,) -> dict(mel (B, n_mels, T) de-normalized log-mel with
+        """text (B, T_text) long, text_lengths (B,) -> dict(mel (B, n_mels, T) fp32 de-normalized log-mel with
         LOG_MEL_FLOOR on padding, mel_lengths (B,), durations (B, T_text) long, nfe int).
 
         generator: None, one torch.Generator (noise drawn item by item in batch order), or a list with one
@@ -512,5 +514,5 @@ class FlowMatchingTTS(nn.Module):
         mu_y, h_y = torch.bmm(mu, attn), torch.bmm(h, attn)
         x, nfe = self.cfm.sample(torch.cat([h_y, mu_y], dim=1), y_mask, mu_y, n_timesteps, sway_coef,
                                  sway_schedule, method, temperature, g, generator, self.n_mels)
-        mel = torch.where(y_mask.bool(), self.denormalize(x), torch.full_like(x, LOG_MEL_FLOOR))
+        mel = torch.where(y_mask.bool(), self.denormalize(x).float(), torch.full_like(x, LOG_MEL_FLOOR))
         return dict(mel=mel, mel_lengths=mel_lengths, durations=durations, nfe=nfe)
