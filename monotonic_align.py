@@ -17,8 +17,8 @@ _NEG_INF = -np.inf
 def _path_one(value, t_text, t_mel, path):
     """Fill path[:t_text, :t_mel] (zeros on entry) with the best monotonic path through value.
 
-    value (T_text, T_mel) float64 scores, path (T_text, T_mel) int32. Cumulative scores are kept in a
-    separate array so the caller's scores are not modified.
+    value (T_text, T_mel) scores, path (T_text, T_mel) 0/1. Cumulative scores are kept in a separate
+    float64 array, so the caller's scores are not modified and long paths do not lose precision.
     """
     if t_text == 0 or t_mel == 0:
         return
@@ -58,10 +58,13 @@ def maximum_path(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if value.dim() != 3 or value.shape != mask.shape:
         raise ValueError(f"maximum_path expects value and mask of the same shape (B, T_text, T_mel), got "
                          f"{tuple(value.shape)} and {tuple(mask.shape)}")
-    mask_bool = mask.detach().bool()
-    t_texts = mask_bool.any(2).sum(1).to(torch.int64).cpu().numpy()
-    t_mels = mask_bool.any(1).sum(1).to(torch.int64).cpu().numpy()
-    values = value.detach().to(device="cpu", dtype=torch.float64).numpy()
-    paths = np.zeros(values.shape, dtype=np.int32)
-    _path_batch(np.ascontiguousarray(values), t_texts, t_mels, paths)
+    # Valid rows / columns of the outer-product mask (amax avoids materialising a bool copy).
+    mask = mask.detach()
+    t_texts = (mask.amax(2) > 0).sum(1).cpu().numpy().astype(np.int64)
+    t_mels = (mask.amax(1) > 0).sum(1).cpu().numpy().astype(np.int64)
+    # fp32 scores go to numba without a copy (the cumulative scores are float64 inside); the path is
+    # written as float32 so it comes back to torch without a conversion.
+    values = value.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+    paths = np.zeros(values.shape, dtype=np.float32)
+    _path_batch(values, t_texts, t_mels, paths)
     return torch.from_numpy(paths).to(device=value.device, dtype=value.dtype)
