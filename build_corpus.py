@@ -1,0 +1,307 @@
+"""Build a synthetic LJSpeech-format training corpus with the offline Festival synthesiser.
+
+    python build_corpus.py --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
+
+Writes, under --out-dir:
+    wavs/<id>.wav          22050 Hz mono 16-bit PCM, leading/trailing silence trimmed to ~0.1 s
+    metadata.csv           id|text|spoken text (LJSpeech layout: column 3 is the normalised text
+                           with numbers, money, dates and titles spelled out -- what Festival read)
+    metadata_train.csv     the same rows without the held-out test ids (corpus/test_ids.txt)
+    metadata_test.csv      the held-out rows
+    build_info.json        voice, counts, hours of audio, wall time, failures
+
+Festival runs in batch mode (`festival -b`, one process per chunk of sentences, equivalent to
+text2wave -eval "(voice_cmu_us_slt_arctic_hts)" but loading the voice once per chunk).
+Resumable: a clip whose wav already exists and reads back as valid 22050 Hz mono PCM is kept.
+A clip that fails is reported at the end and left out of the metadata; the others are still written.
+Needs Debian's festival and the CMU SLT HTS voice:
+    apt-get update && apt-get install -y festival festvox-us-slt-hts
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from metrics import spell_out
+
+INSTALL_HINT = "apt-get update && apt-get install -y festival festvox-us-slt-hts"
+DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
+SAMPLE_RATE = 22050
+SYNTH_TIMEOUT_S = 120  # per sentence
+
+
+@dataclass
+class Job:
+    utt_id: str
+    text: str
+    spoken: str
+    wav_path: str
+    voice: str
+    trim_db: float
+    pad_s: float
+
+
+@dataclass
+class Result:
+    utt_id: str
+    seconds: float = 0.0
+    skipped: bool = False
+    error: Optional[str] = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------
+
+def read_sentences(path: Path) -> List[Tuple[str, str]]:
+    """`id|text` lines -> [(id, text)]; ValueError naming the line for a malformed or duplicate id."""
+    rows, seen = [], set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        utt_id, sep, text = line.partition("|")
+        utt_id, text = utt_id.strip(), text.strip()
+        if not sep or not utt_id or not text or "|" in text:
+            raise ValueError(f"{path}:{n}: expected 'id|text', got {line!r}")
+        if utt_id in seen:
+            raise ValueError(f"{path}:{n}: duplicate id {utt_id!r}")
+        seen.add(utt_id)
+        rows.append((utt_id, text))
+    if not rows:
+        raise ValueError(f"{path} holds no sentences")
+    return rows
+
+
+def read_ids(path: Optional[Path]) -> set:
+    if path is None or not path.is_file():
+        return set()
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Festival
+# ----------------------------------------------------------------------------------------------------
+# One `festival -b` process synthesizes a whole chunk of sentences: loading the voice costs about as
+# much CPU as synthesizing a sentence, so per-sentence `text2wave` calls would double the build time.
+# Festival stops at the first error in a script, so sentences missing afterwards are retried alone.
+
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def festival_script(voice: str, items: Sequence[Tuple[str, Path]]) -> str:
+    """Scheme that loads `voice` and writes one RIFF wav per (text, path)."""
+    lines = [f"(voice_{voice})"]
+    for text, path in items:
+        lines.append(f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) "
+                     f"{_scheme_string(str(path))} 'riff)")
+    return "\n".join(lines) + "\n"
+
+
+def run_festival(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
+    """Synthesize (text, out_path) items in one festival process; returns its error text ('' if none)."""
+    script = workdir / "batch.scm"
+    script.write_text(festival_script(voice, items), encoding="utf-8")
+    timeout = SYNTH_TIMEOUT_S * max(1, len(items))
+    try:
+        proc = subprocess.run(["festival", "-b", str(script)], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"festival timed out after {timeout} s"
+    err = "\n".join(line for line in (proc.stderr + proc.stdout).splitlines()
+                    if "ERROR" in line or "rror" in line)
+    if proc.returncode != 0 and not err:
+        err = f"festival exited with status {proc.returncode}"
+    return err
+
+
+def check_festival(voice: str) -> Optional[str]:
+    """None when festival can speak with `voice`, else a message saying how to fix it."""
+    if shutil.which("festival") is None:
+        return f"Festival is not installed. Install it with:\n    {INSTALL_HINT}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.wav"
+        err = run_festival(voice, [("Hello.", out)], Path(tmp))
+        if not out.is_file():
+            return (f"Festival cannot synthesize with voice {voice!r}: {err or 'no audio written'}\n"
+                    f"Install the voice with:\n    {INSTALL_HINT}\n"
+                    f"(installed voices live in /usr/share/festival/voices/*/)")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Audio
+# ----------------------------------------------------------------------------------------------------
+
+def trim_light(wav: np.ndarray, sample_rate: int, top_db: float, pad_s: float) -> np.ndarray:
+    """Cut leading/trailing silence (frames `top_db` below the peak frame), keeping `pad_s` of it."""
+    frame = int(0.010 * sample_rate)
+    n = len(wav) // frame
+    if n == 0:
+        return wav
+    rms = np.sqrt(np.mean(wav[:n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > -top_db)
+    pad = int(pad_s * sample_rate)
+    start = max(0, loud[0] * frame - pad)
+    end = min(len(wav), (loud[-1] + 1) * frame + pad)
+    return wav[start:end]
+
+
+def valid_wav(path: Path) -> Optional[float]:
+    """Duration in seconds when `path` is a readable 22050 Hz mono 16-bit WAV with audio, else None."""
+    try:
+        info = sf.info(str(path))
+    except Exception:  # missing, truncated, not audio: all mean "synthesize again"
+        return None
+    if info.samplerate != SAMPLE_RATE or info.channels != 1 or info.subtype != "PCM_16" or info.frames == 0:
+        return None
+    return info.frames / info.samplerate
+
+
+def finish_clip(job: Job, raw: Path) -> Result:
+    """Festival's wav -> 22050 Hz, lightly trimmed, 16-bit PCM at job.wav_path (atomic)."""
+    audio, rate = sf.read(str(raw), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ")
+    audio = trim_light(np.clip(audio, -1.0, 1.0), SAMPLE_RATE, job.trim_db, job.pad_s)
+    if len(audio) < 0.2 * SAMPLE_RATE or not np.any(audio):
+        return Result(job.utt_id, error=f"synthesized audio is silent or too short ({len(audio)} samples)")
+    part = raw.with_name(raw.stem + "_out.wav")
+    sf.write(str(part), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(part, job.wav_path)
+    return Result(job.utt_id, len(audio) / SAMPLE_RATE)
+
+
+def run_chunk(jobs: Sequence[Job]) -> List[Result]:
+    """Synthesize a chunk of sentences (skipping valid existing wavs); never raises."""
+    results: Dict[str, Result] = {}
+    todo = []
+    for job in jobs:
+        seconds = valid_wav(Path(job.wav_path))
+        if seconds is not None:
+            results[job.utt_id] = Result(job.utt_id, seconds, skipped=True)
+        else:
+            todo.append(job)
+    if todo:
+        try:
+            with tempfile.TemporaryDirectory(dir=Path(todo[0].wav_path).parent) as tmp:
+                raws = {job.utt_id: Path(tmp) / f"{k}.wav" for k, job in enumerate(todo)}
+                run_festival(todo[0].voice, [(job.spoken, raws[job.utt_id]) for job in todo], Path(tmp))
+                for job in todo:
+                    raw = raws[job.utt_id]
+                    err = None
+                    if not raw.is_file():  # festival stopped early: retry alone to isolate the failure
+                        err = run_festival(job.voice, [(job.spoken, raw)], Path(tmp))
+                    try:
+                        results[job.utt_id] = (finish_clip(job, raw) if raw.is_file() else
+                                               Result(job.utt_id, error=err or "festival wrote no audio"))
+                    except Exception as e:  # unreadable output etc.: report, keep going
+                        results[job.utt_id] = Result(job.utt_id, error=f"{type(e).__name__}: {e}")
+        except Exception as e:
+            for job in todo:
+                results.setdefault(job.utt_id, Result(job.utt_id, error=f"{type(e).__name__}: {e}"))
+    return [results[job.utt_id] for job in jobs]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Driver
+# ----------------------------------------------------------------------------------------------------
+
+def write_metadata(path: Path, rows: Sequence[Tuple[str, str, str]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{i}|{t}|{s}\n" for i, t, s in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None,
+          test_ids: Optional[Path] = None, voice: str = DEFAULT_VOICE, trim_db: float = 40.0,
+          pad_s: float = 0.1, chunk_size: int = 20, log=print) -> Dict:
+    """Synthesize every sentence (skipping valid existing wavs); returns the build summary."""
+    t0 = time.perf_counter()
+    rows = read_sentences(sentences)[:limit]
+    wav_dir = out_dir / "wavs"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    spoken = {i: spell_out(t) for i, t in rows}
+    work = [Job(i, t, spoken[i], str(wav_dir / f"{i}.wav"), voice, trim_db, pad_s) for i, t in rows]
+    chunks = [work[i:i + chunk_size] for i in range(0, len(work), chunk_size)]
+    results: Dict[str, Result] = {}
+    with multiprocessing.get_context("spawn").Pool(max(1, jobs)) as pool:
+        for chunk_results in pool.imap_unordered(run_chunk, chunks):
+            for res in chunk_results:
+                results[res.utt_id] = res
+                if res.error:
+                    log(f"FAILED {res.utt_id}: {res.error}")
+            log(f"{len(results)}/{len(work)} done ({time.perf_counter() - t0:.0f} s)")
+    ok = [(i, t, spoken[i]) for i, t in rows if not results[i].error]
+    held_out = read_ids(test_ids)
+    write_metadata(out_dir / "metadata.csv", ok)
+    write_metadata(out_dir / "metadata_train.csv", [r for r in ok if r[0] not in held_out])
+    write_metadata(out_dir / "metadata_test.csv", [r for r in ok if r[0] in held_out])
+    failures = {i: r.error for i, r in results.items() if r.error}
+    total_s = sum(r.seconds for r in results.values() if not r.error)
+    summary = {
+        "voice": voice, "sample_rate": SAMPLE_RATE, "sentences": len(rows), "written": len(ok),
+        "synthesized_now": sum(1 for r in results.values() if not r.error and not r.skipped),
+        "skipped_existing": sum(1 for r in results.values() if r.skipped),
+        "failed": len(failures), "failures": failures, "audio_hours": round(total_s / 3600, 4),
+        "mean_clip_seconds": round(total_s / max(1, len(ok)), 3),
+        "test_clips": sum(1 for r in ok if r[0] in held_out), "jobs": jobs,
+        "wall_seconds": round(time.perf_counter() - t0, 1), "cpu_count": os.cpu_count(),
+    }
+    (out_dir / "build_info.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv=None) -> int:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sentences", type=Path, default=here / "corpus" / "sentences.txt", help="id|text lines")
+    ap.add_argument("--out-dir", type=Path, default=here / "datasets" / "festival_slt")
+    ap.add_argument("--test-ids", type=Path, default=here / "corpus" / "test_ids.txt",
+                    help="held-out ids, one per line (rows go to metadata_test.csv)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel festival processes")
+    ap.add_argument("--chunk-size", type=int, default=20, help="sentences per festival process")
+    ap.add_argument("--voice", default=DEFAULT_VOICE, help="festival voice name (without 'voice_')")
+    ap.add_argument("--trim-db", type=float, default=40.0, help="silence threshold below the peak, dB")
+    ap.add_argument("--pad", type=float, default=0.1, help="silence kept at each end, seconds")
+    args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        ap.error("--limit must be a positive number of sentences")
+    if not args.sentences.is_file():
+        print(f"sentence file not found: {args.sentences} (make it with corpus/make_sentences.py)", file=sys.stderr)
+        return 2
+    problem = check_festival(args.voice)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    summary = build(args.sentences, args.out_dir, args.jobs, args.limit, args.test_ids, args.voice,
+                    args.trim_db, args.pad, args.chunk_size)
+    print(f"\n{summary['written']}/{summary['sentences']} clips in {args.out_dir} "
+          f"({summary['synthesized_now']} synthesized, {summary['skipped_existing']} already there), "
+          f"{summary['audio_hours']:.2f} h of audio, {summary['test_clips']} held out, "
+          f"{summary['wall_seconds']:.0f} s wall with {args.jobs} jobs")
+    if summary["failed"]:
+        print(f"{summary['failed']} sentence(s) failed:", file=sys.stderr)
+        for utt_id, err in summary["failures"].items():
+            print(f"  {utt_id}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
