@@ -7,6 +7,8 @@
   * otherwise: run `worker` directly without a process group (world size 1).
 `worker(ctx, *args)` receives a `DistContext` (rank, world size, device, backend). The rendezvous
 port is MASTER_PORT when set (validated), else a free port chosen by the OS (VITS hard-coded one).
+A parent that spawned workers forwards SIGINT / SIGTERM to them and waits, so each worker can save
+and exit cleanly. CPU processes split the cores between them (torch threads = cores // processes).
 """
 from __future__ import annotations
 

@@ -139,7 +139,10 @@ def prepare_run(args: argparse.Namespace) -> tuple:
     if args.max_steps is not None:
         hps.train.max_steps = args.max_steps
     run_dir.mkdir(parents=True, exist_ok=True)
-    hps.save(saved_path)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one writes
+        tmp = saved_path.with_name(f".config.json.tmp-{os.getpid()}")
+        hps.save(tmp)
+        os.replace(tmp, saved_path)  # atomic: another rank never reads half a file
     return hps, run_dir, notes
 
 
@@ -238,8 +241,8 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> List[dict]:
     for p in module.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
-    return [g for g in (dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0))
-            if g["params"]]
+    return [g for g in (dict(params=decay, weight_decay=weight_decay, decay=True),
+                        dict(params=no_decay, weight_decay=0.0, decay=False)) if g["params"]]
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -371,6 +374,7 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of `epoch` already trained on (exact mid-epoch resume)
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self._unscaled = False  # GradScaler.unscale_ ran in this step (update() is then due)
         self.last_saved_step: Optional[int] = None
         self.stop = StopRequest(self.log)
         self.writer = None
@@ -454,6 +458,7 @@ class Trainer:
                 self._load_optim(d_state, "D")
         if self.scaler is not None and s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
+        self._apply_optimizer_config()
         self.step = int(s["step"])
         self.epoch = int(s.get("epoch", 0))
         self.batch_in_epoch = int(s.get("batch_in_epoch", 0))
@@ -472,6 +477,25 @@ class Trainer:
                 self.epoch += 1
         self.log.info("resumed from %s: step %d, epoch %d (%d batches into it)", point.path, self.step,
                       self.epoch, self.batch_in_epoch)
+
+    def _apply_optimizer_config(self) -> None:
+        """Learning rates, betas, eps and weight decay come from the config in force, not the checkpoint.
+
+        Optimizer / scheduler state dicts carry the values of the run that saved them; without this a
+        learning rate changed for a resumed run would silently be ignored. With an unchanged config the
+        values are identical (exact resume).
+        """
+        t = self.hps.train
+        base = {"acoustic": t.learning_rate, "vocoder": t.vocoder_learning_rate,
+                "discriminator": t.vocoder_learning_rate}
+        for name, opt in self.optimizers.items():
+            sched = self.schedulers[name]
+            sched.base_lrs = [base[name]] * len(opt.param_groups)
+            factor = sched.lr_lambdas[0](sched.last_epoch)
+            for group in opt.param_groups:
+                group.update(initial_lr=base[name], lr=base[name] * factor, betas=tuple(t.betas), eps=t.eps,
+                             weight_decay=t.weight_decay if group.get("decay", True) else 0.0)
+            sched._last_lr = [g["lr"] for g in opt.param_groups]
 
     def _load_optim(self, state: dict, which: str) -> None:
         names = ("discriminator",) if which == "D" else ("acoustic", "vocoder")
@@ -579,6 +603,7 @@ class Trainer:
         """
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizers[name])
+            self._unscaled = True
         params = [p for p in module.parameters() if p.grad is not None]
         clip = self.hps.train.grad_clip if name == "acoustic" else 0.0
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
@@ -599,14 +624,28 @@ class Trainer:
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.skipped_steps += 1
+        if self.scaler is not None and what.endswith("gradient norm"):
+            # An fp16 overflow: GradScaler lowers the loss scale in update(); expected early in training.
+            self.log.info("step %d: fp16 gradient overflow in the %s; update skipped, loss scale lowered",
+                          self.step + 1, what)
+            return
         self.log.warning("step %d: non-finite %s (%s); update skipped (%d skipped so far)", self.step + 1, what,
                          ", ".join(f"{k}={v:.4g}" for k, v in losses.items()), self.skipped_steps)
 
     def train_step(self, batch: dict, force_nonfinite: bool = False) -> StepResult:
         """One update of every trained part on `batch` (a TextMelCollate dict).
 
-        force_nonfinite: multiply the generator loss by NaN (to exercise the skip path in tests).
+        A non-finite loss or gradient norm skips the update of that part (no optimizer, scheduler or EMA
+        step) and is logged. force_nonfinite: multiply the generator loss by NaN (tests the skip path).
         """
+        self._unscaled = False
+        try:
+            return self._train_step(batch, force_nonfinite)
+        finally:
+            if self._unscaled:
+                self.scaler.update()  # once per step after any unscale_, also when a part was skipped
+
+    def _train_step(self, batch: dict, force_nonfinite: bool) -> StepResult:
         t, d = self.hps.train, self.hps.data
         self.model.train()
         if self.discriminator is not None:
@@ -651,14 +690,12 @@ class Trainer:
                  if n in self.optimizers]
         for name, module in parts:
             result.grad_norms[name] = self._clip(name, module)
-        if self.scaler is None and not all(math.isfinite(v) for v in result.grad_norms.values()):
+        if not all(math.isfinite(v) for v in result.grad_norms.values()):
             self._skip("gradient norm", result.grad_norms)
             result.skipped = True
             return result
         for name, _ in parts:
             self._optimizer_step(name)
-        if self.scaler is not None:
-            self.scaler.update()
         self.ema.update(self.model)
         return result
 
@@ -673,7 +710,7 @@ class Trainer:
             return {}
         self._backward(loss_d)
         norm = self._clip("discriminator", self.discriminator)
-        if self.scaler is None and not math.isfinite(norm):
+        if not math.isfinite(norm):
             self._skip("discriminator gradient norm", {"disc": norm})
             return {}
         self._optimizer_step("discriminator")

@@ -258,6 +258,19 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(resumed_run, tmp_pat
     assert logged_losses(run)[3] == logged_losses(resumed_run[0])[3]
 
 
+def test_resume_takes_the_learning_rate_from_the_new_config(resumed_run, tiny_config, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(resumed_run[1], run)
+    trainer = make_trainer(tiny_config, run, learning_rate=1e-4, warmup_steps=0, lr_decay=0.5)
+    trainer.resume_or_init()
+    assert trainer.step == 4
+    groups = trainer.optimizers["acoustic"].param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4 * 0.5 ** 4] * len(groups))
+    vocoder_lr = json.loads(tiny_config.read_text())["train"]["vocoder_learning_rate"]
+    assert trainer.optimizers["vocoder"].param_groups[0]["lr"] == pytest.approx(vocoder_lr * 0.5 ** 4)
+    assert trainer.optimizers["acoustic"].state  # Adam moments still come from the checkpoint
+
+
 def test_changed_model_shape_is_refused_with_the_key(resumed_run, tiny_config, tmp_path, capsys):
     raw = json.loads(tiny_config.read_text())
     raw["model"]["flow_d_model"] = 64
@@ -320,6 +333,24 @@ def test_fp16_on_cpu_falls_back_to_bf16_with_warning(tiny_config, tmp_path, capl
         trainer = make_trainer(tiny_config, tmp_path / "run", fp16_run=True)
     assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
     assert "fp16_run needs a CUDA device" in caplog.text
+
+
+def test_fp16_grad_scaler_bookkeeping(tiny_config, tmp_path):
+    """The CUDA fp16 path (GradScaler) driven on the CPU: overflow skips and lowers the scale, NaN loss skips."""
+    trainer = make_trainer(tiny_config, tmp_path / "run")
+    trainer.amp_dtype = torch.float16
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)  # certain to overflow in fp16
+    batch = first_batch(trainer)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train_step(batch)
+    assert result.skipped and trainer.scaler.get_scale() == 2.0 ** 39
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.train_step(batch, force_nonfinite=True).skipped
+    assert trainer.scaler.get_scale() == 2.0 ** 39  # a NaN loss is not an overflow: the scale stays
+    trainer.scaler.update(new_scale=1.0)
+    result = trainer.train_step(batch)
+    assert not result.skipped and all(s.last_epoch == 1 for s in trainer.schedulers.values())
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
 def test_vocoder_only_training_leaves_acoustic_untouched(tiny_config, tmp_path):
