@@ -138,6 +138,9 @@ def prepare_run(args: argparse.Namespace) -> tuple:
             notes = [f"config change on resume: {d}" for d in other_differences(saved, hps)]
     if args.max_steps is not None:
         hps.train.max_steps = args.max_steps
+    if not Path(hps.data.training_files).is_file():
+        raise ConfigError(f"data.training_files {hps.data.training_files!r} not found (relative paths are taken "
+                          f"from the current folder {os.getcwd()}); write the file lists first or fix the path")
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one writes
         tmp = saved_path.with_name(f".config.json.tmp-{os.getpid()}")
@@ -915,8 +918,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    signum = dist_lib.launch(run_worker, (hps, run_dir, notes), cpu_processes=args.cpu_processes,
-                             device=args.device)
+    try:
+        signum = dist_lib.launch(run_worker, (hps, run_dir, notes), cpu_processes=args.cpu_processes,
+                                 device=args.device)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+        # Problems with the user's files or settings: one line here, the traceback is in train.log.
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0 if signum is None else 128 + int(signum)
 
 

@@ -92,7 +92,8 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
                 disc_params_m=round(n_disc, 2), batch_items=args.batch_items, batch_frames=frames,
                 audio_seconds=round(frames * hps.data.hop_length / hps.data.sampling_rate, 2),
                 s_per_step=round(s_per_step, 3), frames_per_s=round(frames / s_per_step, 1),
-                mas_share=round(timer.seconds / elapsed, 4), skipped_steps=skipped)
+                mas_ms_per_step=round(1000 * timer.seconds / args.steps, 2),
+                mas_share=round(timer.seconds / elapsed, 5), skipped_steps=skipped)
 
 
 def main(argv=None) -> int:
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
           f"{args.warmup} warm-up + {args.steps} timed steps, full step (acoustic + vocoder"
           f"{'' if args.no_discriminator else ' + discriminator if enabled'})")
     rows = []
-    header = f"{'config':<20} {'dtype':<5} {'params':>7} {'disc':>6} {'frames':>6} {'s/step':>8} {'frames/s':>9} {'MAS':>6}"
+    header = f"{'config':<20} {'dtype':<5} {'params':>7} {'disc':>6} {'frames':>6} {'s/step':>8} {'frames/s':>9} {'MAS ms':>7} {'MAS':>6}"
     print(header)
     for cfg in args.configs.split(","):
         for dtype in args.dtypes.split(","):
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"{r['config']:<20} {dtype:<5} {r['params_m']:>6.1f}M {r['disc_params_m']:>5.1f}M "
                   f"{r['batch_frames']:>6} {r['s_per_step']:>8.3f} {r['frames_per_s']:>9.1f} "
-                  f"{100 * r['mas_share']:>5.1f}%", flush=True)
+                  f"{r['mas_ms_per_step']:>7.1f} {100 * r['mas_share']:>5.2f}%", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=str(device), hardware=hardware,
                                                    threads=torch.get_num_threads(), rows=rows), indent=2))
