@@ -11,7 +11,7 @@ output has exactly `frames * hop` samples. Keeping that last hop (which plain `t
 `length` drops) is what makes the generator produce exactly `T_mel * hop_length` samples; it requires
 `hop <= n_fft // 2` so the samples are still covered by the last frame.
 
-Both work in fp32 whatever the input dtype (the callers disable autocast around them).
+Both compute in fp32 whatever the input dtype, with autocast disabled inside.
 """
 from __future__ import annotations
 
@@ -56,9 +56,10 @@ class TorchISTFT(nn.Module):
 
     def forward(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """magnitude, phase (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
-        spec = torch.polar(magnitude.float(), phase.float())
-        return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, window=self.window,
-                           center=True, length=magnitude.size(-1) * self.hop_length)
+        with torch.autocast(device_type=magnitude.device.type, enabled=False):
+            spec = torch.polar(magnitude.float(), phase.float())
+            return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, window=self.window,
+                               center=True, length=magnitude.size(-1) * self.hop_length)
 
 
 class ConvTransposeISTFT(nn.Module):
@@ -92,17 +93,18 @@ class ConvTransposeISTFT(nn.Module):
 
     def forward(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """magnitude, phase (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
-        magnitude, phase = magnitude.float(), phase.float()
-        frames = magnitude.size(-1)
-        spec = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=1)
-        signal = F.conv_transpose1d(spec, self.basis, stride=self.hop_length)  # (B, 1, n_fft + hop*(F-1))
-        # Window envelope for this number of frames; ones_like keeps F dynamic in an ONNX graph.
-        ones = torch.ones_like(magnitude[:1, :1, :])
-        envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop_length)
-        start = self.n_fft // 2
-        end = start + frames * self.hop_length
-        signal = signal[:, :, start:end] / envelope[:, :, start:end].clamp(min=1e-11)
-        return signal.squeeze(1)
+        with torch.autocast(device_type=magnitude.device.type, enabled=False):
+            magnitude, phase = magnitude.float(), phase.float()
+            frames = magnitude.size(-1)
+            spec = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=1)
+            signal = F.conv_transpose1d(spec, self.basis, stride=self.hop_length)  # (B, 1, n_fft + hop*(F-1))
+            # Window envelope for this number of frames; ones_like keeps F dynamic in an ONNX graph.
+            ones = torch.ones_like(magnitude[:1, :1, :])
+            envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop_length)
+            start = self.n_fft // 2
+            end = start + frames * self.hop_length
+            signal = signal[:, :, start:end] / envelope[:, :, start:end].clamp(min=1e-11)
+            return signal.squeeze(1)
 
 
 def make_istft(impl: str, n_fft: int, hop_length: int, win_length: int | None = None) -> nn.Module:

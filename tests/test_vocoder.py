@@ -106,6 +106,9 @@ def test_conv_istft_matches_torch_istft_on_speech(n_fft, hop):
     assert conv.shape == reference.shape == (1, frames * hop)
     assert (conv - reference).abs().max() < 1e-3
     assert (torch_impl - reference).abs().max() < 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # stays fp32 inside autocast
+        conv_autocast = ConvTransposeISTFT(n_fft, hop)(magnitude, phase)
+    assert conv_autocast.dtype == torch.float32 and (conv_autocast - conv).abs().max() < 1e-6
     # And the oracle: STFT -> iSTFT gives the speech back.
     n = min(y.size(-1), conv.size(-1))
     assert (conv[:, :n] - y[:, :n]).abs().max() < 1e-3
