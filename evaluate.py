@@ -13,6 +13,7 @@ scored against the reference recording:
   mcd         mel-cepstral distortion (dB, 24 coefficients, DTW-aligned, silence trimmed)
   log_dur     log(synthesized / reference speech duration), silence trimmed; the mean of |log_dur| is reported
   rtf         wall time of Synthesizer.synthesize (text front end + acoustic model + vocoder) / audio seconds
+  rtf_model   the same without the text front end (acoustic model + vocoder only)
 
 Summary WERs are corpus-level (total errors / total reference words); per-utterance means are in the
 JSON as well. One synthesis runs first as an untimed warm-up. --ground-truth-only needs no checkpoint
@@ -98,6 +99,8 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
                 row["synth_seconds"] = len(wav) / sr
                 row["compute_seconds"] = compute
                 row["rtf"] = compute / max(row["synth_seconds"], 1e-9)
+                row["model_seconds"] = float(info.get("acoustic_seconds", 0.0)) + float(info.get("vocoder_seconds", 0.0))
+                row["rtf_model"] = row["model_seconds"] / max(row["synth_seconds"], 1e-9)
                 row["nfe"] = info.get("nfe")
                 t0 = time.perf_counter()
                 row["synth_hyp"] = transcriber.transcribe(wav, sr)
@@ -139,6 +142,7 @@ def summarize(rows: List[Dict], with_synthesis: bool) -> Dict:
         s["log_dur_ratio_mean"] = metrics.finite_mean([r["log_dur"] for r in ok])
         s["synth_audio_seconds"] = float(sum(r["synth_seconds"] for r in ok))
         s["rtf"] = float(sum(r["compute_seconds"] for r in ok)) / max(s["synth_audio_seconds"], 1e-9)
+        s["rtf_model"] = float(sum(r["model_seconds"] for r in ok)) / max(s["synth_audio_seconds"], 1e-9)
         s["nfe"] = ok[0].get("nfe")
     return {k: (_finite(v) if isinstance(v, float) else v) for k, v in s.items()}
 
