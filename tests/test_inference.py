@@ -444,3 +444,26 @@ def test_cli_main_rare_mistakes(tiny_checkpoint, bad_env, capsys, name, argv, wo
         torch.set_num_threads(threads)
     _assert_one_error(code, capsys.readouterr().err, words)
     assert not out.exists() and not (work / "tf").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# test_flow_matching.py (self-check + speed table script)
+# ----------------------------------------------------------------------------------------------------
+
+def test_self_check_script_and_speed_table():
+    proc = run_cli("--config", str(ROOT / "configs" / "tiny.json"), "--steps", "1", "3", "--runs", "1",
+                   "--threads", "1", "--audio-seconds", "1.0", script=ROOT / "test_flow_matching.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "All Flow Matching core tests passed!" in out and "All FlowMatchingSynthesizer tests passed!" in out
+    assert "FAIL" not in out
+    for stated in ("hardware:", "1 threads", "dtype fp32", "warm-up", "median of 1 runs", "vocoder included",
+                   "1.00 s (86 frames"):
+        assert stated in out, stated
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["1", "euler"], ["3", "euler"],
+                                                                             ["1", "midpoint"], ["3", "midpoint"])]
+    assert sorted((r[1], int(r[0]), int(r[2])) for r in rows) == [
+        ("euler", 1, 1), ("euler", 3, 3), ("midpoint", 1, 2), ("midpoint", 3, 6)]  # NFE column
+    for r in rows:
+        ac, voc, total, rtf = float(r[4]), float(r[5]), float(r[6]), float(r[9])
+        assert ac > 0 and voc > 0 and rtf == pytest.approx(total / (86 * 256 / 22050), rel=0.02, abs=2e-3)
