@@ -20,8 +20,8 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "demo_voic
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Synthesize speech with a flow-matching TTS checkpoint.")
-    p.add_argument("--checkpoint", "-m", help=f"G_<step>.pth from training (default: {DEFAULT_CHECKPOINT.name} "
-                                              "demo voice in pretrained/)")
+    p.add_argument("--checkpoint", help="G_<step>.pth from training (default: the demo voice "
+                                        "pretrained/demo_voice.pth)")
     p.add_argument("--config", "-c", help="override the config stored in the checkpoint (must fit it)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", "-t", help="text to speak (long text is split into sentences)")

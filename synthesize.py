@@ -5,9 +5,11 @@
     audio, sample_rate, info = tts.synthesize("Hello world. How are you?")
     save_wav("hello.wav", audio, sample_rate)
 
-Long text is split into sentences (at . ! ? ; : and, for long runs, at commas), the sentences are
-synthesized in padded batches (the model is padding invariant, each item is cut to its own length) and
-joined with short pauses. Nothing is silently truncated: a text with nothing speakable is an error.
+Long text is split into sentences (at . ! ? ; : and, for long runs, at commas). The acoustic model runs
+the sentences in padded batches (it is padding invariant; each sentence gets its own noise generator),
+the vocoder runs each sentence at its own length, and the sentences are joined with short pauses, so a
+batch sounds exactly like its sentences synthesized one by one. Nothing is silently truncated; text
+with nothing speakable is a ValueError.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkp
 SENTENCE_PAUSE_SECONDS = 0.2
 MAX_SENTENCE_CHARS = 200  # longer sentences are split at commas, then at spaces
 # Words whose trailing period does not end a sentence.
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "no", "co", "inc", "ltd",
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "co", "inc", "ltd",
                   "mt", "capt", "col", "gen", "lt", "sgt", "rev", "hon", "gov", "sen", "rep", "e.g", "i.e"}
 
 
