@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
             args.speaker, args.seed)
         save_wav(path, audio, sample_rate)
         _report(str(path), info, args.method, args.steps)
-    print(f"device {tts.device}, threads {torch.get_num_threads()}, fp32, "
-          f"{'EMA' if not args.no_ema else 'raw'} weights from {checkpoint}")
+    print(f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up (timings include the "
+          f"first run), {'EMA' if not args.no_ema else 'raw'} weights from {checkpoint}")
     return 0
 
 
