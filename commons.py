@@ -68,3 +68,20 @@ def rand_slice_segments(x: torch.Tensor, lengths: torch.Tensor, segment_size: in
     noise = torch.rand(lengths.shape, generator=generator, device="cpu").to(lengths.device)
     starts = (noise * (max_start + 1).float()).long().clamp(max=x.size(2) - segment_size)
     return slice_segments(x, starts, segment_size), starts
+
+
+def rand_slice_mel_and_wav(mel: torch.Tensor, wav: torch.Tensor, mel_lengths: torch.Tensor, segment_frames: int,
+                           hop_length: int, generator: Optional[torch.Generator] = None):
+    """Matching random crops of mel frames and their audio samples (vocoder training segments).
+
+    mel (B, C, T), wav (B, 1, T_wav), mel_lengths (B,) -> (mel_seg (B, C, segment_frames),
+    wav_seg (B, 1, segment_frames * hop_length), starts (B,) in frames). When the batch is shorter than the
+    segment, the mel is zero padded by rand_slice_segments; the wav is padded to the same length * hop so
+    its crop stays in range (a short clip is then trained on with silence after it).
+    """
+    mel_seg, starts = rand_slice_segments(mel, mel_lengths, segment_frames, generator)
+    needed = max(mel.size(2), segment_frames) * hop_length
+    if wav.size(2) < needed:
+        wav = F.pad(wav, (0, needed - wav.size(2)))
+    wav_seg = slice_segments(wav, starts * hop_length, segment_frames * hop_length)
+    return mel_seg, wav_seg, starts

@@ -129,19 +129,34 @@ _SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
 
 
 def _check_type(name: str, value: Any, annotation: str) -> Any:
-    """Check one JSON value against a dataclass annotation string; ints are accepted for floats."""
+    """Check one JSON value against a dataclass annotation string; ints are accepted for floats.
+
+    List annotations (List[int], List[List[int]], ...) are checked element by element, so
+    `"upsample_rates": ["4", "4"]` is refused here, naming the key, instead of failing deep in a model.
+    """
     optional = annotation.startswith("Optional[")
     base = annotation[len("Optional["):-1] if optional else annotation
     if value is None:
         if optional:
             return None
         raise ConfigError(f"config key '{name}' must not be null (expected {base})")
+    if base.startswith("List["):
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{name}' has value {value!r}, expected {base}")
+        inner = base[len("List["):-1]
+        try:
+            return [_check_type(name, v, inner) for v in value]
+        except ConfigError:
+            raise ConfigError(f"config key '{name}' has value {value!r}, expected {base} "
+                              f"(every element must be {inner})") from None
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
-    }.get(base, isinstance(value, list))
+    }.get(base)
+    if ok is None:
+        raise ConfigError(f"config key '{name}' has an unsupported annotation {annotation!r} (config.py bug)")
     if not ok:
         raise ConfigError(f"config key '{name}' has value {value!r}, expected {base}")
     return float(value) if base == "float" else value
@@ -160,18 +175,48 @@ def _section_from_dict(section: str, values: dict):
     return cls(**kwargs)
 
 
+def check_generator_config(hps: HParams) -> None:
+    """Raise ConfigError (naming the values) when the MB-iSTFT generator cannot produce T * hop_length samples.
+
+    Called by `validate` and by the generator's constructor (hps built in code never went through validate).
+    """
+    m, d = hps.model, hps.data
+    product = math.prod(m.upsample_rates)
+    total = product * m.gen_istft_hop_size * m.subbands
+    if total != d.hop_length:
+        raise ConfigError(
+            f"model.upsample_rates {m.upsample_rates} (product {product}) * model.gen_istft_hop_size "
+            f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {total}, but data.hop_length is "
+            f"{d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length "
+            f"must hold (change upsample_rates when you change the sample rate / hop)")
+    if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
+        raise ConfigError(f"model.upsample_rates {m.upsample_rates} and model.upsample_kernel_sizes "
+                          f"{m.upsample_kernel_sizes} must have the same length")
+    for kernel, rate in zip(m.upsample_kernel_sizes, m.upsample_rates):
+        if rate < 1 or kernel < rate:
+            raise ConfigError(f"model.upsample_kernel_sizes entry {kernel} is smaller than its upsample rate "
+                              f"{rate} (or the rate is < 1); use a kernel of at least the rate (2 * rate is usual)")
+        if rate == 1 and (kernel - rate) % 2:
+            # ConvTranspose1d with stride 1 cannot take output_padding: T frames stay T only for odd kernels.
+            raise ConfigError(f"model.upsample_kernel_sizes entry {kernel} with rate 1: kernel - rate must be "
+                              f"even; use e.g. kernel 3")
+    if len(m.resblock_kernel_sizes) != len(m.resblock_dilation_sizes):
+        raise ConfigError(f"model.resblock_kernel_sizes {m.resblock_kernel_sizes} and model.resblock_dilation_sizes "
+                          f"{m.resblock_dilation_sizes} must have the same length")
+    if m.resblock not in ("1", "2"):
+        raise ConfigError(f"model.resblock must be '1' or '2', got {m.resblock!r}")
+    if not 0 < m.gen_istft_hop_size <= m.gen_istft_n_fft // 2:
+        raise ConfigError(f"model.gen_istft_hop_size ({m.gen_istft_hop_size}) must be in [1, gen_istft_n_fft // 2] "
+                          f"(gen_istft_n_fft {m.gen_istft_n_fft})")
+    if m.upsample_initial_channel % (2 ** len(m.upsample_rates)):
+        raise ConfigError(f"model.upsample_initial_channel ({m.upsample_initial_channel}) must be divisible by "
+                          f"2 ** len(upsample_rates) = {2 ** len(m.upsample_rates)} (channels halve per stage)")
+
+
 def validate(hps: HParams) -> HParams:
     """Raise ConfigError for values that are individually valid but inconsistent together."""
     d, m, t = hps.data, hps.model, hps.train
-    rates = math.prod(m.upsample_rates)
-    if rates * m.gen_istft_hop_size * m.subbands != d.hop_length:
-        raise ConfigError(
-            f"model.upsample_rates {m.upsample_rates} (product {rates}) * model.gen_istft_hop_size "
-            f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {rates * m.gen_istft_hop_size * m.subbands}, "
-            f"but data.hop_length is {d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * "
-            f"subbands == hop_length must hold")
-    if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
-        raise ConfigError("model.upsample_rates and model.upsample_kernel_sizes must have the same length")
+    check_generator_config(hps)
     if m.flow_d_model % m.flow_nhead or (m.flow_d_model // m.flow_nhead) % 2:
         raise ConfigError(f"model.flow_d_model ({m.flow_d_model}) must be divisible by model.flow_nhead "
                           f"({m.flow_nhead}) into an even head size (rotary embedding)")

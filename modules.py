@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from commons import get_padding, init_weights
-from config import ConfigError, HParams
+from config import HParams, check_generator_config
 from pqmf import PQMF
 from stft import make_istft
 
@@ -72,43 +72,13 @@ class ResBlock2(nn.Module):
 
 
 def upsample_padding(kernel_size: int, rate: int) -> Tuple[int, int]:
-    """(padding, output_padding) so ConvTranspose1d(k, stride=rate) maps T frames to exactly T * rate."""
-    if kernel_size < rate:
-        raise ConfigError(f"model.upsample_kernel_sizes entry {kernel_size} is smaller than its upsample rate "
-                          f"{rate}; use a kernel of at least the rate (2 * rate is usual)")
+    """(padding, output_padding) so ConvTranspose1d(k, stride=rate) maps T frames to exactly T * rate.
+
+    Valid (kernel, rate) pairs are enforced by config.check_generator_config.
+    """
     padding = (kernel_size - rate + 1) // 2
     output_padding = 2 * padding - (kernel_size - rate)
-    if output_padding >= rate:
-        raise ConfigError(f"model.upsample_kernel_sizes entry {kernel_size} with rate {rate}: kernel - rate must "
-                          f"be even for rate 1; use e.g. kernel {2 * rate + 1}")
     return padding, output_padding
-
-
-def check_generator_config(hps: HParams) -> None:
-    """Raise ConfigError (naming the values) when the generator cannot produce T * hop_length samples."""
-    m, d = hps.model, hps.data
-    product = math.prod(m.upsample_rates)
-    total = product * m.gen_istft_hop_size * m.subbands
-    if total != d.hop_length:
-        raise ConfigError(
-            f"model.upsample_rates {m.upsample_rates} (product {product}) * model.gen_istft_hop_size "
-            f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {total}, but data.hop_length is "
-            f"{d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length "
-            f"must hold (change upsample_rates when you change the sample rate / hop)")
-    if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
-        raise ConfigError(f"model.upsample_rates {m.upsample_rates} and model.upsample_kernel_sizes "
-                          f"{m.upsample_kernel_sizes} must have the same length")
-    if len(m.resblock_kernel_sizes) != len(m.resblock_dilation_sizes):
-        raise ConfigError(f"model.resblock_kernel_sizes {m.resblock_kernel_sizes} and model.resblock_dilation_sizes "
-                          f"{m.resblock_dilation_sizes} must have the same length")
-    if m.resblock not in ("1", "2"):
-        raise ConfigError(f"model.resblock must be '1' or '2', got {m.resblock!r}")
-    if not 0 < m.gen_istft_hop_size <= m.gen_istft_n_fft // 2:
-        raise ConfigError(f"model.gen_istft_hop_size ({m.gen_istft_hop_size}) must be in [1, gen_istft_n_fft // 2] "
-                          f"(gen_istft_n_fft {m.gen_istft_n_fft})")
-    if m.upsample_initial_channel % (2 ** len(m.upsample_rates)):
-        raise ConfigError(f"model.upsample_initial_channel ({m.upsample_initial_channel}) must be divisible by "
-                          f"2 ** len(upsample_rates) = {2 ** len(m.upsample_rates)} (channels halve per stage)")
 
 
 class MultiBandISTFTGenerator(nn.Module):
@@ -121,7 +91,7 @@ class MultiBandISTFTGenerator(nn.Module):
 
     def __init__(self, hps: HParams, istft_impl: str = "torch"):
         super().__init__()
-        check_generator_config(hps)
+        check_generator_config(hps)  # also here: an HParams built in code may never have been validated
         m = hps.model
         self.subbands = m.subbands
         self.n_fft = m.gen_istft_n_fft

@@ -10,11 +10,11 @@ EMA weights, optimizers, schedulers, RNG states, step/epoch/position, config, n_
 (discriminator) when model.use_discriminator is on. Saves are atomic; the newest train.keep_ckpts are
 kept. Running the same -m again resumes exactly where the newest loadable checkpoint left off.
 
-Resume and config changes: if the run folder has a config.json and -c gives another config, keys that
+Resume and config changes: if the run folder has checkpoints and -c gives another config, keys that
 define the model (every model.* key except flow_dropout and use_discriminator, and the data keys that
 define features and text: see MODEL_DATA_KEYS) must be equal, else ConfigError naming them; other keys
 (learning rate, batch size, file lists, max_steps, ...) may change, the differences are logged and the
-new config is written to config.json.
+new config is written to config.json. A folder with a config.json but no checkpoint takes the new config.
 
 Per step: the acoustic model's flow + duration + prior losses on whole utterances, and the vocoder on
 random ground-truth (mel, audio) segments (mel L1 * c_mel + multi-resolution STFT on the full band and
@@ -115,20 +115,23 @@ def other_differences(saved: HParams, given: HParams) -> List[str]:
 
 
 def prepare_run(args: argparse.Namespace) -> tuple:
-    """Resolve the run folder and the config in force; write config.json. Returns (hps, run_dir, notes)."""
+    """Resolve the run folder and the config in force; write config.json. Returns (hps, run_dir, notes).
+
+    A given config is compared with the run's config.json only when the folder holds checkpoints: a
+    folder with a config.json but no checkpoint (e.g. a run that failed at start) just takes the new one.
+    Configs are validated on load, so a bad config never reaches config.json.
+    """
     run_dir = resolve_run_dir(args.model)
     saved_path = run_dir / "config.json"
-    saved = config_lib.load_config(saved_path) if saved_path.is_file() else None
     notes: List[str] = []
     if args.config is None:
-        if saved is None:
+        if not saved_path.is_file():
             raise ConfigError(f"no config given and {saved_path} does not exist: pass -c CONFIG to start a run")
-        hps = saved
+        hps = config_lib.load_config(saved_path)
     else:
         hps = config_lib.load_config(args.config)
-        if args.max_steps is not None:
-            hps.train.max_steps = args.max_steps
-        if saved is not None:
+        if saved_path.is_file() and list_checkpoints(run_dir, "G_"):
+            saved = config_lib.load_config(saved_path)
             diffs = shape_differences(saved, hps)
             if diffs:
                 raise ConfigError(
@@ -136,6 +139,8 @@ def prepare_run(args: argparse.Namespace) -> tuple:
                     + ". These keys define the model, so its checkpoints cannot continue with them. "
                       "Use another -m name for a new run, or drop -c to resume with the run's config.")
             notes = [f"config change on resume: {d}" for d in other_differences(saved, hps)]
+        elif saved_path.is_file():
+            notes = [f"{saved_path} has no checkpoints next to it: replaced by {args.config}"]
     if args.max_steps is not None:
         hps.train.max_steps = args.max_steps
     if not Path(hps.data.training_files).is_file():
@@ -287,7 +292,8 @@ class StepResult:
 
     losses: Dict[str, float] = field(default_factory=dict)
     grad_norms: Dict[str, float] = field(default_factory=dict)
-    skipped: bool = False
+    skipped: bool = False  # some part's update was skipped (non-finite); counted once in skipped_steps
+    skipped_parts: List[str] = field(default_factory=list)  # e.g. ["discriminator"], ["acoustic", "vocoder"]
     frames: int = 0  # mel frames in this process's batch
 
 
@@ -438,9 +444,9 @@ class Trainer:
 
     def resume_or_init(self) -> None:
         """Continue from the newest loadable checkpoint in the run folder, else initialise (init_checkpoint)."""
-        companions = ("D_",) if list_checkpoints(self.run_dir, "D_") and self.discriminator is not None else ()
-        point = load_latest_valid(self.run_dir, "G_", "cpu", companions=companions,
-                                  required_keys=("model", "step"), logger=self.log)
+        # The newest valid G_ alone decides the step: use_discriminator may have been toggled between runs,
+        # so a missing or unreadable D_<step> only means a fresh discriminator, never an older G_.
+        point = load_latest_valid(self.run_dir, "G_", "cpu", required_keys=("model", "step"), logger=self.log)
         if point is None:
             if self.hps.train.init_checkpoint:
                 self.init_from(self.hps.train.init_checkpoint, self.hps.train.init_parts)
@@ -452,13 +458,7 @@ class Trainer:
         self.ema.num_updates = int(s.get("ema_updates", s["step"]))
         self._load_optim(s, "G")
         if self.discriminator is not None:
-            d_state = point.companions.get("D_")
-            if d_state is None:
-                self.log.warning("no D_%d.pth next to %s: the discriminator starts from scratch", point.step,
-                                 point.path.name)
-            else:
-                load_state_checked(self.discriminator, d_state["model"], point.path.with_name(f"D_{point.step}.pth"))
-                self._load_optim(d_state, "D")
+            self._resume_discriminator(point.path.with_name(f"D_{point.step}.pth"))
         if self.scaler is not None and s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
         self._apply_optimizer_config()
@@ -480,6 +480,20 @@ class Trainer:
                 self.epoch += 1
         self.log.info("resumed from %s: step %d, epoch %d (%d batches into it)", point.path, self.step,
                       self.epoch, self.batch_in_epoch)
+
+    def _resume_discriminator(self, path: Path) -> None:
+        """Load D_<step>.pth if it exists and loads; else keep the fresh discriminator, with a warning."""
+        if not path.is_file():
+            self.log.warning("no %s next to the generator checkpoint (was model.use_discriminator off?): "
+                             "the discriminator starts from scratch", path.name)
+            return
+        try:
+            d_state = load_checkpoint(path, "cpu", required_keys=("model",))
+        except CheckpointError as e:
+            self.log.warning("%s Ignoring it: the discriminator starts from scratch", e)
+            return
+        load_state_checked(self.discriminator, d_state["model"], path)
+        self._load_optim(d_state, "D")
 
     def _apply_optimizer_config(self) -> None:
         """Learning rates, betas, eps and weight decay come from the config in force, not the checkpoint.
@@ -623,27 +637,33 @@ class Trainer:
         """True on every rank if the value is non-finite on any rank (ranks must agree before backward)."""
         return dist_lib.any_true(not bool(torch.isfinite(value.detach()).all()), self.ctx)
 
-    def _skip(self, what: str, losses: Dict[str, float]) -> None:
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        self.skipped_steps += 1
+    def _skip(self, what: str, losses: Dict[str, float], result: StepResult, parts: Sequence[str]) -> None:
+        """Drop the gradients of `parts`, mark the step skipped (counted once per step in train_step), log."""
+        for name in parts:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        result.skipped = True
+        result.skipped_parts.extend(parts)
         if self.scaler is not None and what.endswith("gradient norm"):
             # An fp16 overflow: GradScaler lowers the loss scale in update(); expected early in training.
             self.log.info("step %d: fp16 gradient overflow in the %s; update skipped, loss scale lowered",
                           self.step + 1, what)
             return
-        self.log.warning("step %d: non-finite %s (%s); update skipped (%d skipped so far)", self.step + 1, what,
-                         ", ".join(f"{k}={v:.4g}" for k, v in losses.items()), self.skipped_steps)
+        self.log.warning("step %d: non-finite %s (%s); update skipped for the %s (%d earlier steps skipped)",
+                         self.step + 1, what, ", ".join(f"{k}={v:.4g}" for k, v in losses.items()),
+                         " and ".join(parts), self.skipped_steps)
 
     def train_step(self, batch: dict, force_nonfinite: bool = False) -> StepResult:
         """One update of every trained part on `batch` (a TextMelCollate dict).
 
         A non-finite loss or gradient norm skips the update of that part (no optimizer, scheduler or EMA
-        step) and is logged. force_nonfinite: multiply the generator loss by NaN (tests the skip path).
+        step) and is logged; the result is then marked skipped (skipped_parts names the parts) and the step
+        counts once in skipped_steps, also when only the discriminator was skipped. force_nonfinite: multiply the generator loss by NaN (tests the skip path).
         """
         self._unscaled = False
         try:
-            return self._train_step(batch, force_nonfinite)
+            result = self._train_step(batch, force_nonfinite)
+            self.skipped_steps += int(result.skipped)
+            return result
         finally:
             if self._unscaled:
                 self.scaler.update()  # once per step after any unscale_, also when a part was skipped
@@ -665,11 +685,10 @@ class Trainer:
                 out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
                                         speakers, batch.get("durations"))
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
-                self.last_attn = out["attn"][0].detach()
             if t.train_vocoder:
                 seg_frames = t.segment_size // d.hop_length
-                mel_seg, starts = commons.rand_slice_segments(batch["mel"], batch["mel_lengths"], seg_frames)
-                wav_seg = commons.slice_segments(batch["wav"], starts * d.hop_length, t.segment_size)
+                mel_seg, wav_seg, _ = commons.rand_slice_mel_and_wav(batch["mel"], batch["wav"], batch["mel_lengths"],
+                                                                     seg_frames, d.hop_length)
                 g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
                 audio_hat, sub_hat = self.generator_fwd(mel_seg, g)
 
@@ -683,21 +702,19 @@ class Trainer:
             loss = loss * float("nan")
         result.losses.update({k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")})
         result.losses["total"] = float(loss.detach())
+        g_parts = [n for n in ("acoustic", "vocoder") if n in self.optimizers]
         if self._nonfinite(loss):
-            self._skip("loss", result.losses)
-            result.skipped = True
+            self._skip("loss", result.losses, result, g_parts)
             return result
 
         self._backward(loss)
-        parts = [(n, m) for n, m in (("acoustic", self.model.acoustic), ("vocoder", self.model.generator))
-                 if n in self.optimizers]
-        for name, module in parts:
-            result.grad_norms[name] = self._clip(name, module)
-        if not all(math.isfinite(v) for v in result.grad_norms.values()):
-            self._skip("gradient norm", result.grad_norms)
-            result.skipped = True
+        modules = {"acoustic": self.model.acoustic, "vocoder": self.model.generator}
+        norms = {name: self._clip(name, modules[name]) for name in g_parts}
+        result.grad_norms.update(norms)
+        if not all(math.isfinite(v) for v in norms.values()):
+            self._skip("gradient norm", norms, result, g_parts)
             return result
-        for name, _ in parts:
+        for name in g_parts:
             self._optimizer_step(name)
         self.ema.update(self.model)
         return result
@@ -709,12 +726,12 @@ class Trainer:
         loss_d = discriminator_loss(real_outs, fake_outs)[0]
         result.losses["disc"] = float(loss_d.detach())
         if self._nonfinite(loss_d):
-            self._skip("discriminator loss", {"disc": float(loss_d)})
+            self._skip("discriminator loss", {"disc": result.losses["disc"]}, result, ["discriminator"])
             return {}
         self._backward(loss_d)
         norm = self._clip("discriminator", self.discriminator)
         if not math.isfinite(norm):
-            self._skip("discriminator gradient norm", {"disc": norm})
+            self._skip("discriminator gradient norm", {"disc": norm}, result, ["discriminator"])
             return {}
         self._optimizer_step("discriminator")
         self.optimizers["discriminator"].zero_grad(set_to_none=True)

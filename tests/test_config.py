@@ -55,3 +55,37 @@ def test_load_config_bad_json(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         config.load_config(path)
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("model", "upsample_rates", ["4", "4"]),
+    ("model", "resblock_dilation_sizes", [[1, "3"]]),
+    ("model", "resblock_dilation_sizes", [1, 3]),
+    ("train", "betas", [0.9, "0.99"]),
+    ("data", "text_cleaners", [1]),
+    ("train", "init_parts", "acoustic"),
+])
+def test_list_element_types_are_checked(section, key, value):
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
+        config.from_dict({section: {key: value}})
+
+
+def test_list_of_ints_accepted_for_floats():
+    betas = config.from_dict({"train": {"betas": [1, 0.5]}}).train.betas
+    assert betas == [1.0, 0.5] and all(isinstance(b, float) for b in betas)
+
+
+@pytest.mark.parametrize("model,match", [
+    ({"resblock": "3"}, "model.resblock"),
+    ({"resblock_kernel_sizes": [3, 7]}, "resblock_dilation_sizes"),
+    ({"upsample_kernel_sizes": [3, 16]}, "smaller than its upsample rate"),
+    ({"upsample_initial_channel": 510}, "upsample_initial_channel"),
+    ({"gen_istft_hop_size": 16, "gen_istft_n_fft": 16, "upsample_rates": [4, 1], "upsample_kernel_sizes": [8, 3]},
+     "gen_istft_hop_size"),
+    ({"gen_istft_hop_size": 16, "gen_istft_n_fft": 32, "upsample_rates": [4, 1], "upsample_kernel_sizes": [8, 2]},
+     "rate 1"),
+])
+def test_generator_rules_are_checked_by_validate(model, match):
+    """The generator's rules run when the config is loaded, before any run folder is written."""
+    with pytest.raises(ConfigError, match=match):
+        config.from_dict({"model": model})

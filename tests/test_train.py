@@ -459,3 +459,120 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path):
     assert state["step"] >= 2 and saved.name == f"G_{state['step']}.pth"
     log = (run / "train.log").read_text()
     assert "received SIGTERM" in log and "stopped at step" in log
+
+
+# ----------------------------------------------------------------------------------------------------------
+# review fixes: short batches, toggled discriminator, skipped-step bookkeeping, run-folder config
+
+
+def test_vocoder_segment_longer_than_the_batch_is_zero_padded(tiny_config, tmp_path):
+    """segment_size (2048 samples = 8 frames) exceeds every clip: the wav is padded like the mel, no crash."""
+    trainer = make_trainer(tiny_config, tmp_path / "run", train_acoustic=False)
+    batch = first_batch(trainer)
+    hop = trainer.hps.data.hop_length
+    frames = 4
+    short = dict(batch, mel=batch["mel"][..., :frames].clone(), wav=batch["wav"][..., :frames * hop].clone(),
+                 mel_lengths=batch["mel_lengths"].clamp(max=frames),
+                 wav_lengths=batch["wav_lengths"].clamp(max=frames * hop))
+    assert trainer.hps.train.segment_size > frames * hop
+    before = {k: v.clone() for k, v in trainer.model.generator.state_dict().items()}
+    result = trainer.train_step(short)
+    assert not result.skipped and all(torch.isfinite(torch.tensor(v)) for v in result.losses.values())
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.generator.state_dict().items())
+
+
+def test_rand_slice_mel_and_wav_keeps_crops_aligned():
+    import commons
+    hop, frames = 4, 6
+    # wav sample i of frame j holds j, so a crop's audio must repeat its mel frames' index.
+    mel = torch.arange(frames, dtype=torch.float).view(1, 1, -1).repeat(2, 3, 1)
+    wav = torch.arange(frames, dtype=torch.float).repeat_interleave(hop).view(1, 1, -1).repeat(2, 1, 1)
+    for seg in (3, 10):  # shorter and longer than the clips
+        g = torch.Generator().manual_seed(0)
+        mel_seg, wav_seg, starts = commons.rand_slice_mel_and_wav(mel, wav, torch.tensor([6, 5]), seg, hop, g)
+        assert mel_seg.shape == (2, 3, seg) and wav_seg.shape == (2, 1, seg * hop)
+        assert torch.equal(wav_seg[:, 0], mel_seg[:, 0].repeat_interleave(hop, dim=1))
+    assert torch.equal(starts, torch.zeros(2, dtype=torch.long))
+
+
+def test_resume_after_toggling_the_discriminator(tiny_config, tmp_path, monkeypatch, caplog):
+    """G_ alone decides the resume step; D_<step> is optional (fresh discriminator, with a warning)."""
+    import discriminators
+    monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
+    hps = config_lib.load_config(tiny_config)
+    hps.model.use_discriminator = True
+    with_d = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
+    with_d.step = 1
+    with_d.save()  # G_1 + D_1
+    hps_off = config_lib.load_config(tiny_config)
+    without_d = train.Trainer(hps_off, tmp_path, tensorboard=False, load_data=False)
+    without_d.resume_or_init()
+    without_d.step = 2
+    without_d.save()  # G_2 only
+    assert (tmp_path / "D_1.pth").is_file() and not (tmp_path / "D_2.pth").exists()
+
+    again = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
+    with caplog.at_level(logging.WARNING, logger=train.LOGGER_NAME):
+        again.resume_or_init()
+    assert again.step == 2  # not the older G_1 that has a D_1 next to it
+    assert "no D_2.pth" in caplog.text and "starts from scratch" in caplog.text
+    assert not again.optimizers["discriminator"].state_dict()["state"]
+
+    (tmp_path / "D_2.pth").write_bytes(b"corrupt")
+    caplog.clear()
+    again = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
+    with caplog.at_level(logging.WARNING, logger=train.LOGGER_NAME):
+        again.resume_or_init()
+    assert again.step == 2 and "starts from scratch" in caplog.text
+
+
+def test_skipped_discriminator_step_marks_the_result_skipped(tiny_config, tmp_path, monkeypatch):
+    import discriminators
+    import losses
+    monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
+    real_loss = losses.discriminator_loss
+
+    def nan_loss(real, fake):
+        loss, *rest = real_loss(real, fake)
+        return (loss * float("nan"), *rest)
+
+    monkeypatch.setattr(losses, "discriminator_loss", nan_loss)
+    hps = config_lib.load_config(tiny_config)
+    hps.model.use_discriminator = True
+    hps.train.train_acoustic = False
+    trainer = train.Trainer(hps, tmp_path, tensorboard=False)
+    d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    result = trainer.train_step(first_batch(trainer))
+    assert result.skipped and result.skipped_parts == ["discriminator"]
+    assert trainer.skipped_steps == 1  # one step, counted once
+    assert all(torch.equal(v, d_before[k]) for k, v in trainer.discriminator.state_dict().items())
+    assert trainer.schedulers["discriminator"].last_epoch == 0
+    assert trainer.schedulers["vocoder"].last_epoch == 1  # the generator still trained
+    meter = train.Meter()
+    meter.add(result, 1.0)
+    assert meter.skipped == 1 and not any(k == "loss/disc" for k in meter.means())
+
+
+def test_bad_config_does_not_touch_the_run_folder(tiny_config, tmp_path, capsys):
+    raw = json.loads(tiny_config.read_text())
+    raw["model"]["upsample_initial_channel"] = 30  # not divisible by 2 ** len(upsample_rates)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(raw))
+    run = tmp_path / "run"
+    assert train.main(["-c", str(bad), "-m", str(run)]) == 2
+    assert "upsample_initial_channel" in capsys.readouterr().err
+    assert not (run / "config.json").exists()
+
+
+def test_config_json_without_checkpoints_takes_the_new_config(tiny_config, tmp_path):
+    """A folder whose start failed (config.json, no checkpoint) accepts another model config."""
+    run = tmp_path / "run"
+    run.mkdir()
+    raw = json.loads(tiny_config.read_text())
+    raw["model"]["flow_d_model"] = 64
+    (run / "config.json").write_text(json.dumps(raw))
+    hps, run_dir, notes = train.prepare_run(train.parse_args(["-c", str(tiny_config), "-m", str(run),
+                                                              "--max-steps", "3"]))
+    assert hps.model.flow_d_model == 32 and hps.train.max_steps == 3
+    assert json.loads((run / "config.json").read_text())["model"]["flow_d_model"] == 32
+    assert any("no checkpoints" in n for n in notes)
