@@ -27,7 +27,7 @@ import torch.distributed as dist
 import text as text_frontend
 from audio import AudioError, load_wav
 from commons import intersperse
-from mel_processing import mel_from_config
+from mel_processing import LOG_MEL_FLOOR, mel_from_config
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -153,11 +153,18 @@ def _log_excluded(kind: str, excluded: List[Tuple[str, str]], total: int) -> Non
         logger.warning("%s: skipped %d of %d utterances: %s%s", kind, len(excluded), total, examples, more)
 
 
+def duration_sum_tolerance(frames: int) -> int:
+    """Largest |sum(durations) - mel frames| accepted from an external aligner: 10 % of the clip, at
+    least 2 frames (aligners often round a frame or two differently; more means the wrong clip/config)."""
+    return max(2, int(0.1 * frames))
+
+
 class TextMelLoader(torch.utils.data.Dataset):
     """Text ids + log-mel + waveform for each filelist entry.
 
     Clips that cannot be used (missing, unreadable, outside data.min/max_audio_seconds, text with
-    nothing speakable, missing or mis-sized durations when data.durations_dir is set) are skipped when the dataset is built and reported in one log warning, so a
+    nothing speakable, missing or mis-sized durations, or durations whose sum is far from the clip's mel length, when
+    data.durations_dir is set) are skipped when the dataset is built and reported in one log warning, so a
     bad clip never stops an epoch. A clip at another sample rate is resampled with soxr when
     data.resample is true and refused (AudioError) otherwise.
 
@@ -193,14 +200,15 @@ class TextMelLoader(torch.utils.data.Dataset):
                 continue
             if info.samplerate != d.sampling_rate and not d.resample:
                 wrong_rate.append(f"{utt.wav_path} ({info.samplerate} Hz)")
-            problem = self._durations_problem(utt.wav_path, len(seq))
+            frames = int(info.frames * d.sampling_rate / info.samplerate) // d.hop_length
+            problem = self._durations_problem(utt.wav_path, len(seq), frames)
             if problem:
                 excluded.append((utt.wav_path, problem))
                 continue
             if d.n_speakers > 1 and utt.speaker >= d.n_speakers:
                 raise ValueError(f"{utt.where}: speaker id {utt.speaker} >= data.n_speakers ({d.n_speakers})")
             self.items.append((utt, seq))
-            self.lengths.append(int(info.frames * d.sampling_rate / info.samplerate) // d.hop_length)
+            self.lengths.append(frames)
         if wrong_rate:
             raise AudioError(f"{len(wrong_rate)} clip(s) are not at data.sampling_rate {d.sampling_rate} Hz and "
                              f"data.resample is false, e.g. {', '.join(wrong_rate[:3])}; resample the "
@@ -238,17 +246,29 @@ class TextMelLoader(torch.utils.data.Dataset):
     def _durations_path(self, wav_path: str) -> Path:
         return Path(self.hps.data.durations_dir) / f"{Path(wav_path).stem}.npy"
 
-    def _durations_problem(self, wav_path: str, n_tokens: int) -> Optional[str]:
-        """Why the external durations of a clip are unusable (None when fine or not configured)."""
+    def _durations_problem(self, wav_path: str, n_tokens: int, frames: int) -> Optional[str]:
+        """Why the external durations of a clip are unusable (None when fine or not configured).
+
+        A sum a few frames off the clip's `frames` mel frames is fine (aligners round differently; the
+        model reconciles it, see flow_matching.reconcile_durations); a sum off by more than
+        duration_sum_tolerance(frames) means the durations belong to another clip or config.
+        """
         if not self.hps.data.durations_dir:
             return None
         path = self._durations_path(wav_path)
         if not path.is_file():
             return f"durations file {path} is missing (data.durations_dir is set)"
-        n = np.load(path, mmap_mode="r").size
-        if n != n_tokens:
-            return (f"durations file {path} has {n} entries but the text has {n_tokens} tokens "
+        dur = np.load(path).reshape(-1)
+        if dur.size != n_tokens:
+            return (f"durations file {path} has {dur.size} entries but the text has {n_tokens} tokens "
                     f"(data.add_blank={self.hps.data.add_blank})")
+        if (dur < 0).any():
+            return f"durations file {path} has negative durations"
+        total = int(dur.sum())
+        if abs(total - frames) > duration_sum_tolerance(frames):
+            return (f"durations file {path} sums to {total} frames but the clip has {frames} mel frames "
+                    f"(more than {duration_sum_tolerance(frames)} off; re-run the aligner with this "
+                    f"config's hop_length/sampling_rate)")
         return None
 
     def __len__(self) -> int:
@@ -271,16 +291,21 @@ class TextMelLoader(torch.utils.data.Dataset):
             save_npy_atomic(cache, mel.numpy().astype(np.float32))
         return wav, mel
 
-    def load_durations(self, wav_path: str, n_tokens: int, frames: int) -> Optional[torch.Tensor]:
-        """External aligner durations from data.durations_dir/<wav stem>.npy: (T_text,) long, summing to T_mel."""
+    def load_durations(self, wav_path: str, n_tokens: int) -> Optional[torch.Tensor]:
+        """External aligner durations from data.durations_dir/<wav stem>.npy: (T_text,) long.
+
+        Their sum may differ from T_mel by a few frames (checked when the dataset is built); the model
+        makes them sum to T_mel (flow_matching.reconcile_durations), so nothing here raises mid-epoch
+        for that.
+        """
         d = self.hps.data
         if not d.durations_dir:
             return None
         path = self._durations_path(wav_path)
         dur = torch.from_numpy(np.load(path)).long().flatten()
-        if dur.numel() != n_tokens or int(dur.sum()) != frames:
-            raise ValueError(f"durations {path} have {dur.numel()} tokens summing to {int(dur.sum())} frames, but the "
-                             f"text has {n_tokens} tokens (data.add_blank={d.add_blank}) and the mel {frames} frames; "
+        if dur.numel() != n_tokens:  # checked at build time: only a file rewritten since then gets here
+            raise ValueError(f"durations {path} have {dur.numel()} tokens but the text has {n_tokens} tokens "
+                             f"(data.add_blank={d.add_blank}); the file changed after the dataset was built; "
                              f"re-run the aligner with this config")
         return dur
 
@@ -292,17 +317,18 @@ class TextMelLoader(torch.utils.data.Dataset):
             "mel": mel.float(),
             "wav": wav.unsqueeze(0),
             "speaker": utt.speaker if self.hps.data.n_speakers > 1 else 0,
-            "durations": self.load_durations(utt.wav_path, len(seq), mel.size(1)),
+            "durations": self.load_durations(utt.wav_path, len(seq)),
             "path": utt.wav_path,
         }
 
 
 class TextMelCollate:
-    """List of TextMelLoader items -> zero-padded batch dict (items keep their order; nothing in the
+    """List of TextMelLoader items -> padded batch dict (items keep their order; nothing in the
     models needs length-sorted batches):
 
       text (B, T_text) long, text_lengths (B,) long, mel (B, n_mels, T_mel) float (log-mel, not
-      normalized, zero padded), mel_lengths (B,) long, wav (B, 1, T_mel * hop) float, wav_lengths (B,)
+      normalized, padded with LOG_MEL_FLOOR, the log-mel of silence: 0 would be a loud frame to a
+      vocoder fed mel slices that reach into the padding), mel_lengths (B,) long, wav (B, 1, T_mel * hop) float, wav_lengths (B,)
       long, speakers (B,) long, durations (B, T_text) long or None (None unless every item has
       durations), paths list[str].
     """
@@ -315,7 +341,7 @@ class TextMelCollate:
         wav_lengths = torch.tensor([b["wav"].size(1) for b in batch], dtype=torch.long)
         n_mels = batch[0]["mel"].size(0)
         texts = torch.zeros(len(batch), int(text_lengths.max()), dtype=torch.long)
-        mels = torch.zeros(len(batch), n_mels, int(mel_lengths.max()))
+        mels = torch.full((len(batch), n_mels, int(mel_lengths.max())), LOG_MEL_FLOOR)
         wavs = torch.zeros(len(batch), 1, int(wav_lengths.max()))
         with_durations = all(b["durations"] is not None for b in batch)
         durations = torch.zeros_like(texts) if with_durations else None

@@ -21,12 +21,10 @@ import torch.nn.functional as F
 
 import commons
 import ode
+from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of returned mels (re-exported)
 from monotonic_align import maximum_path
 
 Generators = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
-
-# Log-mel value of silence (mel_processing clamps magnitudes at 1e-5); fills padding of returned mels.
-LOG_MEL_FLOOR = math.log(1e-5)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -296,11 +294,13 @@ class ConditionalFlowMatching(nn.Module):
 
         x1 (B, C, T) normalized mel, mask (B, 1, T), cond (B, C_cond, T), mu (B, C, T) frame-level prior
         (required with prior_start; detached there: the prior is trained by the prior loss, not pulled around
-        by the flow target). t ~ U(0, 1) per item.
+        by the flow target). t ~ U(0, 1) per item; the noise is drawn item by item at its valid length
+        (per_item_noise), so under a fixed seed the loss does not depend on how much padding the batch has.
         """
         b = x1.size(0)
         t = torch.rand(b, generator=generator, device=generator.device if generator is not None else x1.device).to(x1)
-        x0 = torch.randn(x1.shape, generator=generator, device=generator.device if generator is not None else x1.device).to(x1)
+        lengths = mask.reshape(b, -1).sum(1).round().long().cpu()  # one host sync, not one per item
+        x0 = per_item_noise(b, x1.size(1), lengths, x1.size(2), generator, x1.device, x1.dtype)
         if self.prior_start:
             if mu is None:
                 raise ValueError("prior_start is on: ConditionalFlowMatching.loss needs mu (B, n_mels, T)")

@@ -14,6 +14,7 @@ never stored in mutable module globals. The cached tensors are shared: treat the
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import librosa
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 LOG_CLAMP = 1e-5  # floor of the mel energy before the log: log(1e-5) ~ -11.5 is "silence"
+LOG_MEL_FLOOR = math.log(LOG_CLAMP)  # log-mel of silence; pads mel batches and generated mels
 MAG_EPS = 1e-9
 
 

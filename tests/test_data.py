@@ -11,7 +11,8 @@ import text
 from audio import AudioError
 from data_utils import (DistributedBucketSampler, FilelistError, TextMelCollate, TextMelLoader,
                         length_boundaries, read_filelist)
-from mel_processing import mel_from_config
+from flow_matching import FlowMatchingTTS
+from mel_processing import LOG_MEL_FLOOR, mel_from_config
 
 HOP = 256
 
@@ -99,7 +100,7 @@ def test_raw_metadata_is_cleaned_on_the_fly_like_the_phonemized_filelist(dataset
     assert [seq for _, seq in raw.items] == [seq for _, seq in dataset.items]
 
 
-def test_collate_pads_with_zeros_and_keeps_items_intact(dataset):
+def test_collate_pads_mel_with_silence_and_the_rest_with_zeros_keeping_items_intact(dataset):
     items = [dataset[i] for i in (1, 0, 3)]
     batch = TextMelCollate()(items)
     assert batch["mel_lengths"].tolist() == [it["mel"].size(1) for it in items]
@@ -107,6 +108,7 @@ def test_collate_pads_with_zeros_and_keeps_items_intact(dataset):
     assert batch["wav_lengths"].tolist() == [it["wav"].size(1) for it in items]
     assert torch.equal(batch["wav_lengths"], batch["mel_lengths"] * HOP)
     t_mel, t_text = int(batch["mel_lengths"].max()), int(batch["text_lengths"].max())
+    assert int(batch["mel_lengths"].min()) < t_mel  # some item is padded: the padding checks are not vacuous
     assert batch["mel"].shape == (3, 80, t_mel) and batch["text"].shape == (3, t_text)
     assert batch["wav"].shape == (3, 1, t_mel * HOP)
     assert batch["text"].dtype == torch.long and batch["mel"].dtype == torch.float32
@@ -115,7 +117,8 @@ def test_collate_pads_with_zeros_and_keeps_items_intact(dataset):
         assert torch.equal(batch["mel"][i, :, :n_mel], it["mel"])
         assert torch.equal(batch["text"][i, :n_text], it["text"])
         assert torch.equal(batch["wav"][i, :, :n_wav], it["wav"])
-        assert torch.all(batch["mel"][i, :, n_mel:] == 0) and torch.all(batch["text"][i, n_text:] == 0)
+        # Mel padding is the log-mel of silence (log 1e-5), not 0, which would be a loud frame.
+        assert torch.all(batch["mel"][i, :, n_mel:] == LOG_MEL_FLOOR) and torch.all(batch["text"][i, n_text:] == 0)
         assert torch.all(batch["wav"][i, :, n_wav:] == 0)
     assert batch["speakers"].tolist() == [0, 0, 0] and batch["durations"] is None
     assert batch["paths"] == [it["path"] for it in items]
@@ -128,7 +131,7 @@ def test_dataloader_with_bucket_sampler_gives_padded_batches(dataset):
     for batch in loader:
         assert batch["mel"].size(2) == int(batch["mel_lengths"].max())
         for i, length in enumerate(batch["mel_lengths"].tolist()):
-            assert torch.all(batch["mel"][i, :, length:] == 0)
+            assert torch.all(batch["mel"][i, :, length:] == LOG_MEL_FLOOR)
         seen += batch["paths"]
     assert set(seen) == set(dataset.paths)
 
@@ -150,18 +153,43 @@ def test_external_durations_are_loaded_and_checked(tmp_path, lj_filelist, tiny_h
     dur[1] += frames - dur.sum()
     np.save(tmp_path / "LJ001-0002.npy", dur)
     np.save(tmp_path / "LJ001-0003.npy", np.ones(5, dtype=np.int64))  # wrong token count
+    n_text4, frames4 = dataset[3]["text"].numel(), dataset.lengths[3]
+    gross = np.zeros(n_text4, dtype=np.int64)
+    gross[1] = int(frames4 * 1.2)  # 20 % too long: durations of another clip or config
+    np.save(tmp_path / "LJ001-0004.npy", gross)
     tiny_hps.data.durations_dir = str(tmp_path)
     with caplog.at_level(logging.WARNING, logger="data_utils"):
         ds = TextMelLoader(lj_filelist, tiny_hps)
     assert [p.rsplit("/", 1)[-1] for p in ds.paths] == ["LJ001-0002.wav"]  # the others are reported
     assert "LJ001-0001.npy is missing" in caplog.text and "LJ001-0003.npy has 5 entries" in caplog.text
+    assert f"LJ001-0004.npy sums to {int(frames4 * 1.2)} frames but the clip has {frames4}" in caplog.text
     assert ds[0]["durations"].tolist() == dur.tolist()
     batch = TextMelCollate()([ds[0], ds[0]])
     assert batch["durations"].shape == batch["text"].shape and int(batch["durations"][0].sum()) == frames
-    dur[1] += 1  # now sums to one frame more than the mel has
+
+
+def test_durations_a_few_frames_off_load_and_train(tmp_path, lj_filelist, tiny_hps, dataset):
+    """Aligners often round a frame or two differently from our mel framing: such clips are kept, load
+    without error mid-epoch, and the model reconciles the durations to the mel length."""
+    n_text, frames = dataset[1]["text"].numel(), dataset.lengths[1]
+    dur = np.zeros(n_text, dtype=np.int64)
+    dur[1::2] = frames // (n_text // 2)
+    dur[1] += frames - dur.sum() + 2  # two frames more than the mel has
     np.save(tmp_path / "LJ001-0002.npy", dur)
-    with pytest.raises(ValueError, match="re-run the aligner"):
-        ds[0]
+    tiny_hps.data.durations_dir = str(tmp_path)
+    ds = TextMelLoader(lj_filelist, tiny_hps)
+    assert [p.rsplit("/", 1)[-1] for p in ds.paths] == ["LJ001-0002.wav"]
+    plus_two = ds[0]
+    assert plus_two["durations"].tolist() == dur.tolist() and int(plus_two["durations"].sum()) == frames + 2
+    minus_one = dict(plus_two, durations=plus_two["durations"].clone())
+    minus_one["durations"][1] -= 3  # one frame fewer than the mel has
+    batch = TextMelCollate()([plus_two, minus_one])
+    torch.manual_seed(0)
+    model = FlowMatchingTTS(len(text.symbols), tiny_hps)
+    out = model(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
+                durations=batch["durations"])
+    assert out["durations"].sum(1).tolist() == [frames, frames]
+    assert all(torch.isfinite(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior"))
 
 
 def test_stereo_is_mixed_and_other_rates_resampled_or_refused(tmp_path, lj_wavs, tiny_hps):

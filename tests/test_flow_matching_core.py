@@ -252,6 +252,23 @@ def test_training_forward_is_padding_invariant_and_uses_external_durations():
     # Item 1 alone: same alignment (MAS and prior loss see no padding).
     alone = model(text[1:, :4], text_lengths[1:], mel[1:, :, :17], mel_lengths[1:])
     assert torch.equal(alone["durations"][0], out["durations"][1, :4])
+    # More padding, filled with garbage tokens and loud frames: same alignment and the same losses. All
+    # three are deterministic under a fixed seed: the flow loss draws t per item and the noise item by item
+    # at its valid length, so the padding does not shift the random draws (max_mel_frames is None here, so
+    # no random crop either). Without the text/mel masks the garbage would change every one of them.
+    padded_text = torch.cat([text, torch.randint(1, 30, (2, 3))], 1)
+    padded_mel = torch.cat([mel, torch.zeros(2, 80, 9)], 2)
+    padded_mel[1, :, 17:] = 40 * torch.randn(80, 25 + 9 - 17)
+    padded_mel[0, :, 25:] = 40 * torch.randn(80, 9)
+    torch.manual_seed(5)
+    padded = model(padded_text, text_lengths, padded_mel, mel_lengths)
+    assert torch.equal(padded["durations"][:, :6], out["durations"]) and not padded["durations"][:, 6:].any()
+    for key in ("loss_dur", "loss_prior", "loss_flow"):
+        torch.testing.assert_close(padded[key], out[key], atol=1e-5, rtol=1e-5, msg=key)
+    # The flow loss really depends on the seeded draws, so its equality above is not vacuous.
+    torch.manual_seed(6)
+    again = model(text, text_lengths, mel, mel_lengths)["loss_flow"]
+    assert abs(again.item() - out["loss_flow"].item()) > 1e-4
     # External durations bypass MAS.
     durations = torch.tensor([[5, 5, 5, 5, 3, 2], [4, 4, 4, 5, 0, 0]])
     ext = model(text, text_lengths, mel, mel_lengths, durations=durations)
