@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ import metrics
 from asr import Transcriber
 from audio import AudioError, read_audio
 from data_utils import FilelistError, Utterance, read_filelist
+from timing import cpu_name, hardware_name
 
 _PHONEME_CHARS = set("əɪʊʌɛæɑɔɒθðʃʒŋɹɾˈˌːɚɝ")
 
@@ -60,10 +60,9 @@ def _finite(x) -> Optional[float]:
 def hardware_info(device: str) -> Dict:
     import torch
     info = {"device": device, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "dtype": "float32"}
+            "processor": cpu_name(), "torch": torch.__version__, "dtype": "float32"}
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["gpu"] = hardware_name(device)
     return info
 
 
@@ -231,7 +230,7 @@ def main(argv=None) -> int:
             "duration_scale": args.duration_scale, "seed": args.seed, "ema": not args.no_ema,
             "vocoder_included": True, "warmup_syntheses": 1}),
         "hardware": hardware_info(args.device) if synthesizer is not None else
-        {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        {"cpu_count": os.cpu_count(), "processor": cpu_name()},
     }
     print(format_table(report))
     if args.output:

@@ -11,12 +11,7 @@ import commons
 from config import HParams
 from flow_matching import FlowMatchingTTS
 from modules import MultiBandISTFTGenerator
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work so wall-clock stage timings are true (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import synchronize
 
 
 class FlowMatchingSynthesizer(nn.Module):
@@ -35,13 +30,10 @@ class FlowMatchingSynthesizer(nn.Module):
         self.generator = MultiBandISTFTGenerator(hps, istft_impl=istft_impl)
 
     def speaker_condition(self, speakers: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """speakers (B,) long -> vocoder conditioning (B, gin_channels, 1), or None for one speaker."""
-        emb = getattr(self.acoustic, "emb_g", None)
-        if emb is None:
-            return None
-        if speakers is None:
-            raise ValueError(f"this model has {self.hps.data.n_speakers} speakers: pass speakers (B,) long ids")
-        return emb(speakers).unsqueeze(-1)
+        """speakers (B,) long -> vocoder conditioning (B, gin_channels, 1), or None for one speaker.
+
+        The acoustic model's own embedding lookup (one place raises for missing speaker ids)."""
+        return self.acoustic._speaker(speakers)
 
     def vocode(self, mel: torch.Tensor, speakers: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """mel (B, n_mels, T) de-normalized log-mel -> (audio (B, 1, T * hop), sub-bands (B, subbands, T * hop // subbands))."""
@@ -61,12 +53,12 @@ class FlowMatchingSynthesizer(nn.Module):
         Further keyword arguments (e.g. durations, sway_schedule) go to FlowMatchingTTS.infer.
         """
         device = text.device
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         out = self.acoustic.infer(text, text_lengths, n_timesteps=n_timesteps, duration_scale=duration_scale,
                                   sway_coef=sway_coef, method=method, temperature=temperature, speakers=speakers,
                                   generator=generator, **acoustic_kwargs)
-        _sync(device)
+        synchronize(device)
         t1 = time.perf_counter()
         mel, mel_lengths = out["mel"], out["mel_lengths"]
         audio, _ = self.vocode(mel, speakers)
@@ -74,7 +66,7 @@ class FlowMatchingSynthesizer(nn.Module):
         audio = audio[:, :, :int(audio_lengths.max())]
         # Zero what each item's convolutions saw of the batch padding.
         audio = audio * commons.sequence_mask(audio_lengths, audio.size(2)).unsqueeze(1).to(audio.dtype)
-        _sync(device)
+        synchronize(device)
         t2 = time.perf_counter()
         extra = {"audio_lengths": audio_lengths, "mel_lengths": mel_lengths, "nfe": out["nfe"],
                  "acoustic_seconds": t1 - t0, "vocoder_seconds": t2 - t1}

@@ -31,6 +31,7 @@ import ode
 import text as text_lib
 from checkpoint import CheckpointError, load_checkpoint, load_state_checked
 from config import ConfigError, HParams
+from timing import synchronize
 
 if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkpoint is loaded
     from models import FlowMatchingSynthesizer
@@ -67,29 +68,11 @@ def has_speakable(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-def _split_long(sentence: str, max_chars: int) -> List[str]:
-    """Split a sentence longer than `max_chars` at commas, and a comma-free run at spaces."""
-    if len(sentence) <= max_chars:
-        return [sentence]
+def _pack(words: Sequence[str], max_chars: int) -> List[str]:
+    """Greedily join words with spaces into pieces of at most `max_chars` (a longer word stays whole)."""
     pieces: List[str] = []
     current = ""
-    for clause in re.split(r"(?<=,)\s+", sentence):
-        for part in _split_at_spaces(clause, max_chars):
-            if current and len(current) + 1 + len(part) > max_chars:
-                pieces.append(current)
-                current = part
-            else:
-                current = f"{current} {part}" if current else part
-    if current:
-        pieces.append(current)
-    return pieces
-
-
-def _split_at_spaces(clause: str, max_chars: int) -> List[str]:
-    if len(clause) <= max_chars:
-        return [clause]
-    pieces, current = [], ""
-    for word in clause.split():
+    for word in words:
         if current and len(current) + 1 + len(word) > max_chars:
             pieces.append(current)
             current = word
@@ -98,6 +81,20 @@ def _split_at_spaces(clause: str, max_chars: int) -> List[str]:
     if current:
         pieces.append(current)
     return pieces
+
+
+def _split_long(sentence: str, max_chars: int) -> List[str]:
+    """Split a sentence longer than `max_chars` at commas, and a comma-free run at spaces."""
+    if len(sentence) <= max_chars:
+        return [sentence]
+    parts = [part for clause in re.split(r"(?<=,)\s+", sentence) for part in _split_at_spaces(clause, max_chars)]
+    return _pack(parts, max_chars)
+
+
+def _split_at_spaces(clause: str, max_chars: int) -> List[str]:
+    if len(clause) <= max_chars:
+        return [clause]
+    return _pack(clause.split(), max_chars)
 
 
 def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> List[str]:
@@ -182,8 +179,11 @@ def _to_hparams(cfg: Union[None, str, Path, dict, HParams]) -> Optional[HParams]
     return config_lib.load_config(cfg)
 
 
-def check_config_fits(given: HParams, stored: HParams, n_vocab: int) -> None:
-    """Raise ConfigError naming the field where a user-given config contradicts the checkpoint's."""
+def check_config_fits(given: HParams, stored: HParams) -> None:
+    """Raise ConfigError naming the field where a user-given config contradicts the checkpoint's.
+
+    The vocabulary size is not a config field (one symbol table serves every cleaner): from_checkpoint
+    checks it against this code's text frontend."""
     for name, a, b in (("data.n_mel_channels (n_mels)", given.data.n_mel_channels, stored.data.n_mel_channels),
                        ("data.sampling_rate (sample rate)", given.data.sampling_rate, stored.data.sampling_rate),
                        ("data.hop_length", given.data.hop_length, stored.data.hop_length),
@@ -191,16 +191,6 @@ def check_config_fits(given: HParams, stored: HParams, n_vocab: int) -> None:
         if a != b:
             raise ConfigError(f"config does not fit the checkpoint: {name} is {a} in the given config but "
                               f"{b} in the checkpoint; drop --config to use the checkpoint's own config")
-    vocab = _vocab_size(given)
-    if vocab != n_vocab:
-        raise ConfigError(f"config does not fit the checkpoint: vocabulary size (n_vocab) is {vocab} for the "
-                          f"given config's text frontend but {n_vocab} in the checkpoint; use the text "
-                          f"symbols the model was trained with")
-
-
-def _vocab_size(hps: HParams) -> int:
-    """Symbols the text frontend can emit for this config (one symbol table for every cleaner)."""
-    return len(text_lib.symbols)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,12 +250,12 @@ class Synthesizer:
             raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
         n_vocab = int(ckpt.get("n_vocab", len(text_lib.symbols)))
         if given is not None:
-            check_config_fits(given, stored, n_vocab)
+            check_config_fits(given, stored)
         hps = given if given is not None else stored
-        if n_vocab != _vocab_size(hps):
+        if n_vocab != len(text_lib.symbols):
             raise CheckpointError(
                 f"checkpoint {path} was trained with a vocabulary size (n_vocab) of {n_vocab} but this "
-                f"code's text frontend has {_vocab_size(hps)} symbols; use the matching code version")
+                f"code's text frontend has {len(text_lib.symbols)} symbols; use the matching code version")
         state = ckpt.get("ema") if use_ema else None
         if use_ema and state is None:
             warnings.warn(f"checkpoint {path} has no EMA weights; using the raw model weights")
@@ -331,13 +321,13 @@ class Synthesizer:
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             spk = None if speakers is None else speakers.expand(len(batch))
-            _sync(self.device)
+            synchronize(self.device)
             t0 = time.perf_counter()
             out = self.model.acoustic.infer(
                 ids.to(self.device), lengths.to(self.device), n_timesteps=n_timesteps,
                 duration_scale=duration_scale, sway_coef=sway_coef, method=method, temperature=temperature,
                 speakers=spk, generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
-            _sync(self.device)
+            synchronize(self.device)
             t1 = time.perf_counter()
             # The acoustic model is padding invariant, a convolutional vocoder is not (an item's last
             # frames see the batch padding), so each mel is vocoded at its own length.
@@ -345,7 +335,7 @@ class Synthesizer:
                 n = int(out["mel_lengths"][row])
                 audio, _ = self.model.vocode(out["mel"][row:row + 1, :, :n], None if spk is None else spk[row:row + 1])
                 waves[i] = audio[0, 0, :n * self.hop_length].float().cpu().numpy()
-            _sync(self.device)
+            synchronize(self.device)
             info["nfe"] = int(out["nfe"])
             info["acoustic_seconds"] += t1 - t0
             info["vocoder_seconds"] += time.perf_counter() - t1
@@ -394,12 +384,6 @@ class Synthesizer:
         if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n_speakers:
             raise ValueError(f"speaker must be an integer id in [0, {n_speakers - 1}], got {speaker!r}")
         return torch.tensor([speaker], dtype=torch.long, device=self.device)
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work so stage timings are true (no-op on CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def join_with_pauses(waves: Sequence[np.ndarray], sample_rate: int,

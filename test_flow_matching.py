@@ -22,10 +22,8 @@ Exit status is non-zero if any check failed.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
-import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
@@ -39,6 +37,7 @@ import ode
 import text as text_lib
 from flow_matching import ConditionalFlowMatching, FlowMatchingTTS
 from models import FlowMatchingSynthesizer
+from timing import hardware_name
 
 ROOT = Path(__file__).resolve().parent
 TINY_CONFIG = ROOT / "configs" / "tiny.json"
@@ -244,18 +243,6 @@ def run_checks(checks: List[Callable[[], None]]) -> List[str]:
 # ----------------------------------------------------------------------------------------------------
 # Speed table
 # ----------------------------------------------------------------------------------------------------
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def load_model(args, device: torch.device):
     """(model, hps, description) from --checkpoint (EMA weights) or --config with random weights."""

@@ -14,9 +14,7 @@ predictor and vocoder excluded), and achieved GFLOP/s from an analytic count of 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,22 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 from config import HParams  # noqa: E402
 from flow_matching import FlowMatchingTransformer  # noqa: E402
+from timing import hardware_name, synchronize  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # name -> (d_model, nhead, num_layers, dim_feedforward)
 CONFIGS = {"base": (512, 8, 12, 2048), "small": (256, 4, 6, 1024)}
-
-
-def cpu_model() -> str:
-    """Processor name from lscpu (platform.processor() is often empty on Linux)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(name: str, hps: HParams, device: torch.device) -> FlowMatchingTransformer:
@@ -79,8 +66,7 @@ def time_forward(net, args, dtype, device, warmup: int, runs: int):
     def call():
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             net(*args)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
 
     for _ in range(warmup):
         call()
@@ -109,7 +95,7 @@ def main(argv=None) -> int:
     hps = HParams()
     frames = int(round(args.seconds * hps.data.sampling_rate / hps.data.hop_length))
     seconds = frames * hps.data.hop_length / hps.data.sampling_rate
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    hardware = hardware_name(device)
     print(f"hardware: {hardware} | device {device} | torch {torch.__version__} | threads {torch.get_num_threads()}")
     print(f"input: 1 utterance, {frames} frames = {seconds:.2f} s of audio | warm-up {args.warmup}, "
           f"median (min) of {args.runs} runs | one forward = 1 NFE | vocoder and text encoder not included")

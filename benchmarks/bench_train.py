@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import flow_matching  # noqa: E402
 import train_flow_matching as train  # noqa: E402
 from data_utils import TextMelCollate, TextMelLoader  # noqa: E402
 from distributed import DistContext  # noqa: E402
+from timing import cpu_name, hardware_name, synchronize  # noqa: E402
 
 DTYPES = {"fp32": dict(fp16_run=False, bf16_run=False), "bf16": dict(fp16_run=False, bf16_run=True),
           "fp16": dict(fp16_run=True, bf16_run=False)}
@@ -48,11 +48,6 @@ class TimedMAS:
         out = self.inner(*args, **kwargs)
         self.seconds += time.perf_counter() - t
         return out
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_batch(hps, filelist: str, items: int) -> dict:
@@ -74,13 +69,13 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
         try:
             for _ in range(args.warmup):
                 trainer.train_step(batch)
-            sync(device)
+            synchronize(device)
             timer.seconds = 0.0
             t0 = time.perf_counter()
             skipped = 0
             for _ in range(args.steps):
                 skipped += trainer.train_step(batch).skipped
-            sync(device)
+            synchronize(device)
             elapsed = time.perf_counter() - t0
         finally:
             flow_matching.maximum_path = timer.inner
@@ -113,8 +108,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda", 0) if args.device == "cuda" else torch.device("cpu")
-    hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    hardware = hardware_name(device) if device.type == "cuda" else f"{cpu_name()}, {os.cpu_count()} cores"
     print(f"# device {device} ({hardware}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.warmup} warm-up + {args.steps} timed steps, full step (acoustic + vocoder"
           f"{'' if args.no_discriminator else ' + discriminator if enabled'})")

@@ -37,6 +37,7 @@ from commons import init_weights  # noqa: E402
 from mel_processing import mel_from_config  # noqa: E402
 from modules import (LRELU_SLOPE, MultiBandISTFTGenerator, ResBlock1, ResBlock2, remove_weight_norm_all,  # noqa: E402
                      upsample_padding)
+from timing import cpu_name, hardware_name, synchronize  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -99,32 +100,17 @@ def speech_mel(hps, seconds: float, device: torch.device) -> torch.Tensor:
     return mel.repeat(1, 1, reps)[..., :frames].to(device)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_runs(fn, device: torch.device, warmup: int, runs: int) -> List[float]:
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
-        sync(device)
+        synchronize(device)
         t = time.perf_counter()
         fn()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t)
     return times
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:
@@ -163,7 +149,7 @@ def main(argv=None) -> None:
         remove_weight_norm_all(base)
         models[f"HiFi-GAN-style {base.rates}"] = (base, lambda g, x: g(x))
 
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
+    gpu = hardware_name(device) if device.type == "cuda" else "-"
     print(f"hardware: {cpu_name()} ({platform.machine()}), gpu: {gpu}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {device}")
     print(f"config {args.config}: hop {hps.data.hop_length}, upsample_rates {hps.model.upsample_rates}, "

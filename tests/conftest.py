@@ -4,10 +4,12 @@ tests/data holds LJ001-0001..0004 (public domain, see tests/data/ATTRIBUTION.md)
   metadata.csv  LJSpeech format (id|text|normalized), wavs/ next to it
   filelist.txt  VITS `wavs/<id>.wav|<english_cleaners2 phonemes>` (paths relative to tests/data)
 """
+import contextlib
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the project root
@@ -41,6 +43,26 @@ def make_tiny_hps(**overrides) -> HParams:
         else:
             raise KeyError(f"make_tiny_hps: unknown config key {key!r}")
     return validate(hps)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` torch CPU threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test on one torch thread: the tensors are small, so one thread is faster and immune to other
+    processes competing for the cores. (Module-scoped fixtures start before it; wrap their work in
+    `torch_threads(1)`.)"""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -20,14 +20,6 @@ ROW_SYNTH = ("wer_synth", "wer_ref", "mcd", "log_dur", "rtf", "rtf_model", "synt
              "compute_seconds", "model_seconds")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     """An untrained tiny model saved in the training checkpoint format (G_<step>.pth dict)."""

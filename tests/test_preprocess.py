@@ -15,17 +15,10 @@ import torch
 import preprocess
 import text
 from config import HParams, load_config
+from conftest import torch_threads
 from data_utils import compute_mel, read_filelist
 
 SR = 22050
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def build_dataset(root, lj_wavs, lj_metadata):
@@ -76,7 +69,7 @@ def bad_run(tmp_path_factory, lj_wavs, lj_metadata):
     config = write_config(root / "in.json", max_audio_seconds=7.0, min_audio_seconds=0.5, resample=False)
     out = root / "out"
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(buffer), torch_threads(1):  # module scope: before the per-test fixture
         code = preprocess.main(["--dataset", str(root / "ds"), "--out-dir", str(out), "--config", str(config),
                                 "--val-size", "1", "--njobs", "1"])
     return code, buffer.getvalue(), root, out

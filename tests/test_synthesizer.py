@@ -12,15 +12,6 @@ from models import FlowMatchingSynthesizer
 SENTENCES = ("Printing, in the only sense with which we are at present concerned.", "Hello world.")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to other processes competing for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def encode(sentences, hps):
     """Sentences -> padded ids (B, T_text) long, lengths (B,) long (blanks interspersed)."""
     seqs = [commons.intersperse(text.text_to_sequence(s, hps.data.text_cleaners, language=hps.data.language), 0)
