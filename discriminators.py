@@ -27,6 +27,18 @@ def _norm(use_spectral_norm: bool):
     return spectral_norm if use_spectral_norm else weight_norm
 
 
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: torch.Tensor
+                ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Leaky-ReLU conv stack then the post conv -> (flattened score (B, N), every layer's output)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
+
 class DiscriminatorP(nn.Module):
     """Period discriminator: folds (B, 1, T) into (B, 1, T / p, p) and applies 2-D convs along time.
 
@@ -46,17 +58,10 @@ class DiscriminatorP(nn.Module):
         self.conv_post = norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        fmap = []
         b, c, t = x.shape
         if t % self.period:  # reflect-pad to a whole number of periods
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
-        x = x.view(b, c, -1, self.period)
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x.view(b, c, -1, self.period))
 
 
 class DiscriminatorS(nn.Module):
@@ -76,13 +81,7 @@ class DiscriminatorS(nn.Module):
         self.conv_post = norm(nn.Conv1d(1024, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 def _run_pair(discriminators: Sequence[nn.Module], inputs_r: Sequence[torch.Tensor], inputs_g: Sequence[torch.Tensor]):
