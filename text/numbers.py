@@ -80,8 +80,13 @@ def year(n: int) -> str:
     if 2000 <= n <= 2009 or n % 1000 == 0:
         return cardinal(n)
     high, low = divmod(n, 100)
+    return _pair(high, low, "hundred")
+
+
+def _pair(high: int, low: int, when_zero: str) -> str:
+    """Read two numbers as a pair, the way years and clock times are: 19|84, 7|05 ('oh five'), 7|00."""
     if low == 0:
-        return f"{cardinal(high)} hundred"
+        return f"{cardinal(high)} {when_zero}"
     if low < 10:
         return f"{cardinal(high)} oh {_ONES[low]}"
     return f"{cardinal(high)} {cardinal(low)}"
@@ -126,11 +131,7 @@ def _time(m: re.Match) -> str:
     hours, minutes = int(m.group(1)), int(m.group(2))
     if hours > 24 or minutes > 59:  # not a clock time (e.g. a ratio): read both numbers
         return f"{cardinal(hours)} {cardinal(minutes)}"
-    if minutes == 0:
-        return f"{cardinal(hours)} o'clock"
-    if minutes < 10:
-        return f"{cardinal(hours)} oh {_ONES[minutes]}"
-    return f"{cardinal(hours)} {cardinal(minutes)}"
+    return _pair(hours, minutes, "o'clock")
 
 
 def normalize_numbers(text: str) -> str:
