@@ -68,17 +68,18 @@ def hardware_info(device: str) -> Dict:
 
 def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=None, n_timesteps: int = 10,
              method: str = "euler", sway_coef: float = -1.0, duration_scale: float = 1.0, seed: int = 0,
-             save_audio: Optional[Path] = None, log=print) -> Dict:
+             save_audio: Optional[Path] = None, log=print, temperature: float = 1.0) -> Dict:
     """Score every utterance; returns {"utterances": [...], "summary": {...}}.
 
     synthesizer: a synthesize.Synthesizer, or None to score the reference audio only.
     A failing utterance (unreadable audio, unspeakable text) is reported in its row and skipped.
     """
     multi_speaker = synthesizer is not None and synthesizer.hps.data.n_speakers > 1
+    settings = dict(n_timesteps=n_timesteps, method=method, sway_coef=sway_coef, duration_scale=duration_scale,
+                    temperature=temperature, seed=seed)
     if synthesizer is not None:  # warm-up: first-call allocations and lazy init are not timed
-        synthesizer.synthesize(utterances[0].text, n_timesteps=n_timesteps, method=method, sway_coef=sway_coef,
-                               duration_scale=duration_scale, speaker=utterances[0].speaker if multi_speaker else None,
-                               seed=seed)
+        synthesizer.synthesize(utterances[0].text, speaker=utterances[0].speaker if multi_speaker else None,
+                               **settings)
     rows = []
     for k, utt in enumerate(utterances, start=1):
         row = {"id": Path(utt.wav_path).stem, "text": utt.text, "words": len(metrics.normalize_for_wer(utt.text).split())}
@@ -92,8 +93,7 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
             if synthesizer is not None:
                 t0 = time.perf_counter()
                 wav, sr, info = synthesizer.synthesize(
-                    utt.text, n_timesteps=n_timesteps, method=method, sway_coef=sway_coef,
-                    duration_scale=duration_scale, speaker=utt.speaker if multi_speaker else None, seed=seed)
+                    utt.text, speaker=utt.speaker if multi_speaker else None, **settings)
                 compute = time.perf_counter() - t0
                 row["synth_seconds"] = len(wav) / sr
                 row["compute_seconds"] = compute
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="euler", help="ODE solver: euler or midpoint")
     p.add_argument("--sway-coef", type=float, default=-1.0, help="sway sampling coefficient in [-1, 1]")
     p.add_argument("--duration-scale", type=float, default=1.0, help="speaking-rate factor (>1: slower)")
+    p.add_argument("--temperature", type=float, default=1.0, help="noise scale of the ODE start (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         try:
-            validate_synthesis_args(args.steps, args.method, args.sway_coef, args.duration_scale)
+            validate_synthesis_args(args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature)
             synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
         except Exception as e:  # CheckpointError, ConfigError, ValueError: one clear line, no traceback
             print(f"error: {e}", file=sys.stderr)
@@ -220,14 +221,15 @@ def main(argv=None) -> int:
         save_audio.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     report = evaluate(utterances, Transcriber(), synthesizer, args.steps, args.method, args.sway_coef,
-                      args.duration_scale, args.seed, save_audio)
+                      args.duration_scale, args.seed, save_audio, temperature=args.temperature)
     report["settings"] = {
         "checkpoint": args.checkpoint, "filelist": str(args.filelist), "limit": args.limit,
         "ground_truth_only": args.ground_truth_only, "asr": "pocketsphinx en-us (bundled model)",
         "wall_seconds": time.perf_counter() - t0,
         **({} if synthesizer is None else {
             "steps": args.steps, "method": args.method, "sway_coef": args.sway_coef,
-            "duration_scale": args.duration_scale, "seed": args.seed, "ema": not args.no_ema,
+            "duration_scale": args.duration_scale, "temperature": args.temperature, "seed": args.seed,
+            "ema": not args.no_ema,
             "vocoder_included": True, "warmup_syntheses": 1}),
         "hardware": hardware_info(args.device) if synthesizer is not None else
         {"cpu_count": os.cpu_count(), "processor": cpu_name()},

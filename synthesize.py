@@ -261,6 +261,9 @@ class Synthesizer:
             warnings.warn(f"checkpoint {path} has no EMA weights; using the raw model weights")
         if state is None:
             state = ckpt.get("model")
+        if state is None and not use_ema and isinstance(ckpt.get("ema"), dict):
+            raise CheckpointError(f"{path} holds only EMA weights (an exported voice); drop --no-ema / "
+                                  "use_ema=False to use them")
         if not isinstance(state, dict):
             raise CheckpointError(f"checkpoint {path} has no model weights (key 'model')")
         from models import FlowMatchingSynthesizer

@@ -40,7 +40,7 @@ def _finite(x) -> bool:
 def test_end_to_end_with_tiny_checkpoint(tiny_ckpt, lj_metadata, tmp_path, capsys):
     out, audio_dir = tmp_path / "report.json", tmp_path / "wavs"
     rc = evaluate.main(["--checkpoint", str(tiny_ckpt), "--filelist", str(lj_metadata), "--limit", "2",
-                        "--steps", "2", "--output", str(out), "--save-audio", str(audio_dir)])
+                        "--steps", "2", "--temperature", "0.5", "--output", str(out), "--save-audio", str(audio_dir)])
     assert rc == 0
     report = json.loads(out.read_text())
     s = report["summary"]
@@ -63,6 +63,7 @@ def test_end_to_end_with_tiny_checkpoint(tiny_ckpt, lj_metadata, tmp_path, capsy
     assert s["wer_ref"] == pytest.approx(sum(r["wer_ref"] * w for r, w in zip(rows, words)) / sum(words))
     settings = report["settings"]
     assert settings["steps"] == 2 and settings["method"] == "euler" and settings["sway_coef"] == -1.0
+    assert settings["temperature"] == 0.5
     assert settings["hardware"]["torch_threads"] == 1 and settings["vocoder_included"] is True
     table = capsys.readouterr().out
     assert "LJ001-0002" in table and "ALL" in table
@@ -87,6 +88,8 @@ def test_clear_errors(lj_filelist, lj_metadata, tmp_path, capsys):
     assert "--checkpoint is required" in capsys.readouterr().err
     assert evaluate.main(["--filelist", str(lj_metadata), "--checkpoint", str(tmp_path / "missing.pth")]) == 2
     assert "missing.pth" in capsys.readouterr().err
+    assert evaluate.main(["--filelist", str(lj_metadata), "--checkpoint", "x.pth", "--temperature", "-1"]) == 2
+    assert "temperature" in capsys.readouterr().err
     assert evaluate.main(["--filelist", str(tmp_path / "nope.csv"), "--ground-truth-only"]) == 2
     assert "not found" in capsys.readouterr().err
 

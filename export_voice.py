@@ -1,0 +1,68 @@
+"""Turn a training checkpoint into a small inference-only voice file.
+
+    python export_voice.py logs/demo_small/G_3400.pth pretrained/demo_voice.pth --half
+
+A training checkpoint holds the raw weights, the EMA weights and the optimizer states (about 15x the
+size of the model). The export keeps only the EMA weights (what inference uses), the config and the
+vocabulary size; --half stores the floating-point parameters in float16, halving the file again.
+Buffers (the mel mean and std) stay in float32: they are tiny and exact values matter there.
+Synthesizer.from_checkpoint loads the export like any checkpoint (weights are cast back to float32).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+import config as config_lib
+from checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
+
+
+def export_voice(src: Path, dst: Path, half: bool = True) -> dict:
+    """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict."""
+    from models import FlowMatchingSynthesizer
+
+    ckpt = load_checkpoint(src, required_keys=("config",))
+    ema = ckpt.get("ema")
+    if not isinstance(ema, dict):
+        raise CheckpointError(f"checkpoint {src} has no EMA weights to export (key 'ema'); "
+                              "export a checkpoint written by train_flow_matching.py")
+    hps = config_lib.from_dict(ckpt["config"])
+    n_vocab = int(ckpt["n_vocab"])
+    model = FlowMatchingSynthesizer(n_vocab, hps)
+    load_state_checked(model, ema, src)  # refuse to export weights that do not fit their own config
+    buffers = {name for name, _ in model.named_buffers()}
+    weights = {k: (v.half() if half and k not in buffers and v.is_floating_point() else v).clone()
+               for k, v in ema.items()}
+    exported = {"ema": weights, "config": ckpt["config"], "n_vocab": n_vocab, "step": ckpt.get("step"),
+                "weights": "ema-only", "dtype": "float16" if half else "float32"}
+    save_checkpoint(dst, exported)
+    return exported
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description="Export the EMA weights of a training checkpoint for inference.")
+    p.add_argument("checkpoint", help="G_<step>.pth written by train_flow_matching.py")
+    p.add_argument("output", help="where to write the voice file (e.g. pretrained/demo_voice.pth)")
+    p.add_argument("--half", action="store_true", help="store parameters in float16 (half the size)")
+    args = p.parse_args(argv)
+    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
+        return 1
+    try:
+        exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half)
+    except (CheckpointError, config_lib.ConfigError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    n_params = sum(v.numel() for v in exported["ema"].values())
+    size_mb = Path(args.output).stat().st_size / 1e6
+    print(f"wrote {args.output}: step {exported['step']}, {n_params / 1e6:.2f}M values, "
+          f"{exported['dtype']}, {size_mb:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""export_voice.py: an EMA-only, half-precision voice file that synthesizes like its training checkpoint."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+try:
+    from fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401  (pytest fixture)
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import export_voice  # noqa: E402
+from checkpoint import CheckpointError  # noqa: E402
+from learning_curve import wall_seconds_at_steps  # noqa: E402
+from synthesize import Synthesizer  # noqa: E402
+
+SENTENCE = "Printing, in the only sense with which we are concerned."
+
+
+def synthesize(path, **kwargs) -> np.ndarray:
+    wav, _, _ = Synthesizer.from_checkpoint(path, **kwargs).synthesize(SENTENCE, n_timesteps=4, seed=3)
+    return wav
+
+
+@pytest.mark.parametrize("half", [True, False])
+def test_export_keeps_ema_weights_only_and_sounds_the_same(tiny_checkpoint, tmp_path, half):
+    out = tmp_path / "voice.pth"
+    assert export_voice.main([str(tiny_checkpoint), str(out)] + (["--half"] if half else [])) == 0
+    voice = torch.load(out, weights_only=True)
+    assert "model" not in voice and "optimizer" not in voice
+    assert out.stat().st_size < tiny_checkpoint.stat().st_size / (6 if half else 3)
+    param_dtypes = {v.dtype for k, v in voice["ema"].items() if k.endswith(".weight")}
+    assert param_dtypes == {torch.float16 if half else torch.float32}
+    assert voice["ema"]["acoustic.mel_mean"].dtype == torch.float32  # buffers (mel statistics) stay exact
+    reference, exported = synthesize(tiny_checkpoint), synthesize(out)
+    assert exported.shape == reference.shape
+    tolerance = 1e-3 if half else 1e-6
+    assert np.abs(exported - reference).max() <= tolerance * max(1.0, np.abs(reference).max())
+
+
+def test_exported_voice_refuses_raw_weights(tiny_checkpoint, tmp_path):
+    out = tmp_path / "voice.pth"
+    export_voice.export_voice(tiny_checkpoint, out)
+    with pytest.raises(CheckpointError, match="only EMA weights"):
+        Synthesizer.from_checkpoint(out, use_ema=False)
+
+
+def test_export_refuses_bad_input(tiny_checkpoint, tmp_path, capsys):
+    assert export_voice.main([str(tmp_path / "missing.pth"), str(tmp_path / "v.pth")]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert export_voice.main([str(tiny_checkpoint), str(tiny_checkpoint)]) == 1
+    assert "overwrite" in capsys.readouterr().err
+    no_ema = tmp_path / "no_ema.pth"
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    del state["ema"]
+    torch.save(state, no_ema)
+    assert export_voice.main([str(no_ema), str(tmp_path / "v.pth")]) == 1
+    assert "no EMA weights" in capsys.readouterr().err
+    assert not (tmp_path / "v.pth").exists()
+
+
+def test_learning_curve_counts_only_time_the_trainer_ran():
+    log = "\n".join([
+        "2026-01-01 10:00:00 INFO run folder logs/x | 1 process(es) on cpu | amp off",
+        "2026-01-01 10:01:00 INFO step 10 epoch 0 | flow=1.0",
+        "2026-01-01 10:02:00 INFO saved logs/x/G_20.pth",
+        "2026-01-01 12:00:00 INFO run folder logs/x | 1 process(es) on cpu | amp off",  # 2 h gap between runs
+        "2026-01-01 12:00:30 INFO step 30 epoch 0 | flow=0.9",
+        "2026-01-01 12:01:00 INFO stopped at step 35; run the same command to resume",
+    ])
+    assert wall_seconds_at_steps(log) == {10: 60.0, 20: 120.0, 30: 150.0, 35: 180.0}
