@@ -4,6 +4,7 @@
         --output logs/NAME/eval/G_1000.json          # one report per checkpoint
     python benchmarks/learning_curve.py logs/NAME    # -> markdown table
 
+Speed is left out: checkpoints are often evaluated while training runs, which skews timings.
 Training wall time counts only the time the trainer ran: train.log is read run by run (a resumed run
 starts with a `run folder` line), so the gaps between runs are not counted.
 """
@@ -49,8 +50,7 @@ def curve_rows(run_dir: Path) -> List[dict]:
         step = int(re.search(r"G_(\d+)", settings["checkpoint"]).group(1))
         rows.append({"step": step, "minutes": at.get(step, float("nan")) / 60, "steps": settings["steps"],
                      "method": settings["method"], "n": s["scored"], "wer": s["wer_synth"],
-                     "wer_ref": s["wer_ref"], "mcd": s["mcd_mean"], "log_dur": s["abs_log_dur_ratio_mean"],
-                     "rtf": s["rtf"]})
+                     "wer_ref": s["wer_ref"], "mcd": s["mcd_mean"], "log_dur": s["abs_log_dur_ratio_mean"]})
     return sorted(rows, key=lambda r: (r["step"], r["steps"]))
 
 
@@ -62,11 +62,11 @@ def main(argv=None) -> int:
     if not rows:
         print(f"error: no evaluate.py reports in {args.run_dir / 'eval'}", file=sys.stderr)
         return 1
-    print("| step | training wall time | ODE | WER (ground truth) | MCD dB | abs log dur | RTF |")
-    print("|---:|---:|---|---|---:|---:|---:|")
+    print("| step | training wall time | ODE | WER (ground truth) | MCD dB | abs log dur |")
+    print("|---:|---:|---|---|---:|---:|")
     for r in rows:
         print(f"| {r['step']} | {r['minutes']:.0f} min | {r['steps']} {r['method']} | {r['wer']:.3f} "
-              f"({r['wer_ref']:.3f}) | {r['mcd']:.2f} | {r['log_dur']:.3f} | {r['rtf']:.3f} |")
+              f"({r['wer_ref']:.3f}) | {r['mcd']:.2f} | {r['log_dur']:.3f} |")
     return 0
 
 
