@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
 import config as config_lib
 from checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint

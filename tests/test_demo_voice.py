@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 
-import pytest
 import soundfile as sf
 import torch
 
