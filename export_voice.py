@@ -24,7 +24,7 @@ def export_voice(src: Path, dst: Path, half: bool = True) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict."""
     from models import FlowMatchingSynthesizer
 
-    ckpt = load_checkpoint(src, required_keys=("config",))
+    ckpt = load_checkpoint(src, required_keys=("config", "n_vocab"))
     ema = ckpt.get("ema")
     if not isinstance(ema, dict):
         raise CheckpointError(f"checkpoint {src} has no EMA weights to export (key 'ema'); "
@@ -34,8 +34,7 @@ def export_voice(src: Path, dst: Path, half: bool = True) -> dict:
     model = FlowMatchingSynthesizer(n_vocab, hps)
     load_state_checked(model, ema, src)  # refuse to export weights that do not fit their own config
     buffers = {name for name, _ in model.named_buffers()}
-    weights = {k: (v.half() if half and k not in buffers and v.is_floating_point() else v).clone()
-               for k, v in ema.items()}
+    weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v for k, v in ema.items()}
     exported = {"ema": weights, "config": ckpt["config"], "n_vocab": n_vocab, "step": ckpt.get("step"),
                 "weights": "ema-only", "dtype": "float16" if half else "float32"}
     save_checkpoint(dst, exported)

@@ -49,7 +49,7 @@ def curve_rows(run_dir: Path) -> List[dict]:
         s, settings = report["summary"], report["settings"]
         step = int(re.search(r"G_(\d+)", settings["checkpoint"]).group(1))
         rows.append({"step": step, "minutes": at.get(step, float("nan")) / 60, "steps": settings["steps"],
-                     "method": settings["method"], "n": s["scored"], "wer": s["wer_synth"],
+                     "method": settings["method"], "wer": s["wer_synth"],
                      "wer_ref": s["wer_ref"], "mcd": s["mcd_mean"], "log_dur": s["abs_log_dur_ratio_mean"]})
     return sorted(rows, key=lambda r: (r["step"], r["steps"]))
 
