@@ -1,6 +1,10 @@
-"""Build a synthetic LJSpeech-format training corpus with the offline Festival synthesiser.
+"""Build a synthetic LJSpeech-format training corpus with an offline synthesiser (Festival or flite).
 
     python build_corpus.py --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
+    python build_corpus.py --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
+
+--voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16: flite), a
+Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
 
 Writes, under --out-dir:
     wavs/<id>.wav          22050 Hz mono 16-bit PCM, leading/trailing silence trimmed to ~0.1 s
@@ -11,11 +15,12 @@ Writes, under --out-dir:
     build_info.json        voice, counts, hours of audio, wall time, failures
 
 Festival runs in batch mode (`festival -b`, one process per chunk of sentences, equivalent to
-text2wave -eval "(voice_cmu_us_slt_arctic_hts)" but loading the voice once per chunk).
+text2wave -eval "(voice_cmu_us_slt_arctic_hts)" but loading the voice once per chunk); flite's voices
+are compiled in, so it runs once per sentence.
 Resumable: a clip whose wav already exists and reads back as valid 22050 Hz mono PCM is kept.
 A clip that fails is reported at the end and left out of the metadata; the others are still written.
-Needs Debian's festival and the CMU SLT HTS voice:
-    apt-get update && apt-get install -y festival festvox-us-slt-hts
+Needs Debian's festival and its voices, or flite:
+    apt-get update && apt-get install -y festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k flite
 """
 from __future__ import annotations
 
@@ -36,10 +41,22 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from atomic import atomic_write, write_text_atomic
 from metrics import spell_out
 
 INSTALL_HINT = "apt-get update && apt-get install -y festival festvox-us-slt-hts"
+FLITE_INSTALL_HINT = "apt-get update && apt-get install -y flite"
 DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
+FLITE_PREFIX = "flite:"
+# The English voices of the multi-voice corpus: short name -> what --voice resolves it to.
+VOICES = {
+    "slt_hts": "cmu_us_slt_arctic_hts",  # Festival, US female (festvox-us-slt-hts)
+    "kal": "kal_diphone",                # Festival, US male diphone (festvox-kallpc16k)
+    "ked": "ked_diphone",                # Festival, US male diphone (festvox-kdlpc16k)
+    "awb": "flite:awb",                  # flite, Scottish male
+    "flite_slt": "flite:slt",            # flite, US female
+    "kal16": "flite:kal16",              # flite, US male diphone
+}
 SAMPLE_RATE = 22050
 SYNTH_TIMEOUT_S = 120  # per sentence
 
@@ -128,17 +145,57 @@ def run_festival(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -
     return err
 
 
-def check_festival(voice: str) -> Optional[str]:
-    """None when festival can speak with `voice`, else a message saying how to fix it."""
-    if shutil.which("festival") is None:
-        return f"Festival is not installed. Install it with:\n    {INSTALL_HINT}"
+def run_flite(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
+    """Synthesize (text, out_path) items with flite's built-in `voice`; returns the first error ('' if none)."""
+    text_file = workdir / "sentence.txt"
+    errors = []
+    for text, path in items:
+        text_file.write_text(text + "\n", encoding="utf-8")  # a file, so text starting with '-' is safe
+        try:
+            proc = subprocess.run(["flite", "-voice", voice, "-f", str(text_file), "-o", str(path)],
+                                  capture_output=True, text=True, timeout=SYNTH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            errors.append(f"flite timed out after {SYNTH_TIMEOUT_S} s")
+            continue
+        if proc.returncode != 0 or not path.is_file():
+            errors.append((proc.stderr.strip() or f"flite exited with status {proc.returncode}").splitlines()[0])
+    return errors[0] if errors else ""
+
+
+def resolve_voice(voice: str) -> str:
+    """A short name from VOICES -> its engine voice; other names pass through unchanged."""
+    return VOICES.get(voice, voice)
+
+
+def synthesize(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
+    """Synthesize (text, out_path) items with `voice` (Festival name or flite:NAME); returns error text."""
+    if voice.startswith(FLITE_PREFIX):
+        return run_flite(voice[len(FLITE_PREFIX):], items, workdir)
+    return run_festival(voice, items, workdir)
+
+
+def flite_voices() -> List[str]:
+    """Voices compiled into flite (`flite -lv`); an unknown -voice would silently fall back to the default."""
+    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30).stdout
+    return out.partition(":")[2].split()
+
+
+def check_voice(voice: str) -> Optional[str]:
+    """None when the synthesiser can speak with `voice`, else a message saying how to fix it."""
+    flite = voice.startswith(FLITE_PREFIX)
+    program, hint = ("flite", FLITE_INSTALL_HINT) if flite else ("festival", INSTALL_HINT)
+    if shutil.which(program) is None:
+        return f"{program.capitalize()} is not installed. Install it with:\n    {hint}"
+    if flite and voice[len(FLITE_PREFIX):] not in flite_voices():
+        return f"flite has no voice {voice[len(FLITE_PREFIX):]!r}; it has: {', '.join(flite_voices())}"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.wav"
-        err = run_festival(voice, [("Hello.", out)], Path(tmp))
+        err = synthesize(voice, [("Hello.", out)], Path(tmp))
         if not out.is_file():
-            return (f"Festival cannot synthesize with voice {voice!r}: {err or 'no audio written'}\n"
-                    f"Install the voice with:\n    {INSTALL_HINT}\n"
-                    f"(installed voices live in /usr/share/festival/voices/*/)")
+            where = ("`flite -lv` lists its voices" if flite else
+                     "installed voices live in /usr/share/festival/voices/*/; short names: " + ", ".join(VOICES))
+            return (f"{program.capitalize()} cannot synthesize with voice {voice!r}: {err or 'no audio written'}\n"
+                    f"Install it with:\n    {hint}\n({where})")
     return None
 
 
@@ -180,9 +237,8 @@ def finish_clip(job: Job, raw: Path) -> Result:
     audio = trim_light(np.clip(audio, -1.0, 1.0), SAMPLE_RATE, job.trim_db, job.pad_s)
     if len(audio) < 0.2 * SAMPLE_RATE or not np.any(audio):
         return Result(job.utt_id, error=f"synthesized audio is silent or too short ({len(audio)} samples)")
-    part = raw.with_name(raw.stem + "_out.wav")
-    sf.write(str(part), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(part, job.wav_path)
+    with atomic_write(job.wav_path) as f:
+        sf.write(f, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return Result(job.utt_id, len(audio) / SAMPLE_RATE)
 
 
@@ -200,15 +256,15 @@ def run_chunk(jobs: Sequence[Job]) -> List[Result]:
         try:
             with tempfile.TemporaryDirectory(dir=Path(todo[0].wav_path).parent) as tmp:
                 raws = {job.utt_id: Path(tmp) / f"{k}.wav" for k, job in enumerate(todo)}
-                run_festival(todo[0].voice, [(job.spoken, raws[job.utt_id]) for job in todo], Path(tmp))
+                synthesize(todo[0].voice, [(job.spoken, raws[job.utt_id]) for job in todo], Path(tmp))
                 for job in todo:
                     raw = raws[job.utt_id]
                     err = None
                     if not raw.is_file():  # festival stopped early: retry alone to isolate the failure
-                        err = run_festival(job.voice, [(job.spoken, raw)], Path(tmp))
+                        err = synthesize(job.voice, [(job.spoken, raw)], Path(tmp))
                     try:
                         results[job.utt_id] = (finish_clip(job, raw) if raw.is_file() else
-                                               Result(job.utt_id, error=err or "festival wrote no audio"))
+                                               Result(job.utt_id, error=err or "no audio written"))
                     except Exception as e:  # unreadable output etc.: report, keep going
                         results[job.utt_id] = Result(job.utt_id, error=f"{type(e).__name__}: {e}")
         except Exception as e:
@@ -222,9 +278,7 @@ def run_chunk(jobs: Sequence[Job]) -> List[Result]:
 # ----------------------------------------------------------------------------------------------------
 
 def write_metadata(path: Path, rows: Sequence[Tuple[str, str, str]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{i}|{t}|{s}\n" for i, t, s in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{i}|{t}|{s}\n" for i, t, s in rows))
 
 
 def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None,
@@ -276,7 +330,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel festival processes")
     ap.add_argument("--chunk-size", type=int, default=20, help="sentences per festival process")
-    ap.add_argument("--voice", default=DEFAULT_VOICE, help="festival voice name (without 'voice_')")
+    ap.add_argument("--voice", default=DEFAULT_VOICE,
+                    help=f"{', '.join(VOICES)}, a festival voice name (without 'voice_') or flite:NAME")
     ap.add_argument("--trim-db", type=float, default=40.0, help="silence threshold below the peak, dB")
     ap.add_argument("--pad", type=float, default=0.1, help="silence kept at each end, seconds")
     args = ap.parse_args(argv)
@@ -285,11 +340,12 @@ def main(argv=None) -> int:
     if not args.sentences.is_file():
         print(f"sentence file not found: {args.sentences} (make it with corpus/make_sentences.py)", file=sys.stderr)
         return 2
-    problem = check_festival(args.voice)
+    voice = resolve_voice(args.voice)
+    problem = check_voice(voice)
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    summary = build(args.sentences, args.out_dir, args.jobs, args.limit, args.test_ids, args.voice,
+    summary = build(args.sentences, args.out_dir, args.jobs, args.limit, args.test_ids, voice,
                     args.trim_db, args.pad, args.chunk_size)
     print(f"\n{summary['written']}/{summary['sentences']} clips in {args.out_dir} "
           f"({summary['synthesized_now']} synthesized, {summary['skipped_existing']} already there), "

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from atomic import atomic_write, writer_pid
+
 PathLike = Union[str, Path]
-_TMP_MARK = ".tmp-"
 
 
 class CheckpointError(RuntimeError):
@@ -26,35 +28,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: PathLike, state: dict) -> Path:
-    """Write `state` to `path` atomically (temporary file + fsync + rename). Returns the path."""
+    """Write `state` to `path` atomically and durably (temporary file + fsync + rename). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    with atomic_write(path, durable=True) as f:
+        torch.save(state, f)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; some filesystems do not support it, which is harmless."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def checkpoint_step(path: PathLike, prefix: str = "G_") -> Optional[int]:
@@ -91,15 +70,23 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         # weights_only: a checkpoint holds tensors, numbers, strings and containers only.
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError... for damaged files
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt and cannot be loaded "
-                              f"({type(e).__name__}: {e}). Delete or move it to resume from an older "
-                              f"checkpoint.") from e
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (or unsafe) and cannot be loaded "
+                              f"({_load_failure(e)}). Delete or move it to resume from an older checkpoint.") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, expected a dict")
     missing = [k for k in required_keys if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks required entries: {', '.join(missing)}")
     return state
+
+
+def _load_failure(e: Exception) -> str:
+    """One line for why torch.load failed (torch's own text runs over many lines of weights_only advice)."""
+    if isinstance(e, pickle.UnpicklingError):
+        return ("UnpicklingError: not a weights-only checkpoint: damaged, not a checkpoint, or holding objects "
+                "other than tensors, which are refused because loading them could run code")
+    first_line = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first_line.split('. ')[0][:200]}"
 
 
 def prune_checkpoints(directory: PathLike, keep: int, prefix: str = "G_") -> List[Path]:
@@ -111,11 +98,10 @@ def prune_checkpoints(directory: PathLike, keep: int, prefix: str = "G_") -> Lis
     removed = []
     if directory.is_dir():
         for p in directory.iterdir():
-            if p.name.startswith(f".{prefix}") and _TMP_MARK in p.name:
-                pid = p.name.rsplit(_TMP_MARK, 1)[-1]
-                if not (pid.isdigit() and _pid_alive(int(pid))):
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
+            pid = writer_pid(p.name)
+            if p.name.startswith(f".{prefix}") and pid is not None and not _pid_alive(pid):
+                p.unlink(missing_ok=True)
+                removed.append(p)
     if keep > 0:
         for p in list_checkpoints(directory, prefix)[:-keep]:
             p.unlink(missing_ok=True)
@@ -137,22 +123,21 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class ResumePoint:
-    """A loaded checkpoint: the main file's state plus same-step companions (e.g. `D_<step>.pth`)."""
+    """A loaded checkpoint and the newer ones that could not be used."""
 
     step: int
     path: Path
     state: dict
-    companions: Dict[str, dict] = field(default_factory=dict)
     skipped: List[Tuple[Path, str]] = field(default_factory=list)  # (path, reason) of unusable newer files
 
 
 def load_latest_valid(directory: PathLike, prefix: str = "G_", map_location: Union[str, torch.device] = "cpu",
-                      companions: Sequence[str] = (), required_keys: Sequence[str] = (),
-                      logger: Optional[logging.Logger] = None) -> Optional[ResumePoint]:
+                      required_keys: Sequence[str] = (), logger: Optional[logging.Logger] = None
+                      ) -> Optional[ResumePoint]:
     """Load the newest usable checkpoint in `directory`, falling back to older ones if needed.
 
-    A step is usable when `<prefix><step>.pth` and every `<companion><step>.pth` load cleanly. Each
-    unusable newer step is reported with a warning. Returns None only when there is no checkpoint at
+    A step is usable when `<prefix><step>.pth` loads cleanly. Each unusable newer step is reported
+    with a warning. Returns None only when there is no checkpoint at
     all; if checkpoints exist but none loads, raises CheckpointError rather than starting from zero.
     """
     log = logger or logging.getLogger(__name__)
@@ -162,7 +147,6 @@ def load_latest_valid(directory: PathLike, prefix: str = "G_", map_location: Uni
         step = checkpoint_step(path, prefix)
         try:
             state = load_checkpoint(path, map_location, required_keys)
-            extra = {c: load_checkpoint(Path(directory) / f"{c}{step}.pth", map_location) for c in companions}
         except CheckpointError as e:
             log.warning("cannot resume from step %d: %s Falling back to the previous checkpoint.", step, e)
             skipped.append((path, str(e)))
@@ -170,7 +154,7 @@ def load_latest_valid(directory: PathLike, prefix: str = "G_", map_location: Uni
         if skipped:
             log.warning("resuming from %s (step %d) instead of the newest checkpoint %s",
                         path, step, skipped[0][0])
-        return ResumePoint(step=step, path=path, state=state, companions=extra, skipped=skipped)
+        return ResumePoint(step=step, path=path, state=state, skipped=skipped)
     if candidates:
         raise CheckpointError(
             f"none of the {len(candidates)} checkpoint(s) in {directory} can be loaded "
@@ -179,8 +163,8 @@ def load_latest_valid(directory: PathLike, prefix: str = "G_", map_location: Uni
     return None
 
 
-def load_state_checked(module: torch.nn.Module, state: dict, path: PathLike) -> None:
-    """`module.load_state_dict(state)` with a CheckpointError naming mismatched entries, not torch's wall of text."""
+def check_state_fits(module: torch.nn.Module, state: dict, path: PathLike) -> None:
+    """CheckpointError naming missing, unexpected or wrongly shaped entries of `state` for `module`."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -196,4 +180,9 @@ def load_state_checked(module: torch.nn.Module, state: dict, path: PathLike) -> 
             parts.append(f"{len(unexpected)} unexpected weight(s), e.g. {', '.join(unexpected[:3])}")
         raise CheckpointError(f"checkpoint {path} does not fit the model built from the config: "
                               + "; ".join(parts) + ". Was it written with another config or code version?")
+
+
+def load_state_checked(module: torch.nn.Module, state: dict, path: PathLike) -> None:
+    """`module.load_state_dict(state)` with a CheckpointError naming mismatched entries, not torch's wall of text."""
+    check_state_fits(module, state, path)
     module.load_state_dict(state)

@@ -1,17 +1,10 @@
 """Small tensor helpers shared by the models, data pipeline and training."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-
-
-def intersperse(seq: Sequence[int], item: int) -> List[int]:
-    """Put `item` between and around the elements: [a, b] -> [item, a, item, b, item]."""
-    result = [item] * (len(seq) * 2 + 1)
-    result[1::2] = seq
-    return result
 
 
 def sequence_mask(lengths: torch.Tensor, max_length: Optional[int] = None) -> torch.Tensor:

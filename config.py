@@ -18,6 +18,14 @@ class ConfigError(ValueError):
     """A config value is unknown, missing, of the wrong type or inconsistent."""
 
 
+# data.* keys that define the mel features (what the acoustic model writes and the vocoder reads).
+MEL_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "mel_fmin", "mel_fmax")
+# data.* keys that define the model's inputs: its text ids and its speakers.
+INPUT_KEYS = ("n_speakers", "add_blank", "text_cleaners", "language")
+# data.* keys a trained model's weights depend on (a resumed run must keep them).
+MODEL_DATA_KEYS = MEL_KEYS + INPUT_KEYS + ("mel_mean", "mel_std", "cleaned_text")
+
+
 @dataclass
 class TrainConfig:
     seed: int = 1234
@@ -46,6 +54,7 @@ class TrainConfig:
     c_mel: float = 45.0
     c_stft: float = 1.0
     c_fm: float = 2.0
+    discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
     init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
@@ -122,7 +131,10 @@ class HParams:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically (another rank or a reader never sees half a file)."""
+        from atomic import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 _SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
@@ -228,6 +240,8 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
     if not (t.train_acoustic or t.train_vocoder):
         raise ConfigError("train.train_acoustic and train.train_vocoder are both false: nothing to train")
+    if t.discriminator_start_step < 0:
+        raise ConfigError(f"train.discriminator_start_step must be >= 0, got {t.discriminator_start_step}")
     if t.segment_size % d.hop_length:
         raise ConfigError(f"train.segment_size ({t.segment_size}) must be a multiple of data.hop_length ({d.hop_length})")
     if (m.gin_channels > 0) != (d.n_speakers > 1):

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -25,8 +24,9 @@ import torch
 import torch.distributed as dist
 
 import text as text_frontend
+from atomic import atomic_write
+from config import MEL_KEYS
 from audio import AudioError, load_wav
-from commons import intersperse
 from mel_processing import LOG_MEL_FLOOR, mel_from_config
 
 logger = logging.getLogger(__name__)
@@ -125,25 +125,17 @@ def mel_cache_path(cache_dir: PathLike, wav_path: PathLike, data_cfg) -> Path:
     """Cache file for a clip's mel. The folder name encodes the mel parameters (a config change
     never reads stale features); the file name adds a hash of the full path (clips that share a
     file name in different folders, as in multi-speaker corpora, do not collide)."""
-    params = (data_cfg.sampling_rate, data_cfg.filter_length, data_cfg.hop_length, data_cfg.win_length,
-              data_cfg.n_mel_channels, data_cfg.mel_fmin, data_cfg.mel_fmax)
+    params = tuple(getattr(data_cfg, key) for key in MEL_KEYS)
     key = hashlib.sha1(repr(params).encode()).hexdigest()[:10]
     path_hash = hashlib.sha1(str(Path(wav_path).resolve()).encode()).hexdigest()[:8]
     return Path(cache_dir) / f"mel-{key}" / f"{Path(wav_path).stem}-{path_hash}.npy"
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write via a temporary file + rename: concurrent workers/ranks never read a partial file."""
+    """Write atomically: concurrent workers/ranks never read a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.save(f, array)
 
 
 def _log_excluded(kind: str, excluded: List[Tuple[str, str]], total: int) -> None:
@@ -235,12 +227,10 @@ class TextMelLoader(torch.utils.data.Dataset):
         excluded = []
         for utt, t in zip(utterances, texts):
             try:
-                seq = text_frontend.cleaned_text_to_sequence(t)
+                ids.append(text_frontend.text_to_ids(t, d, cleaned=True))
             except ValueError as e:
                 excluded.append((utt.wav_path, str(e)))
                 ids.append(None)
-                continue
-            ids.append(intersperse(seq, text_frontend.BLANK_ID) if d.add_blank else seq)
         return ids, excluded
 
     def _durations_path(self, wav_path: str) -> Path:

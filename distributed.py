@@ -179,11 +179,6 @@ def launch(worker: Callable, args: Sequence[Any] = (), cpu_processes: Optional[i
     return received[0] if received else None
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
-
-
 def all_reduce_sum(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum a tensor over all processes (identity with one process); returns the tensor."""
     if ctx.distributed:

@@ -22,6 +22,7 @@ and only transcribes the references (the ASR ceiling for that data).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -30,11 +31,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-
 import metrics
 from asr import Transcriber
+from atomic import write_text_atomic
 from audio import AudioError, read_audio
 from data_utils import FilelistError, Utterance, read_filelist
+from sampling import SamplingConfig, add_sampling_arguments, from_args
+from synthesize import check_output_path
 from timing import cpu_name, hardware_name
 
 _PHONEME_CHARS = set("əɪʊʌɛæɑɔɒθðʃʒŋɹɾˈˌːɚɝ")
@@ -66,17 +69,16 @@ def hardware_info(device: str) -> Dict:
     return info
 
 
-def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=None, n_timesteps: int = 10,
-             method: str = "euler", sway_coef: float = -1.0, duration_scale: float = 1.0, seed: int = 0,
-             save_audio: Optional[Path] = None, log=print, temperature: float = 1.0) -> Dict:
+def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=None,
+             sampling: Optional[SamplingConfig] = None, seed: int = 0, save_audio: Optional[Path] = None,
+             log=print) -> Dict:
     """Score every utterance; returns {"utterances": [...], "summary": {...}}.
 
     synthesizer: a synthesize.Synthesizer, or None to score the reference audio only.
     A failing utterance (unreadable audio, unspeakable text) is reported in its row and skipped.
     """
     multi_speaker = synthesizer is not None and synthesizer.hps.data.n_speakers > 1
-    settings = dict(n_timesteps=n_timesteps, method=method, sway_coef=sway_coef, duration_scale=duration_scale,
-                    temperature=temperature, seed=seed)
+    settings = dict(sampling=sampling or SamplingConfig(), seed=seed)
     if synthesizer is not None:  # warm-up: first-call allocations and lazy init are not timed
         synthesizer.synthesize(utterances[0].text, speaker=utterances[0].speaker if multi_speaker else None,
                                **settings)
@@ -175,11 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "-m", help="G_<step>.pth to evaluate (not needed with --ground-truth-only)")
     p.add_argument("--filelist", required=True, help="LJSpeech metadata.csv or `wav|text` filelist (raw text)")
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
-    p.add_argument("--steps", type=int, default=10, help="ODE steps (NFE = steps for euler, 2*steps for midpoint)")
-    p.add_argument("--method", default="euler", help="ODE solver: euler or midpoint")
-    p.add_argument("--sway-coef", type=float, default=-1.0, help="sway sampling coefficient in [-1, 1]")
-    p.add_argument("--duration-scale", type=float, default=1.0, help="speaking-rate factor (>1: slower)")
-    p.add_argument("--temperature", type=float, default=1.0, help="noise scale of the ODE start (default 1)")
+    add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -204,31 +202,34 @@ def main(argv=None) -> int:
     except (FileNotFoundError, FilelistError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    synthesizer = None
-    if not args.ground_truth_only:
-        import torch
-        from synthesize import Synthesizer, validate_synthesis_args
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        try:
-            validate_synthesis_args(args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature)
+    synthesizer = sampling = None
+    try:
+        # Outputs first: a report that cannot be written must fail now, not after the whole run.
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            check_output_path(args.output, inputs=(args.checkpoint, args.filelist))
+        save_audio = Path(args.save_audio) if args.save_audio else None
+        if save_audio is not None:
+            save_audio.mkdir(parents=True, exist_ok=True)
+            check_output_path(save_audio / "probe.wav")
+        if not args.ground_truth_only:
+            import torch
+            from synthesize import Synthesizer
+            if args.threads is not None:
+                torch.set_num_threads(args.threads)
+            sampling = from_args(args)
             synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
-        except Exception as e:  # CheckpointError, ConfigError, ValueError: one clear line, no traceback
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    save_audio = Path(args.save_audio) if args.save_audio else None
-    if save_audio is not None:
-        save_audio.mkdir(parents=True, exist_ok=True)
+    except Exception as e:  # OSError, CheckpointError, ConfigError, ValueError: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
-    report = evaluate(utterances, Transcriber(), synthesizer, args.steps, args.method, args.sway_coef,
-                      args.duration_scale, args.seed, save_audio, temperature=args.temperature)
+    report = evaluate(utterances, Transcriber(), synthesizer, sampling, args.seed, save_audio)
     report["settings"] = {
         "checkpoint": args.checkpoint, "filelist": str(args.filelist), "limit": args.limit,
         "ground_truth_only": args.ground_truth_only, "asr": "pocketsphinx en-us (bundled model)",
         "wall_seconds": time.perf_counter() - t0,
         **({} if synthesizer is None else {
-            "steps": args.steps, "method": args.method, "sway_coef": args.sway_coef,
-            "duration_scale": args.duration_scale, "temperature": args.temperature, "seed": args.seed,
+            **dataclasses.asdict(sampling), "seed": args.seed,
             "ema": not args.no_ema,
             "vocoder_included": True, "warmup_syntheses": 1}),
         "hardware": hardware_info(args.device) if synthesizer is not None else
@@ -236,10 +237,8 @@ def main(argv=None) -> int:
     }
     print(format_table(report))
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"report written to {out}")
+        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+        print(f"report written to {args.output}")
     return 0 if report["summary"]["scored"] else 1
 
 

@@ -15,28 +15,23 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 
 import config as config_lib
-from checkpoint import CheckpointError, load_checkpoint, load_state_checked, save_checkpoint
+from checkpoint import CheckpointError, save_checkpoint
+from models import FlowMatchingSynthesizer
+from voice import read_voice
 
 
 def export_voice(src: Path, dst: Path, half: bool = True) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict."""
-    from models import FlowMatchingSynthesizer
-
-    ckpt = load_checkpoint(src, required_keys=("config", "n_vocab"))
-    ema = ckpt.get("ema")
-    if not isinstance(ema, dict):
-        raise CheckpointError(f"checkpoint {src} has no EMA weights to export (key 'ema'); "
-                              "export a checkpoint written by train_flow_matching.py")
-    hps = config_lib.from_dict(ckpt["config"])
-    n_vocab = int(ckpt["n_vocab"])
-    model = FlowMatchingSynthesizer(n_vocab, hps)
-    load_state_checked(model, ema, src)  # refuse to export weights that do not fit their own config
-    buffers = {name for name, _ in model.named_buffers()}
-    weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v for k, v in ema.items()}
-    exported = {"ema": weights, "config": ckpt["config"], "n_vocab": n_vocab, "step": ckpt.get("step"),
-                "weights": "ema-only", "dtype": "float16" if half else "float32"}
+    state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
+    with torch.device("meta"):
+        buffers = {name for name, _ in FlowMatchingSynthesizer(state.n_vocab, state.hps).named_buffers()}
+    weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v
+               for k, v in state.weights.items()}
+    exported = {"ema": weights, "config": state.hps.to_dict(), "n_vocab": state.n_vocab,
+                "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32"}
     save_checkpoint(dst, exported)
     return exported
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import commons
 import ode
 from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of returned mels (re-exported)
-from monotonic_align import maximum_path
+from sampling import SamplingConfig
 
 Generators = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
 
@@ -311,10 +311,9 @@ class ConditionalFlowMatching(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, mask: torch.Tensor, mu: Optional[torch.Tensor] = None,
-               n_timesteps: int = 10, sway_coef: Optional[float] = -1.0, sway_schedule: str = "quadratic",
-               method: str = "euler", temperature: float = 1.0, g: Optional[torch.Tensor] = None,
+               sampling: SamplingConfig = SamplingConfig(), g: Optional[torch.Tensor] = None,
                generator: Generators = None, n_channels: Optional[int] = None):
-        """Integrate the flow from t = 0 to 1. cond (B, C_cond, T), mask (B, 1, T), mu (B, C, T).
+        """Integrate the flow from t = 0 to 1 on sampling's grid. cond (B, C_cond, T), mask (B, 1, T), mu (B, C, T).
 
         Returns (x (B, C, T) fp32 normalized mel, zero on padding; NFE).
         """
@@ -325,18 +324,17 @@ class ConditionalFlowMatching(nn.Module):
         b, t_max = mask.size(0), mask.size(2)
         lengths = mask.sum((1, 2)).long()
         # The ODE state stays fp32 even when the network runs in bf16/fp16: small steps must not be rounded away.
-        x = per_item_noise(b, n_channels, lengths, t_max, generator, mask.device, torch.float32) * temperature
+        x = per_item_noise(b, n_channels, lengths, t_max, generator, mask.device, torch.float32) * sampling.temperature
         if self.prior_start:
             if mu is None:
                 raise ValueError("prior_start is on: ConditionalFlowMatching.sample needs mu (B, n_mels, T)")
             x = x + mu.float()
         state_mask = mask.float()
-        grid = ode.time_grid(n_timesteps, sway_coef, sway_schedule, device=mask.device)
 
         def velocity(x_t, t):
             return self.estimator(x_t, mask, cond, t.expand(b), g).float()
 
-        x, nfe = ode.solve(velocity, x * state_mask, grid, method)
+        x, nfe = ode.solve(velocity, x * state_mask, sampling.time_grid(mask.device), sampling.method)
         return x * state_mask, nfe
 
 
@@ -382,8 +380,8 @@ def reconcile_durations(durations: torch.Tensor, text_mask: torch.Tensor, mel_le
 class FlowMatchingTTS(nn.Module):
     """Text -> mel: ConvNeXt text encoder, MAS + duration predictor, flow-matching transformer decoder.
 
-    Uses hps.model (sizes, sigma_min, prior_start, use_duration_predictor, use_prior_loss, gin_channels),
-    hps.data (n_mel_channels, mel_mean, mel_std, n_speakers) and hps.train.max_mel_frames.
+    Uses hps.model (sizes, sigma_min, prior_start, use_duration_predictor, use_prior_loss, gin_channels) and
+    hps.data (n_mel_channels, mel_mean, mel_std, n_speakers); training settings come as arguments.
     """
 
     def __init__(self, n_vocab: int, hps):
@@ -392,7 +390,6 @@ class FlowMatchingTTS(nn.Module):
         self.n_mels = d.n_mel_channels
         self.use_duration_predictor = m.use_duration_predictor
         self.use_prior_loss = m.use_prior_loss
-        self.max_mel_frames = hps.train.max_mel_frames
         self.n_speakers = d.n_speakers
         self.register_buffer("mel_mean", torch.tensor(float(d.mel_mean)))
         self.register_buffer("mel_std", torch.tensor(float(d.mel_std)))
@@ -432,10 +429,12 @@ class FlowMatchingTTS(nn.Module):
 
     # -- training -----------------------------------------------------------------------------------------
 
-    def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None):
+    def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None,
+                max_flow_frames: Optional[int] = None):
         """text (B, T_text) long, text_lengths (B,), mel (B, n_mels, T_mel) log-mel (not normalized),
         mel_lengths (B,), speakers (B,) long or None, durations (B, T_text) long from an external aligner
-        or None (then MAS).
+        or None (then MAS). max_flow_frames: the flow loss sees a random crop of at most this many frames
+        (train.max_mel_frames; None: whole clips).
 
         Returns dict(loss_flow, loss_dur, loss_prior: scalar tensors; attn (B, T_text, T_mel) hard alignment;
         durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
@@ -451,6 +450,8 @@ class FlowMatchingTTS(nn.Module):
                 durations = reconcile_durations(durations, x_mask.squeeze(1), mel_lengths)
                 attn = commons.durations_to_alignment(durations, x_mask.squeeze(1).bool(), mel.size(2))
             else:
+                from monotonic_align import maximum_path  # numba: needed for training only
+
                 attn = maximum_path(gaussian_log_likelihood(mu, y), attn_mask)
             attn = attn * attn_mask
             durations = attn.sum(2).long()
@@ -473,9 +474,9 @@ class FlowMatchingTTS(nn.Module):
             loss_prior = zero
 
         y_f, mu_f, h_f, mask_f = y, mu_y, h_y, y_mask
-        if self.max_mel_frames is not None and mel.size(2) > self.max_mel_frames:
-            y_f, starts = commons.rand_slice_segments(y, mel_lengths, self.max_mel_frames)
-            mu_f, h_f, mask_f = (commons.slice_segments(z, starts, self.max_mel_frames) for z in (mu_y, h_y, y_mask))
+        if max_flow_frames is not None and mel.size(2) > max_flow_frames:
+            y_f, starts = commons.rand_slice_segments(y, mel_lengths, max_flow_frames)
+            mu_f, h_f, mask_f = (commons.slice_segments(z, starts, max_flow_frames) for z in (mu_y, h_y, y_mask))
         cond = torch.cat([h_f, mu_f], dim=1)
         loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g)
         return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, attn=attn, durations=durations)
@@ -492,9 +493,8 @@ class FlowMatchingTTS(nn.Module):
         return (w * x_mask.squeeze(1)).long()
 
     @torch.no_grad()
-    def infer(self, text, text_lengths, n_timesteps: int = 10, duration_scale: float = 1.0,
-              sway_coef: Optional[float] = -1.0, method: str = "euler", temperature: float = 1.0,
-              speakers=None, durations=None, generator: Generators = None, sway_schedule: str = "quadratic"):
+    def infer(self, text, text_lengths, sampling: SamplingConfig = SamplingConfig(), speakers=None,
+              durations=None, generator: Generators = None):
         """text (B, T_text) long, text_lengths (B,) -> dict(mel (B, n_mels, T) fp32 de-normalized log-mel with
         LOG_MEL_FLOOR on padding, mel_lengths (B,), durations (B, T_text) long, nfe int).
 
@@ -504,7 +504,7 @@ class FlowMatchingTTS(nn.Module):
         """
         h, mu, x_mask, g = self._encode(text, text_lengths, speakers)
         if durations is None:
-            durations = self.predict_durations(h, x_mask, g, duration_scale)
+            durations = self.predict_durations(h, x_mask, g, sampling.duration_scale)
         else:
             durations = durations.long().clamp(min=0) * x_mask.squeeze(1).long()
         mel_lengths = durations.sum(1)
@@ -512,7 +512,6 @@ class FlowMatchingTTS(nn.Module):
         y_mask = commons.sequence_mask(mel_lengths, t_max).unsqueeze(1).to(h.dtype)
         attn = commons.durations_to_alignment(durations, x_mask.squeeze(1).bool(), t_max).to(h.dtype)
         mu_y, h_y = torch.bmm(mu, attn), torch.bmm(h, attn)
-        x, nfe = self.cfm.sample(torch.cat([h_y, mu_y], dim=1), y_mask, mu_y, n_timesteps, sway_coef,
-                                 sway_schedule, method, temperature, g, generator, self.n_mels)
+        x, nfe = self.cfm.sample(torch.cat([h_y, mu_y], dim=1), y_mask, mu_y, sampling, g, generator, self.n_mels)
         mel = torch.where(y_mask.bool(), self.denormalize(x).float(), torch.full_like(x, LOG_MEL_FLOOR))
         return dict(mel=mel, mel_lengths=mel_lengths, durations=durations, nfe=nfe)

@@ -5,7 +5,8 @@
 
 The checkpoint carries its config, so --config is only needed to override it (it must fit the
 checkpoint). EMA weights are used unless --no-ema. Every bad input ends with one `error: ...` line on
-stderr and a non-zero exit status; WAV files are written atomically (never half-written).
+stderr and a non-zero exit status; WAV files are written atomically (never half-written), and never
+over an input file (checkpoint, config, text file).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
+
+from sampling import SamplingConfig, add_sampling_arguments, from_args
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "demo_voice.pth"
 
@@ -28,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text-file", help="UTF-8 file, one utterance per line -> numbered WAVs in --output-dir")
     p.add_argument("--output", "-o", default="out.wav", help="output WAV for --text (default: out.wav)")
     p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
-    p.add_argument("--steps", type=int, default=10, help="ODE steps (default 10); NFE = steps (euler) or 2*steps")
-    p.add_argument("--method", default="euler", help="ODE solver: euler or midpoint (default euler)")
-    p.add_argument("--sway-coef", type=float, default=-1.0,
-                   help="sway sampling coefficient s in [-1, 1] for t + s(1-t)t (default -1: t^2)")
-    p.add_argument("--duration-scale", type=float, default=1.0, help="speaking-rate factor (>1: slower)")
-    p.add_argument("--temperature", type=float, default=1.0, help="noise scale of the ODE start (default 1)")
+    add_sampling_arguments(p)
     p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -46,16 +44,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    from synthesize import validate_synthesis_args
-
-    validate_synthesis_args(args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature)
+def _check_args(args: argparse.Namespace) -> SamplingConfig:
+    sampling = from_args(args)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     if args.text is None and args.text_file is None:
         raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
     if args.text is not None and not args.text.strip():
         raise ValueError("--text is empty; give some words to speak")
+    return sampling
 
 
 def _resolve_checkpoint(arg: Optional[str]) -> Path:
@@ -82,19 +79,24 @@ def _read_text_file(path: str) -> List[Tuple[int, str]]:
     return items
 
 
-def _report(name: str, info: dict, method: str, steps: int) -> None:
-    print(f"{name}: {info['audio_seconds']:.2f} s audio, {info['sentences']} sentence(s), "
-          f"NFE {info['nfe']} per sentence ({steps} {method} steps)")
-    print(f"  RTF {info['rtf']:.3f} = acoustic {info['acoustic_seconds'] / max(info['audio_seconds'], 1e-9):.3f}"
-          f" + vocoder {info['vocoder_seconds'] / max(info['audio_seconds'], 1e-9):.3f}"
-          f" (acoustic {info['acoustic_seconds']:.2f} s, vocoder {info['vocoder_seconds']:.2f} s)")
+def _summary(name: str, info: dict, sampling: SamplingConfig) -> str:
+    audio_s = max(info["audio_seconds"], 1e-9)
+    return (f"{name}: {info['audio_seconds']:.2f} s audio, {info['sentences']} sentence(s), "
+            f"NFE {info['nfe']} per sentence ({sampling.steps} {sampling.method} steps)\n"
+            f"  RTF {info['rtf']:.3f} = acoustic {info['acoustic_seconds'] / audio_s:.3f}"
+            f" + vocoder {info['vocoder_seconds'] / audio_s:.3f}"
+            f" (acoustic {info['acoustic_seconds']:.2f} s, vocoder {info['vocoder_seconds']:.2f} s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    _check_args(args)
+    sampling = _check_args(args)
     import torch
+    from tqdm import tqdm
 
     from synthesize import Synthesizer, check_output_path, save_wav, split_sentences
+    from voice import parse_device
+
+    parse_device(args.device)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -114,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(f"cannot create output directory {args.output_dir}: {e.strerror or e}") from None
-    check_output_path(jobs[0][1])
     checkpoint = _resolve_checkpoint(args.checkpoint)
+    for _, path, _ in jobs:
+        check_output_path(path, inputs=(checkpoint, args.config, args.text_file))
     tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
     prepared = []
     for text, path, label in jobs:  # clean every utterance first: a bad line fails before any file is written
@@ -124,12 +127,11 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise ValueError(f"{label} of {args.text_file}: {e}" if label else str(e)) from None
     tts.check_speaker(args.speaker)
-    for sequences, path in prepared:
-        audio, sample_rate, info = tts.synthesize_sequences(
-            sequences, args.steps, args.method, args.sway_coef, args.duration_scale, args.temperature,
-            args.speaker, args.seed)
+    progress = tqdm(prepared, desc="synthesizing", unit="file", disable=len(prepared) < 2, file=sys.stderr)
+    for sequences, path in progress:
+        audio, sample_rate, info = tts.synthesize_sequences(sequences, sampling, args.speaker, args.seed)
         save_wav(path, audio, sample_rate)
-        _report(str(path), info, args.method, args.steps)
+        tqdm.write(_summary(str(path), info, sampling))
     print(f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up (timings include the "
           f"first run), {'EMA' if not args.no_ema else 'raw'} weights from {checkpoint}")
     return 0

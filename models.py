@@ -7,10 +7,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 
-import commons
 from config import HParams
 from flow_matching import FlowMatchingTTS
 from modules import MultiBandISTFTGenerator
+from sampling import SamplingConfig
 from timing import synchronize
 
 
@@ -40,32 +40,30 @@ class FlowMatchingSynthesizer(nn.Module):
         return self.generator(mel, self.speaker_condition(speakers))
 
     @torch.no_grad()
-    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, n_timesteps: int = 10,
-              duration_scale: float = 1.0, sway_coef: float = -1.0, method: str = "euler",
-              temperature: float = 1.0, speakers: Optional[torch.Tensor] = None,
-              generator: Optional[torch.Generator] = None, **acoustic_kwargs
+    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, sampling: SamplingConfig = SamplingConfig(),
+              speakers: Optional[torch.Tensor] = None, generator=None, durations: Optional[torch.Tensor] = None
               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict]:
         """text (B, T_text) long, text_lengths (B,) -> (audio (B, 1, max(mel_lengths) * hop), durations
         (B, T_text) long, mel (B, n_mels, T) de-normalized log-mel, extra).
 
-        extra: audio_lengths (B,) = mel_lengths * hop (samples past an item's length are zero),
-        mel_lengths (B,), nfe (network evaluations), acoustic_seconds, vocoder_seconds.
-        Further keyword arguments (e.g. durations, sway_schedule) go to FlowMatchingTTS.infer.
+        Padding invariant: the acoustic model is, and each mel is vocoded at its own length (a
+        convolutional vocoder would otherwise let an item's last frames see the batch padding), so an
+        item sounds the same in any batch. extra: audio_lengths (B,) = mel_lengths * hop (samples past an
+        item's length are zero), mel_lengths (B,), nfe, acoustic_seconds, vocoder_seconds.
+        generator / durations: see FlowMatchingTTS.infer.
         """
         device = text.device
         synchronize(device)
         t0 = time.perf_counter()
-        out = self.acoustic.infer(text, text_lengths, n_timesteps=n_timesteps, duration_scale=duration_scale,
-                                  sway_coef=sway_coef, method=method, temperature=temperature, speakers=speakers,
-                                  generator=generator, **acoustic_kwargs)
+        out = self.acoustic.infer(text, text_lengths, sampling, speakers, durations, generator)
         synchronize(device)
         t1 = time.perf_counter()
         mel, mel_lengths = out["mel"], out["mel_lengths"]
-        audio, _ = self.vocode(mel, speakers)
         audio_lengths = mel_lengths * self.hop_length
-        audio = audio[:, :, :int(audio_lengths.max())]
-        # Zero what each item's convolutions saw of the batch padding.
-        audio = audio * commons.sequence_mask(audio_lengths, audio.size(2)).unsqueeze(1).to(audio.dtype)
+        audio = mel.new_zeros(mel.size(0), 1, int(audio_lengths.max()))
+        for i, n in enumerate(mel_lengths.tolist()):
+            spk = None if speakers is None else speakers[i:i + 1]
+            audio[i, :, :n * self.hop_length] = self.vocode(mel[i:i + 1, :, :n], spk)[0][0, :, :n * self.hop_length]
         synchronize(device)
         t2 = time.perf_counter()
         extra = {"audio_lengths": audio_lengths, "mel_lengths": mel_lengths, "nfe": out["nfe"],

@@ -11,7 +11,7 @@ pinned to CUDA), and the exp / iSTFT / PQMF tail always runs in fp32, also under
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -29,11 +29,14 @@ import torch
 from tqdm import tqdm
 
 import text as text_frontend
+from atomic import write_text_atomic
 from audio import AudioError, read_audio, resample_clip
 from config import ConfigError, HParams, load_config, validate
 from data_utils import Utterance, compute_mel, mel_cache_path, read_filelist, save_npy_atomic, trim_to_frames
 
 SILENCE_PEAK_DBFS = -60.0  # a clip whose loudest sample is below this is treated as silent
+CLIPPED_FRACTION = 0.01  # a clip with more of its samples at full scale than this is noted as clipped
+OUTPUT_NAMES = ("train.txt", "val.txt", "mel_stats.json", "config.json")
 TEXT_CHUNK = 2048  # texts per phonemizer call: progress granularity vs worker start-up cost
 
 
@@ -64,6 +67,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.dataset and not args.filelists:
         p.error("give --dataset and/or --filelists")
+    inputs = [Path(f) for f in args.filelists] + ([Path(args.dataset) / "metadata.csv"] if args.dataset else [])
+    inputs += [Path(args.config)] if args.config else []
+    for name in OUTPUT_NAMES:
+        out = Path(args.out_dir) / name
+        if any(out.exists() and src.exists() and out.samefile(src) for src in inputs):
+            p.error(f"--out-dir {args.out_dir} would overwrite the input {out}; choose another --out-dir")
     return args
 
 
@@ -138,6 +147,9 @@ def check_audio(entry: Entry, d) -> Optional[torch.Tensor]:
         else:
             entry.notes.append(f"resampled {clip.sampling_rate} -> {d.sampling_rate} Hz")
     peak = float(np.abs(clip.wav).max())
+    clipped = float(np.mean(np.abs(clip.wav) >= 0.999))
+    if clipped > CLIPPED_FRACTION:
+        entry.notes.append(f"clipped: {100 * clipped:.0f}% of samples at full scale (distortion the model will learn)")
     if peak < 10 ** (SILENCE_PEAK_DBFS / 20):
         level = "-inf" if peak == 0 else f"{20 * math.log10(peak):.0f}"
         entry.problems.append(f"silent: peak {level} dBFS < {SILENCE_PEAK_DBFS:.0f} dBFS")
@@ -185,10 +197,8 @@ def mel_stats(train: List[Entry]) -> Tuple[float, float]:
 
 
 def write_filelist(path: Path, entries: List[Entry], with_speaker: bool) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for e in entries:
-            speaker = f"|{e.utt.speaker}" if with_speaker else ""
-            f.write(f"{e.utt.wav_path}{speaker}|{e.cleaned}\n")
+    lines = [f"{e.utt.wav_path}{f'|{e.utt.speaker}' if with_speaker else ''}|{e.cleaned}\n" for e in entries]
+    write_text_atomic(path, "".join(lines))
 
 
 def summary_table(rows: List[Tuple[str, str, str]]) -> str:
@@ -238,7 +248,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_filelist(out / "val.txt", val, with_speaker)
     stats = {"mel_mean": mean, "mel_std": std, "n_train_clips": len(train),
              "n_train_frames": sum(e.mel_count for e in train) // d.n_mel_channels}
-    (out / "mel_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(out / "mel_stats.json", json.dumps(stats, indent=2) + "\n")
     if args.config:
         d.training_files = str((out / "train.txt").resolve())
         d.validation_files = str((out / "val.txt").resolve())

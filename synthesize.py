@@ -13,25 +13,20 @@ with nothing speakable is a ValueError.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-import commons
-import config as config_lib
-import ode
 import text as text_lib
-from checkpoint import CheckpointError, load_checkpoint, load_state_checked
-from config import ConfigError, HParams
-from timing import synchronize
+from atomic import atomic_write
+from config import HParams
+from sampling import SamplingConfig
 
 if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkpoint is loaded
     from models import FlowMatchingSynthesizer
@@ -41,22 +36,6 @@ MAX_SENTENCE_CHARS = 200  # longer sentences are split at commas, then at spaces
 # Words whose trailing period does not end a sentence.
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "co", "inc", "ltd",
                   "mt", "capt", "col", "gen", "lt", "sgt", "rev", "hon", "gov", "sen", "rep", "e.g", "i.e"}
-
-
-def validate_synthesis_args(n_timesteps: int, method: str, sway_coef: float, duration_scale: float = 1.0,
-                            temperature: float = 1.0) -> None:
-    """Raise ValueError naming the bad sampling argument (checked before any work is done)."""
-    if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
-        raise ValueError(f"number of ODE steps must be a positive integer, got {n_timesteps!r}")
-    if method not in ode.SOLVERS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of: {', '.join(ode.SOLVERS)}")
-    if not math.isfinite(sway_coef):
-        raise ValueError(f"sway coefficient must be a finite number, got {sway_coef}")
-    ode.time_grid(n_timesteps, sway_coef)  # ValueError when the sway folds the grid (outside [-1, 1])
-    if not math.isfinite(duration_scale) or duration_scale <= 0:
-        raise ValueError(f"duration scale must be a positive number, got {duration_scale}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a non-negative number, got {temperature}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -127,9 +106,16 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> List[str]
 # Output
 # ----------------------------------------------------------------------------------------------------
 
-def check_output_path(path: Union[str, Path]) -> Path:
-    """Raise OSError with a clear message unless a file can be written at `path` (checked up front)."""
+def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = ()) -> Path:
+    """Raise OSError with a clear message unless a file can be written at `path` (checked up front).
+
+    inputs: files the run reads (checkpoint, config, text file): writing over one of them is refused
+    with ValueError, since the output would destroy it."""
     path = Path(path)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
+            raise ValueError(f"output path {path} is one of the inputs ({source}); writing there would destroy "
+                             f"it: choose another output path")
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")
@@ -147,50 +133,12 @@ def check_output_path(path: Union[str, Path]) -> Path:
 
 
 def save_wav(path: Union[str, Path], audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV atomically: a temp file in the same directory, then rename.
-
-    A crash or a full disk never leaves a half-written file at `path`.
-    """
+    """Write 16-bit PCM WAV atomically: a crash or a full disk never leaves a half-written file at `path`."""
     import soundfile as sf
 
-    path = Path(path)
     audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.stem}-",
-                               suffix=".wav.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ----------------------------------------------------------------------------------------------------
-# Checkpoint / config compatibility
-# ----------------------------------------------------------------------------------------------------
-
-def _to_hparams(cfg: Union[None, str, Path, dict, HParams]) -> Optional[HParams]:
-    if cfg is None or isinstance(cfg, HParams):
-        return cfg
-    if isinstance(cfg, dict):
-        return config_lib.from_dict(cfg)
-    return config_lib.load_config(cfg)
-
-
-def check_config_fits(given: HParams, stored: HParams) -> None:
-    """Raise ConfigError naming the field where a user-given config contradicts the checkpoint's.
-
-    The vocabulary size is not a config field (one symbol table serves every cleaner): from_checkpoint
-    checks it against this code's text frontend."""
-    for name, a, b in (("data.n_mel_channels (n_mels)", given.data.n_mel_channels, stored.data.n_mel_channels),
-                       ("data.sampling_rate (sample rate)", given.data.sampling_rate, stored.data.sampling_rate),
-                       ("data.hop_length", given.data.hop_length, stored.data.hop_length),
-                       ("data.n_speakers", given.data.n_speakers, stored.data.n_speakers)):
-        if a != b:
-            raise ConfigError(f"config does not fit the checkpoint: {name} is {a} in the given config but "
-                              f"{b} in the checkpoint; drop --config to use the checkpoint's own config")
+    with atomic_write(path) as handle:
+        sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,64 +168,22 @@ class Synthesizer:
     def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                         use_ema: bool = True, config: Union[None, str, Path, dict, HParams] = None,
                         batch_size: int = 8) -> "Synthesizer":
-        """Load a training checkpoint (G_<step>.pth) once.
+        """Load a training checkpoint (G_<step>.pth) or an exported voice once (see voice.load_voice).
 
         use_ema: take the EMA weights (recommended for flow matching) when the checkpoint has them.
         config: optional HParams / dict / JSON path overriding the stored config; it must fit the
-            checkpoint (vocabulary size, n_mels, sample rate), else ConfigError naming the field.
-        Raises CheckpointError for a missing/unreadable/incompatible file.
+            checkpoint, else ConfigError naming the field.
+        Raises CheckpointError for a missing/unreadable/incompatible file, ValueError for a bad device.
         """
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but CUDA is not available; use --device cpu")
-        try:
-            ckpt = load_checkpoint(str(path), map_location="cpu")
-        except CheckpointError as e:
-            cause = e.__cause__
-            if cause is None:
-                raise
-            # torch's unpickling errors run over many lines and talk about weights_only; the type says enough.
-            raise CheckpointError(f"checkpoint {path} is truncated, corrupt or not a checkpoint and cannot be "
-                                  f"loaded ({type(cause).__name__}); use another G_<step>.pth or "
-                                  f"copy the file again") from None
-        stored_cfg = ckpt.get("config")
-        given = _to_hparams(config)
-        if stored_cfg is None and given is None:
-            raise CheckpointError(f"checkpoint {path} carries no config; pass the training config (--config)")
-        try:
-            stored = config_lib.from_dict(stored_cfg) if stored_cfg is not None else given
-        except ConfigError as e:
-            raise CheckpointError(f"checkpoint {path} holds an invalid config: {e}") from None
-        n_vocab = int(ckpt.get("n_vocab", len(text_lib.symbols)))
-        if given is not None:
-            check_config_fits(given, stored)
-        hps = given if given is not None else stored
-        if n_vocab != len(text_lib.symbols):
-            raise CheckpointError(
-                f"checkpoint {path} was trained with a vocabulary size (n_vocab) of {n_vocab} but this "
-                f"code's text frontend has {len(text_lib.symbols)} symbols; use the matching code version")
-        state = ckpt.get("ema") if use_ema else None
-        if use_ema and state is None:
-            warnings.warn(f"checkpoint {path} has no EMA weights; using the raw model weights")
-        if state is None:
-            state = ckpt.get("model")
-        if state is None and not use_ema and isinstance(ckpt.get("ema"), dict):
-            raise CheckpointError(f"{path} holds only EMA weights (an exported voice); drop --no-ema / "
-                                  "use_ema=False to use them")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"checkpoint {path} has no model weights (key 'model')")
-        from models import FlowMatchingSynthesizer
+        from voice import load_voice
 
-        model = FlowMatchingSynthesizer(n_vocab, hps)
-        load_state_checked(model, state, path)
-        model.remove_weight_norm()
-        model.to(device).eval()
-        return cls(model, hps, n_vocab, device=device, batch_size=batch_size)
+        model, hps = load_voice(path, device, use_ema, config)
+        return cls(model, hps, model.n_vocab, device=device, batch_size=batch_size)
 
     # -- text ----------------------------------------------------------------------------------------
 
     def text_to_ids(self, text: str) -> List[int]:
-        """Clean one sentence and map it to symbol ids (with blanks when the config says so).
+        """Clean one sentence and map it to the model's symbol ids (blanks when the config says so).
 
         Unknown characters are dropped with a warning; ValueError when nothing speakable is left.
         """
@@ -285,13 +191,7 @@ class Synthesizer:
             raise ValueError("text is empty; give some words to speak")
         if not has_speakable(text):
             raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
-        data = self.hps.data
-        ids = text_lib.text_to_sequence(text, data.text_cleaners, language=data.language)
-        if not ids or not has_speakable(text_lib.sequence_to_text(ids)):
-            raise ValueError(f"text {text!r} has nothing speakable after cleaning")
-        if data.add_blank:
-            ids = commons.intersperse(ids, 0)
-        return ids
+        return text_lib.text_to_ids(text, self.hps.data)
 
     def prepare(self, text: str) -> List[List[int]]:
         """Split text into sentences and return their id sequences (raises ValueError up front)."""
@@ -305,18 +205,16 @@ class Synthesizer:
     # -- synthesis -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def synthesize_ids(self, sequences: Sequence[Sequence[int]], n_timesteps: int = 10, method: str = "euler",
-                       sway_coef: float = -1.0, duration_scale: float = 1.0, temperature: float = 1.0,
+    def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(),
                        speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
         """Synthesize id sequences in padded batches; returns per-sequence waveforms and timing info."""
-        validate_synthesis_args(n_timesteps, method, sway_coef, duration_scale, temperature)
         speakers = self.check_speaker(speaker)
         # One generator per sentence, seeded from (seed, index): a sentence's noise does not depend on
         # the batch it lands in, so batching reproduces sentence-by-sentence synthesis.
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # similar lengths share a batch
         waves: List[Optional[np.ndarray]] = [None] * len(sequences)
-        info = {"nfe": 0, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
+        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             lengths = torch.tensor([len(sequences[i]) for i in batch], dtype=torch.long)
@@ -324,52 +222,36 @@ class Synthesizer:
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             spk = None if speakers is None else speakers.expand(len(batch))
-            synchronize(self.device)
-            t0 = time.perf_counter()
-            out = self.model.acoustic.infer(
-                ids.to(self.device), lengths.to(self.device), n_timesteps=n_timesteps,
-                duration_scale=duration_scale, sway_coef=sway_coef, method=method, temperature=temperature,
-                speakers=spk, generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
-            synchronize(self.device)
-            t1 = time.perf_counter()
-            # The acoustic model is padding invariant, a convolutional vocoder is not (an item's last
-            # frames see the batch padding), so each mel is vocoded at its own length.
+            audio, _, _, extra = self.model.infer(
+                ids.to(self.device), lengths.to(self.device), sampling, spk,
+                generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
             for row, i in enumerate(batch):
-                n = int(out["mel_lengths"][row])
-                audio, _ = self.model.vocode(out["mel"][row:row + 1, :, :n], None if spk is None else spk[row:row + 1])
-                waves[i] = audio[0, 0, :n * self.hop_length].float().cpu().numpy()
-            synchronize(self.device)
-            info["nfe"] = int(out["nfe"])
-            info["acoustic_seconds"] += t1 - t0
-            info["vocoder_seconds"] += time.perf_counter() - t1
+                waves[i] = audio[row, 0, :int(extra["audio_lengths"][row])].float().cpu().numpy()
+            info["nfe"] = int(extra["nfe"])
+            info["acoustic_seconds"] += extra["acoustic_seconds"]
+            info["vocoder_seconds"] += extra["vocoder_seconds"]
         return waves, info
 
-    def synthesize(self, text: str, n_timesteps: int = 10, method: str = "euler", sway_coef: float = -1.0,
-                   duration_scale: float = 1.0, temperature: float = 1.0, speaker: Optional[int] = None,
+    def synthesize(self, text: str, sampling: SamplingConfig = SamplingConfig(), speaker: Optional[int] = None,
                    seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
         """Text -> (waveform float32 (T,), sample_rate, info).
 
         info: nfe (network evaluations per sentence), audio_seconds, acoustic_seconds, vocoder_seconds,
         rtf ((acoustic + vocoder) / audio), sentences, text_seconds (frontend time).
-        Raises ValueError for empty or unspeakable text and bad sampling arguments.
+        Raises ValueError for empty or unspeakable text and a bad speaker.
         """
-        validate_synthesis_args(n_timesteps, method, sway_coef, duration_scale, temperature)
         self.check_speaker(speaker)
         t0 = time.perf_counter()
         sequences = self.prepare(text)
         text_seconds = time.perf_counter() - t0
-        audio, sample_rate, info = self.synthesize_sequences(sequences, n_timesteps, method, sway_coef,
-                                                             duration_scale, temperature, speaker, seed)
+        audio, sample_rate, info = self.synthesize_sequences(sequences, sampling, speaker, seed)
         info["text_seconds"] = text_seconds
         return audio, sample_rate, info
 
-    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], n_timesteps: int = 10,
-                             method: str = "euler", sway_coef: float = -1.0, duration_scale: float = 1.0,
-                             temperature: float = 1.0, speaker: Optional[int] = None, seed: int = 0
-                             ) -> Tuple[np.ndarray, int, Dict[str, float]]:
+    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(),
+                             speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
         """Sentences already turned into ids (see `prepare`) -> one waveform joined with pauses."""
-        waves, info = self.synthesize_ids(sequences, n_timesteps, method, sway_coef, duration_scale,
-                                          temperature, speaker, seed)
+        waves, info = self.synthesize_ids(sequences, sampling, speaker, seed)
         audio = join_with_pauses(waves, self.sample_rate)
         info["audio_seconds"] = len(audio) / self.sample_rate
         info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)

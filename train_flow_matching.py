@@ -40,22 +40,21 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import commons
 import distributed as dist_lib
 import text as text_lib
-from checkpoint import (CheckpointError, load_checkpoint, load_latest_valid, load_state_checked,
-                        prune_checkpoints, save_checkpoint)
+import train_eval
+import train_state
+from checkpoint import CheckpointError
 from config import ConfigError, HParams
 from data_utils import DistributedBucketSampler, TextMelCollate, TextMelLoader, length_boundaries
 from distributed import DistContext
 from ema import EMA
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
-from train_utils import (LOGGER_NAME, MODEL_DATA_KEYS, MUTABLE_MODEL_KEYS, Meter, StepResult,  # noqa: F401
-                         StopRequest, capture_rng, close_logging, other_differences, param_groups, prepare_run,
-                         resolve_amp, resolve_run_dir, restore_rng, seed_everything, setup_logging,
-                         shape_differences, to_device)
+from train_eval import EVAL_ITEMS
+from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, param_groups, prepare_run,
+                         resolve_amp, seed_everything, setup_logging, to_device)
 
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
 MAX_CONSECUTIVE_SKIPS = 50  # non-finite steps in a row before training stops as diverged
-EVAL_ITEMS = 3  # validation sentences rendered (audio, mel, alignment) at each evaluation
-EVAL_TIMESTEPS = 10
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -137,10 +136,8 @@ class Trainer:
         self._unscaled = False  # GradScaler.unscale_ ran in this step (update() is then due)
         self.last_saved_step: Optional[int] = None
         self.stop = StopRequest(self.log)
-        self.writer = None
-        if tensorboard and ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.writer = None  # opened by fit(), after a resume succeeded: a refused run leaves no events file
+        self._tensorboard = tensorboard and ctx.is_main
         self.train_set = self.sampler = self.collate = None
         self._val_batch = None
         if load_data:
@@ -191,168 +188,18 @@ class Trainer:
                 self._val_batch = self.collate(items) if items else {}
         return self._val_batch or None
 
-    # -- checkpoints -------------------------------------------------------------------------------------
+    # -- checkpoints (train_state.py) and evaluation (train_eval.py) -------------------------------------
 
     def resume_or_init(self) -> None:
         """Continue from the newest loadable checkpoint in the run folder, else initialise (init_checkpoint)."""
-        # The newest valid G_ alone decides the step: use_discriminator may have been toggled between runs,
-        # so a missing or unreadable D_<step> only means a fresh discriminator, never an older G_.
-        point = load_latest_valid(self.run_dir, "G_", "cpu", required_keys=("model", "step"), logger=self.log)
-        if point is None:
-            if self.hps.train.init_checkpoint:
-                self.init_from(self.hps.train.init_checkpoint, self.hps.train.init_parts)
-            seed_everything(self.hps.train.seed + self.ctx.rank)
-            return
-        s = point.state
-        load_state_checked(self.model, s["model"], point.path)
-        load_state_checked(self.ema.module, s.get("ema", s["model"]), point.path)
-        self.ema.num_updates = int(s.get("ema_updates", s["step"]))
-        self._load_optim(s, "G")
-        if self.discriminator is not None:
-            self._resume_discriminator(point.path.with_name(f"D_{point.step}.pth"))
-        if self.scaler is not None and s.get("scaler"):
-            self.scaler.load_state_dict(s["scaler"])
-        self._apply_optimizer_config()
-        self.step = int(s["step"])
-        self.epoch = int(s.get("epoch", 0))
-        self.batch_in_epoch = int(s.get("batch_in_epoch", 0))
-        self.skipped_steps = int(s.get("skipped_steps", 0))
-        self.last_saved_step = self.step
-        rng = s.get("rng") or []
-        if len(rng) == self.ctx.world_size and s.get("world_size", 1) == self.ctx.world_size:
-            restore_rng(rng[self.ctx.rank], self.device)
-        else:
-            self.log.warning("checkpoint was written by %d process(es), this run has %d: random streams and "
-                             "the position in the epoch are re-derived, so the resume is not bit-exact",
-                             s.get("world_size", 1), self.ctx.world_size)
-            seed_everything(self.hps.train.seed + self.ctx.rank + self.step)
-            if s.get("world_size", 1) != self.ctx.world_size:
-                self.batch_in_epoch = 0
-                self.epoch += 1
-        self.log.info("resumed from %s: step %d, epoch %d (%d batches into it)", point.path, self.step,
-                      self.epoch, self.batch_in_epoch)
-
-    def _resume_discriminator(self, path: Path) -> None:
-        """Load D_<step>.pth if it exists and loads; else keep the fresh discriminator, with a warning."""
-        if not path.is_file():
-            self.log.warning("no %s next to the generator checkpoint (was model.use_discriminator off?): "
-                             "the discriminator starts from scratch", path.name)
-            return
-        try:
-            d_state = load_checkpoint(path, "cpu", required_keys=("model",))
-        except CheckpointError as e:
-            self.log.warning("%s Ignoring it: the discriminator starts from scratch", e)
-            return
-        load_state_checked(self.discriminator, d_state["model"], path)
-        self._load_optim(d_state, "D")
-
-    def _apply_optimizer_config(self) -> None:
-        """Learning rates, betas, eps and weight decay come from the config in force, not the checkpoint.
-
-        Optimizer / scheduler state dicts carry the values of the run that saved them; without this a
-        learning rate changed for a resumed run would silently be ignored. With an unchanged config the
-        values are identical (exact resume).
-        """
-        t = self.hps.train
-        base = {"acoustic": t.learning_rate, "vocoder": t.vocoder_learning_rate,
-                "discriminator": t.vocoder_learning_rate}
-        for name, opt in self.optimizers.items():
-            sched = self.schedulers[name]
-            sched.base_lrs = [base[name]] * len(opt.param_groups)
-            factor = sched.lr_lambdas[0](sched.last_epoch)
-            for group in opt.param_groups:
-                group.update(initial_lr=base[name], lr=base[name] * factor, betas=tuple(t.betas), eps=t.eps,
-                             weight_decay=t.weight_decay if group.get("decay", True) else 0.0)
-            sched._last_lr = [g["lr"] for g in opt.param_groups]
-
-    def _load_optim(self, state: dict, which: str) -> None:
-        names = ("discriminator",) if which == "D" else ("acoustic", "vocoder")
-        optim, sched = state.get("optimizer") or {}, state.get("scheduler") or {}
-        for name in names:
-            if name not in self.optimizers:
-                continue
-            if name in optim:
-                self.optimizers[name].load_state_dict(optim[name])
-                if name in sched:
-                    self.schedulers[name].load_state_dict(sched[name])
-            else:
-                self.log.warning("checkpoint has no optimizer state for the %s: it starts fresh (with warm-up)",
-                                 name)
-
-    def init_from(self, path: str, parts: Sequence[str]) -> None:
-        """Initialise weights of `parts` (acoustic / vocoder / discriminator) from another run's checkpoint.
-
-        The EMA weights of that checkpoint are used when present (they are the better weights); tensors
-        whose shape differs (e.g. a new symbol set or speaker count) keep their fresh initialisation,
-        with a warning listing them.
-        """
-        known = {"acoustic": "acoustic.", "vocoder": "generator.", "discriminator": None}
-        bad = [p for p in parts if p not in known]
-        if bad:
-            raise ConfigError(f"train.init_parts has unknown part(s) {bad}; choose from {sorted(known)}")
-        state = load_checkpoint(path, "cpu", required_keys=("model",))
-        source = state.get("ema") or state["model"]
-        own = self.model.state_dict()
-        loaded, mismatched = 0, []
-        for part in parts:
-            prefix = known[part]
-            if prefix is None:
-                continue
-            for k, v in source.items():
-                if k.startswith(prefix) and k in own:
-                    if own[k].shape == v.shape:
-                        own[k] = v
-                        loaded += 1
-                    else:
-                        mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
-        self.model.load_state_dict(own)
-        if "discriminator" in parts and self.discriminator is not None:
-            d_path = Path(path).with_name(Path(path).name.replace("G_", "D_", 1))
-            if d_path.is_file():
-                load_state_checked(self.discriminator, load_checkpoint(d_path, "cpu")["model"], d_path)
-            else:
-                self.log.warning("init_parts includes 'discriminator' but %s does not exist", d_path)
-        if mismatched:
-            self.log.warning("init_checkpoint: %d tensor(s) with other shapes keep their fresh init: %s",
-                             len(mismatched), "; ".join(mismatched[:5]))
-        if loaded == 0 and any(known[p] for p in parts):
-            raise CheckpointError(f"init_checkpoint {path} has no weights for parts {list(parts)}")
-        self.ema.copy_from(self.model)
-        self.log.info("initialised %s from %s (%d tensors)", ", ".join(parts), path, loaded)
+        train_state.resume_or_init(self)
 
     def save(self) -> Optional[Path]:
-        """Write G_<step>.pth (and D_<step>.pth) on rank 0; every rank must call it (RNG states are gathered)."""
-        rng = capture_rng(self.device)
-        if self.ctx.distributed:
-            gathered = [None] * self.ctx.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng_all = gathered
-        else:
-            rng_all = [rng]
-        self.last_saved_step = self.step
-        if not self.ctx.is_main:
-            return None
-        t = self.hps.train
-        g_names = [k for k in self.optimizers if k != "discriminator"]
-        state = dict(model=self.model.state_dict(), ema=self.ema.state_dict(), ema_updates=self.ema.num_updates,
-                     optimizer={k: self.optimizers[k].state_dict() for k in g_names},
-                     scheduler={k: self.schedulers[k].state_dict() for k in g_names},
-                     scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                     step=self.step, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
-                     skipped_steps=self.skipped_steps, world_size=self.ctx.world_size, rng=rng_all,
-                     config=self.hps.to_dict(), n_vocab=self.n_vocab)
-        if self.discriminator is not None:
-            # D first: G_<step>.pth appearing is what marks the step as complete.
-            save_checkpoint(self.run_dir / f"D_{self.step}.pth", dict(
-                model=self.discriminator.state_dict(), step=self.step,
-                optimizer={"discriminator": self.optimizers["discriminator"].state_dict()},
-                scheduler={"discriminator": self.schedulers["discriminator"].state_dict()}))
-        path = save_checkpoint(self.run_dir / f"G_{self.step}.pth", state)
-        prune_checkpoints(self.run_dir, t.keep_ckpts, "G_")
-        prune_checkpoints(self.run_dir, t.keep_ckpts, "D_")
-        self.log.info("saved %s", path)
-        return path
+        """Write G_<step>.pth (and D_<step>.pth) on rank 0; every rank must call it."""
+        return train_state.save(self)
 
+    def evaluate(self) -> Dict[str, float]:
+        return train_eval.evaluate(self)
     # -- one step ----------------------------------------------------------------------------------------
 
     def autocast(self):
@@ -403,23 +250,23 @@ class Trainer:
                          self.step + 1, what, ", ".join(f"{k}={v:.4g}" for k, v in losses.items()),
                          " and ".join(parts), self.skipped_steps)
 
-    def train_step(self, batch: dict, force_nonfinite: bool = False) -> StepResult:
+    def train_step(self, batch: dict) -> StepResult:
         """One update of every trained part on `batch` (a TextMelCollate dict).
 
         A non-finite loss or gradient norm skips the update of that part (no optimizer, scheduler or EMA
         step) and is logged; the result is then marked skipped (skipped_parts names the parts) and the step
-        counts once in skipped_steps, also when only the discriminator was skipped. force_nonfinite: multiply the generator loss by NaN (tests the skip path).
+        counts once in skipped_steps, also when only the discriminator was skipped.
         """
         self._unscaled = False
         try:
-            result = self._train_step(batch, force_nonfinite)
+            result = self._train_step(batch)
             self.skipped_steps += int(result.skipped)
             return result
         finally:
             if self._unscaled:
                 self.scaler.update()  # once per step after any unscale_, also when a part was skipped
 
-    def _train_step(self, batch: dict, force_nonfinite: bool) -> StepResult:
+    def _train_step(self, batch: dict) -> StepResult:
         t, d = self.hps.train, self.hps.data
         self.model.train()
         if self.discriminator is not None:
@@ -434,7 +281,7 @@ class Trainer:
         with self.autocast():
             if t.train_acoustic:
                 out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
-                                        speakers, batch.get("durations"))
+                                        speakers, batch.get("durations"), t.max_mel_frames)
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
             if t.train_vocoder:
                 seg_frames = t.segment_size // d.hop_length
@@ -443,14 +290,13 @@ class Trainer:
                 g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
                 audio_hat, sub_hat = self.generator_fwd(mel_seg, g)
 
-        if t.train_vocoder and self.discriminator is not None:
+        adversarial = self.discriminator is not None and self.step >= t.discriminator_start_step
+        if t.train_vocoder and adversarial:
             result.grad_norms.update(self._discriminator_step(wav_seg, audio_hat, result))
         if t.train_vocoder:
-            terms.update(self._vocoder_losses(wav_seg, audio_hat, sub_hat))
+            terms.update(self._vocoder_losses(wav_seg, audio_hat, sub_hat, adversarial))
 
         loss = sum(v.float() for k, v in terms.items() if not k.startswith("_"))
-        if force_nonfinite:
-            loss = loss * float("nan")
         result.losses.update({k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")})
         result.losses["total"] = float(loss.detach())
         g_parts = [n for n in ("acoustic", "vocoder") if n in self.optimizers]
@@ -488,12 +334,12 @@ class Trainer:
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
         return {"discriminator": norm}
 
-    def _vocoder_losses(self, wav_seg, audio_hat, sub_hat) -> Dict[str, torch.Tensor]:
-        """Reconstruction (and adversarial) losses of the generator on one batch of segments, weighted."""
+    def _vocoder_losses(self, wav_seg, audio_hat, sub_hat, adversarial: bool) -> Dict[str, torch.Tensor]:
+        """Reconstruction (and, if `adversarial`, GAN) losses of the generator on one batch of segments, weighted."""
         t = self.hps.train
         rec = self.recon_loss(audio_hat, sub_hat, wav_seg)
         terms = dict(mel=rec["mel"] * t.c_mel, stft=rec["stft"] * t.c_stft, stft_sub=rec["stft_sub"] * t.c_stft)
-        if self.discriminator is not None:
+        if adversarial:
             from losses import feature_loss, generator_loss
             with self.autocast():
                 _, fake_outs, real_fmaps, fake_fmaps = self.disc_fwd(wav_seg, audio_hat)
@@ -521,65 +367,15 @@ class Trainer:
                       losses, " ".join(f"{v:.2e}" for v in lrs.values()), frames_per_s, s_per_step,
                       f" | {meter.skipped} skipped" if meter.skipped else "")
 
-    @torch.no_grad()
-    def evaluate(self) -> Dict[str, float]:
-        """Rank 0: EMA model on a few validation clips -> val losses, mel/alignment images, audio.
-
-        Runs under a forked RNG with a fixed seed: samples are comparable across evaluations and the
-        training random streams are untouched (exact resume).
-        """
-        if not self.ctx.is_main:
-            return {}
-        batch = self.validation_batch()
-        if batch is None:
-            return {}
-        batch = to_device(batch, self.device)
-        model = self.ema.module.eval()
-        d = self.hps.data
-        speakers = batch["speakers"] if d.n_speakers > 1 else None
-        metrics: Dict[str, float] = {}
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.hps.train.seed)
-            out = model.acoustic(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
-                                 speakers, batch.get("durations"))
-            metrics = {f"val/{k[5:]}": float(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior")}
-            gens = [torch.Generator(self.device).manual_seed(self.hps.train.seed + i)
-                    for i in range(batch["text"].size(0))]
-            audio, _, mel_gen, extra = model.infer(batch["text"], batch["text_lengths"], n_timesteps=EVAL_TIMESTEPS,
-                                                   speakers=speakers, generator=gens)
-            copy_audio, _ = model.vocode(batch["mel"], speakers)
-        if self.writer is not None:
-            from plotting import plot_alignment, plot_spectrograms
-            for k, v in metrics.items():
-                self.writer.add_scalar(k, v, self.step)
-            for i in range(batch["text"].size(0)):
-                n_mel, n_gen = int(batch["mel_lengths"][i]), int(extra["mel_lengths"][i])
-                n_text = int(batch["text_lengths"][i])
-                self.writer.add_image(f"mel/{i}", plot_spectrograms(
-                    [batch["mel"][i, :, :n_mel].float().cpu().numpy(), mel_gen[i, :, :n_gen].float().cpu().numpy()],
-                    ["ground truth", f"generated (EMA, {EVAL_TIMESTEPS} steps)"]), self.step, dataformats="HWC")
-                self.writer.add_image(f"align/{i}", plot_alignment(
-                    out["attn"][i, :n_text, :n_mel].float().cpu().numpy()), self.step, dataformats="HWC")
-                sr = d.sampling_rate
-                wav_len = int(extra["audio_lengths"][i])
-                self.writer.add_audio(f"gen/{i}", audio[i, 0, :wav_len].float().cpu(), self.step, sample_rate=sr)
-                self.writer.add_audio(f"vocoder/{i}", copy_audio[i, 0, :n_mel * d.hop_length].float().cpu(),
-                                      self.step, sample_rate=sr)
-                if self.step == 0 or not getattr(self, "_logged_gt", False):
-                    self.writer.add_audio(f"gt/{i}", batch["wav"][i, 0, :int(batch["wav_lengths"][i])].cpu(),
-                                          self.step, sample_rate=sr)
-            self._logged_gt = True
-            self.writer.flush()
-        self.log.info("eval at step %d: %s", self.step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        return metrics
-
     # -- loop --------------------------------------------------------------------------------------------
 
     def fit(self) -> Optional[int]:
         """Train until train.max_steps / train.epochs or a stop signal. Returns the signal number, if any."""
         from tqdm import tqdm
         t = self.hps.train
+        if self._tensorboard and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
         self.stop.install()
         meter = Meter()
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.ctx.is_main, dynamic_ncols=True,
@@ -669,6 +465,13 @@ def run_worker(ctx: DistContext, hps: HParams, run_dir: Path, notes: Sequence[st
             (logger.info if diff == 0 else logger.error)(
                 "replicas in sync check: max parameter difference across %d ranks = %.3g", ctx.world_size, diff)
         return signum
+    except USER_ERRORS as e:  # the user's files or settings: one line on the console, the traceback in train.log
+        logger.error("training stopped: %s", e)
+        record = logger.makeRecord(logger.name, logging.DEBUG, __file__, 0, "traceback", None, sys.exc_info())
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        raise
     except Exception:
         logger.exception("training failed")
         raise
@@ -689,7 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         signum = dist_lib.launch(run_worker, (hps, run_dir, notes), cpu_processes=args.cpu_processes,
                                  device=args.device)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except USER_ERRORS as e:
         # Problems with the user's files or settings: one line here, the traceback is in train.log.
         print(f"error: {e}", file=sys.stderr)
         return 1

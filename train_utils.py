@@ -21,14 +21,10 @@ import torch
 
 import config as config_lib
 from checkpoint import list_checkpoints
-from config import ConfigError, HParams
+from config import MODEL_DATA_KEYS, ConfigError, HParams
 from distributed import DistContext
 
 LOGGER_NAME = "train_flow_matching"
-# Data keys that change what the model's inputs and outputs mean; a resumed run must keep them.
-MODEL_DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "mel_fmin",
-                   "mel_fmax", "mel_mean", "mel_std", "n_speakers", "add_blank", "text_cleaners", "language",
-                   "cleaned_text")
 # Model keys that may change between runs of one folder (they do not change the acoustic/vocoder weights).
 MUTABLE_MODEL_KEYS = ("flow_dropout", "use_discriminator")
 REPEAT_SIGNAL_GRACE_S = 2.0  # a second Ctrl-C later than this aborts without saving
@@ -72,6 +68,9 @@ def prepare_run(args: argparse.Namespace) -> tuple:
     Configs are validated on load, so a bad config never reaches config.json.
     """
     run_dir = resolve_run_dir(args.model)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"-m {args.model}: {run_dir} is a file, not a run folder; pass a folder name "
+                          f"(a bare NAME means logs/NAME)")
     saved_path = run_dir / "config.json"
     notes: List[str] = []
     if args.config is None:
@@ -98,9 +97,7 @@ def prepare_run(args: argparse.Namespace) -> tuple:
                           f"from the current folder {os.getcwd()}); write the file lists first or fix the path")
     run_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank runs this; one writes
-        tmp = saved_path.with_name(f".config.json.tmp-{os.getpid()}")
-        hps.save(tmp)
-        os.replace(tmp, saved_path)  # atomic: another rank never reads half a file
+        hps.save(saved_path)
     return hps, run_dir, notes
 
 

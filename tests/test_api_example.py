@@ -51,8 +51,8 @@ def test_extract_and_substitute():
 
 def test_readme_api_example_runs(tiny_checkpoint, tmp_path, monkeypatch):
     code = extract_api_example((ROOT / "README.md").read_text(encoding="utf-8"))
-    for needed in ("FlowMatchingSynthesizer(", "load_state_dict", "model.infer(", "n_timesteps=20",
-                   "sway_coef=-1.0", "method='euler'", "Synthesizer.from_checkpoint"):
+    for needed in ("load_voice(", "model.infer(", "SamplingConfig(steps=20", "sway_coef=-1.0", "method='euler'",
+                   "Synthesizer.from_checkpoint"):
         assert needed in code, f"README API example lacks {needed!r}"
     code = with_checkpoint(code, tiny_checkpoint)
     monkeypatch.chdir(tmp_path)  # files the example writes land here

@@ -90,7 +90,7 @@ def test_valid_wav(tmp_path):
     assert build_corpus.valid_wav(tmp_path / "missing.wav") is None
 
 
-@pytest.mark.skipif(shutil.which("festival") is None or build_corpus.check_festival(build_corpus.DEFAULT_VOICE),
+@pytest.mark.skipif(shutil.which("festival") is None or build_corpus.check_voice(build_corpus.DEFAULT_VOICE),
                     reason="needs festival + festvox-us-slt-hts (apt-get install -y festival festvox-us-slt-hts)")
 def test_build_small_corpus_and_resume(tmp_path):
     sentences = tmp_path / "s.txt"
@@ -110,7 +110,7 @@ def test_build_small_corpus_and_resume(tmp_path):
 
 def test_missing_festival_message_says_how_to_install(monkeypatch):
     monkeypatch.setattr(build_corpus.shutil, "which", lambda name: None)
-    assert "apt-get update && apt-get install -y festival festvox-us-slt-hts" in build_corpus.check_festival("x")
+    assert "apt-get update && apt-get install -y festival festvox-us-slt-hts" in build_corpus.check_voice("x")
 
 
 @pytest.mark.skipif(shutil.which("festival") is None, reason="needs festival")
@@ -119,3 +119,26 @@ def test_cli_explains_how_to_install_a_missing_voice(tmp_path):
                            "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "no_such_voice" in proc.stderr and "apt-get install -y festival festvox-us-slt-hts" in proc.stderr
+
+
+def test_short_voice_names_resolve_to_engines():
+    assert build_corpus.resolve_voice("awb") == "flite:awb"
+    assert build_corpus.resolve_voice("kal") == "kal_diphone"
+    assert build_corpus.resolve_voice("cmu_us_slt_arctic_hts") == "cmu_us_slt_arctic_hts"
+
+
+def test_missing_flite_message_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(build_corpus.shutil, "which", lambda name: None)
+    assert "apt-get install -y flite" in build_corpus.check_voice("flite:awb")
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite (apt-get install -y flite)")
+def test_build_with_flite_voice(tmp_path):
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("f1|-5 degrees at 7:45 tonight.\nf2|Nobody answered.\n")
+    out = tmp_path / "ds"
+    summary = build_corpus.build(sentences, out, jobs=1, test_ids=None, voice="flite:awb", log=lambda m: None)
+    assert summary["written"] == 2 and summary["failed"] == 0
+    info = sf.info(str(out / "wavs" / "f1.wav"))
+    assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16") and info.duration > 0.5
+    assert "no voice 'nope'" in build_corpus.check_voice("flite:nope")

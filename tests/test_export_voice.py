@@ -13,16 +13,19 @@ except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from learning_curve import wall_seconds_at_steps  # noqa: E402
+
 import export_voice  # noqa: E402
 from checkpoint import CheckpointError  # noqa: E402
-from learning_curve import wall_seconds_at_steps  # noqa: E402
+from sampling import SamplingConfig  # noqa: E402
 from synthesize import Synthesizer  # noqa: E402
 
 SENTENCE = "Printing, in the only sense with which we are concerned."
 
 
 def synthesize(path, **kwargs) -> np.ndarray:
-    wav, _, _ = Synthesizer.from_checkpoint(path, **kwargs).synthesize(SENTENCE, n_timesteps=4, seed=3)
+    wav, _, _ = Synthesizer.from_checkpoint(path, **kwargs).synthesize(SENTENCE, sampling=SamplingConfig(steps=4),
+                                                                       seed=3)
     return wav
 
 

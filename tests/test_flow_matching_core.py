@@ -3,7 +3,6 @@ exact target, padding invariance of batched inference, and a tiny model overfitt
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -12,9 +11,14 @@ import commons
 import mel_processing
 import ode
 from config import HParams
-from flow_matching import (ConditionalFlowMatching, FlowMatchingTTS, LOG_MEL_FLOOR, gaussian_log_likelihood,
-                           reconcile_durations)
-from monotonic_align import maximum_path
+from flow_matching import (
+    LOG_MEL_FLOOR,
+    ConditionalFlowMatching,
+    FlowMatchingTTS,
+    gaussian_log_likelihood,
+    reconcile_durations,
+)
+from sampling import SamplingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +171,7 @@ def test_sampling_with_exact_velocity_reaches_the_target(method):
     x1 = torch.randn(2, 4, 9, dtype=torch.float64)
     mask = torch.ones(2, 1, 9, dtype=torch.float64)
     cfm = ConditionalFlowMatching(OracleVelocity(1e-4), 1e-4, prior_start=False)
-    x, nfe = cfm.sample(x1, mask, n_timesteps=5, sway_coef=-1.0, method=method, n_channels=4,
+    x, nfe = cfm.sample(x1, mask, sampling=SamplingConfig(steps=5, sway_coef=-1.0, method=method), n_channels=4,
                         generator=torch.Generator().manual_seed(0))
     assert x.dtype == torch.float32  # the ODE state is kept in fp32
     torch.testing.assert_close(x.double(), x1, atol=2e-3, rtol=0)
@@ -220,12 +224,13 @@ def test_batched_inference_matches_items_alone():
         text[b, :n] = torch.randint(1, 50, (n,))
     text_lengths = torch.tensor(lengths)
     for method in ("euler", "midpoint"):
-        batch = model.infer(text, text_lengths, n_timesteps=4, method=method,
+        batch = model.infer(text, text_lengths, sampling=SamplingConfig(steps=4, method=method),
                             generator=[torch.Generator().manual_seed(10 + b) for b in range(3)])
         assert batch["nfe"] == (4 if method == "euler" else 8)
         assert (batch["durations"][text_lengths.unsqueeze(1) > torch.arange(11)] >= 1).all()
         for b, n in enumerate(lengths):
-            alone = model.infer(text[b:b + 1, :n], text_lengths[b:b + 1], n_timesteps=4, method=method,
+            alone = model.infer(text[b:b + 1, :n], text_lengths[b:b + 1],
+                                sampling=SamplingConfig(steps=4, method=method),
                                 generator=torch.Generator().manual_seed(10 + b))
             t = int(alone["mel_lengths"][0])
             assert int(batch["mel_lengths"][b]) == t
@@ -233,7 +238,7 @@ def test_batched_inference_matches_items_alone():
             torch.testing.assert_close(batch["mel"][b, :, :t], alone["mel"][0], atol=1e-4, rtol=0)
             assert (batch["mel"][b, :, t:] == LOG_MEL_FLOOR).all()
         # The sampled mel really depends on the noise (the check above is not vacuous).
-        other = model.infer(text, text_lengths, n_timesteps=4, method=method,
+        other = model.infer(text, text_lengths, sampling=SamplingConfig(steps=4, method=method),
                             generator=[torch.Generator().manual_seed(99 + b) for b in range(3)])
         assert (other["mel"] - batch["mel"]).abs().max() > 1e-2
 
@@ -282,7 +287,7 @@ def test_infer_needs_durations_without_duration_predictor():
     text, lengths = torch.randint(1, 20, (1, 5)), torch.tensor([5])
     with pytest.raises(ValueError, match="use_duration_predictor is false"):
         model.infer(text, lengths)
-    out = model.infer(text, lengths, durations=torch.tensor([[2, 3, 1, 1, 4]]), n_timesteps=2)
+    out = model.infer(text, lengths, sampling=SamplingConfig(steps=2), durations=torch.tensor([[2, 3, 1, 1, 4]]))
     assert out["mel"].shape == (1, 80, 11)
     train = model(text, lengths, torch.randn(1, 80, 12), torch.tensor([12]))
     assert float(train["loss_dur"]) == 0.0
@@ -295,7 +300,7 @@ def test_fresh_model_with_prior_start_returns_prior_mean_at_zero_temperature():
     model = FlowMatchingTTS(20, hps).eval()
     text, lengths = torch.randint(1, 20, (1, 5)), torch.tensor([5])
     durations = torch.tensor([[2, 3, 1, 1, 4]])
-    out = model.infer(text, lengths, durations=durations, temperature=0.0, n_timesteps=3)
+    out = model.infer(text, lengths, sampling=SamplingConfig(temperature=0.0, steps=3), durations=durations)
     h, mu, x_mask, _ = model._encode(text, lengths, None)
     mu_y = torch.bmm(mu, commons.durations_to_alignment(durations, x_mask.squeeze(1).bool()))
     torch.testing.assert_close(out["mel"], mu_y * 2.0 - 5.0)
@@ -304,7 +309,6 @@ def test_fresh_model_with_prior_start_returns_prior_mean_at_zero_temperature():
 def test_crop_speakers_and_bf16_autocast():
     hps = tiny_hps(gin_channels=16)
     hps.data.n_speakers = 3
-    hps.train.max_mel_frames = 16
     model = FlowMatchingTTS(20, hps)
     seen = []
     model.cfm.estimator.register_forward_hook(lambda mod, args, out: seen.append(out.shape[-1]))
@@ -312,7 +316,7 @@ def test_crop_speakers_and_bf16_autocast():
     mel, mel_lengths = torch.randn(2, 80, 40), torch.tensor([40, 12])
     with pytest.raises(ValueError, match="speakers"):
         model(text, lengths, mel, mel_lengths)
-    out = model(text, lengths, mel, mel_lengths, speakers=torch.tensor([0, 2]))
+    out = model(text, lengths, mel, mel_lengths, speakers=torch.tensor([0, 2]), max_flow_frames=16)
     assert seen == [16] and out["attn"].shape == (2, 5, 40)
     sum(out[k] for k in ("loss_flow", "loss_dur", "loss_prior")).backward()
     assert model.emb_g.weight.grad.abs().sum() > 0
@@ -321,13 +325,15 @@ def test_crop_speakers_and_bf16_autocast():
     assert all(torch.isfinite(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior"))
     model.eval()
     randomize(model)
-    a = model.infer(text, lengths, speakers=torch.tensor([0, 0]), generator=[torch.Generator().manual_seed(0)] * 2,
-                    durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]), n_timesteps=2)
-    b = model.infer(text, lengths, speakers=torch.tensor([2, 2]), generator=[torch.Generator().manual_seed(0)] * 2,
-                    durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]), n_timesteps=2)
+    a = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([0, 0]),
+                    generator=[torch.Generator().manual_seed(0)] * 2,
+                    durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
+    b = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([2, 2]),
+                    generator=[torch.Generator().manual_seed(0)] * 2,
+                    durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
     assert (a["mel"] - b["mel"]).abs().max() > 1e-3  # the speaker changes the output
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        c = model.infer(text, lengths, speakers=torch.tensor([0, 0]), n_timesteps=2,
+        c = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([0, 0]),
                         generator=[torch.Generator().manual_seed(0)] * 2,
                         durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
     assert c["mel"].dtype == torch.float32
@@ -344,14 +350,14 @@ OVERFIT_CLIPS = ("wavs/LJ001-0002.wav", "wavs/LJ001-0004.wav")
 
 def load_fixture_clips():
     """[(wav (T,) float32, phoneme ids with blanks)] for OVERFIT_CLIPS, from tests/data/filelist.txt."""
-    from text import cleaned_text_to_sequence
+    from text import BLANK_ID, cleaned_text_to_sequence, intersperse
 
     phonemes = dict(line.rstrip("\n").split("|", 1) for line in (DATA_DIR / "filelist.txt").open(encoding="utf-8"))
     clips = []
     for rel in OVERFIT_CLIPS:
         wav, sr = sf.read(DATA_DIR / rel, dtype="float32")
         assert sr == 22050
-        clips.append((wav, commons.intersperse(cleaned_text_to_sequence(phonemes[rel]), 0)))
+        clips.append((wav, intersperse(cleaned_text_to_sequence(phonemes[rel]), BLANK_ID)))
     return clips
 
 
@@ -407,10 +413,10 @@ def test_tiny_model_overfits_two_real_clips():
     print(f"flow loss {flow_start:.3f} -> {flow_end:.3f}; mean |log duration error| {float(log_error):.3f}")
     assert log_error < 0.35, float(log_error)  # untrained: ~1 (predicts 1 frame per token)
     # Total predicted length close to the real one.
-    total = model.infer(text, text_lengths, n_timesteps=4)["mel_lengths"].float()
+    total = model.infer(text, text_lengths, sampling=SamplingConfig(steps=4))["mel_lengths"].float()
     assert ((total - mel_lengths.float()).abs() / mel_lengths.float() < 0.3).all(), (total, mel_lengths)
 
-    gen = model.infer(text, text_lengths, durations=final["durations"], n_timesteps=10,
+    gen = model.infer(text, text_lengths, sampling=SamplingConfig(steps=10), durations=final["durations"],
                       generator=[torch.Generator().manual_seed(b) for b in range(2)])["mel"]
     for b, other in ((0, 1), (1, 0)):
         n = int(mel_lengths[b])

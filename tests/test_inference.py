@@ -29,9 +29,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import synthesize  # noqa: E402
-from checkpoint import CheckpointError  # noqa: E402
 from config import ConfigError  # noqa: E402
-from synthesize import Synthesizer, check_output_path, join_with_pauses, save_wav, split_sentences  # noqa: E402
+from sampling import SamplingConfig  # noqa: E402
+from synthesize import (  # noqa: E402
+    Synthesizer,
+    check_output_path,
+    join_with_pauses,
+    save_wav,
+    split_sentences,
+)
 
 CLI = ROOT / "inference_flow_matching.py"
 SENTENCE = "Printing, in the only sense with which we are at present concerned."
@@ -126,15 +132,13 @@ def test_check_output_path(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(n_timesteps=0), "positive integer"), (dict(n_timesteps=-2), "positive integer"),
-    (dict(n_timesteps=2.5), "positive integer"), (dict(method="rk4"), "unknown ODE method"),
+    (dict(steps=0), "positive integer"), (dict(steps=-2), "positive integer"),
+    (dict(steps=2.5), "positive integer"), (dict(steps=10000), "cap of 1000"), (dict(method="rk4"), "unknown ODE method"),
     (dict(sway_coef=-2.0), "sway"), (dict(sway_coef=1.5), "sway"), (dict(sway_coef=float("nan")), "sway"),
     (dict(duration_scale=0.0), "duration scale"), (dict(temperature=-1.0), "temperature")])
-def test_validate_synthesis_args_rejects(kwargs, match):
-    args = dict(n_timesteps=10, method="euler", sway_coef=-1.0, duration_scale=1.0, temperature=1.0)
-    args.update(kwargs)
+def test_sampling_config_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        synthesize.validate_synthesis_args(**args)
+        SamplingConfig(**kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -158,20 +162,20 @@ def expected_samples(tts: Synthesizer, sentence: str, duration_scale: float = 1.
 
 
 def test_api_sentence_length_and_info(tts):
-    audio, sr, info = tts.synthesize(SENTENCE, n_timesteps=4)
+    audio, sr, info = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=4))
     assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
     assert sr == tts.hps.data.sampling_rate == 22050
     assert len(audio) == expected_samples(tts, SENTENCE)
     assert info["nfe"] == 4 and info["sentences"] == 1
     assert info["audio_seconds"] == pytest.approx(len(audio) / sr)
     assert info["rtf"] == pytest.approx((info["acoustic_seconds"] + info["vocoder_seconds"]) / info["audio_seconds"])
-    _, _, info_mid = tts.synthesize(SENTENCE, n_timesteps=4, method="midpoint")
+    _, _, info_mid = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=4, method="midpoint"))
     assert info_mid["nfe"] == 8
 
 
 def test_api_duration_scale_stretches(tts):
     base = expected_samples(tts, SENTENCE)
-    audio, _, _ = tts.synthesize(SENTENCE, n_timesteps=2, duration_scale=2.0)
+    audio, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2, duration_scale=2.0))
     assert len(audio) == expected_samples(tts, SENTENCE, 2.0)
     n_tokens = len(tts.prepare(SENTENCE)[0])
     # ceil(2w) lies in [2 ceil(w) - 1, 2 ceil(w)] per token
@@ -181,7 +185,7 @@ def test_api_duration_scale_stretches(tts):
 def test_api_paragraph_is_sentences_joined_with_pauses(tts):
     sentences = split_sentences(PARAGRAPH)
     assert len(sentences) == 5
-    audio, sr, info = tts.synthesize(PARAGRAPH, n_timesteps=3)
+    audio, sr, info = tts.synthesize(PARAGRAPH, sampling=SamplingConfig(steps=3))
     parts = [expected_samples(tts, s) for s in sentences]
     pause = int(round(synthesize.SENTENCE_PAUSE_SECONDS * sr))
     assert len(audio) == sum(parts) + pause * (len(parts) - 1)
@@ -192,17 +196,17 @@ def test_api_paragraph_is_sentences_joined_with_pauses(tts):
 
 def test_api_batch_equals_one_by_one(tts):
     """Padding invariance: sentences in one padded batch sound exactly as synthesized one at a time."""
-    batched, _, _ = tts.synthesize(PARAGRAPH, n_timesteps=2, seed=7)
+    batched, _, _ = tts.synthesize(PARAGRAPH, sampling=SamplingConfig(steps=2), seed=7)
     one = Synthesizer(tts.model, tts.hps, tts.n_vocab, batch_size=1)
-    single, _, _ = one.synthesize(PARAGRAPH, n_timesteps=2, seed=7)
+    single, _, _ = one.synthesize(PARAGRAPH, sampling=SamplingConfig(steps=2), seed=7)
     assert batched.shape == single.shape
     np.testing.assert_allclose(batched, single, atol=1e-4)
 
 
 def test_api_seed_reproducible(tts):
-    a, _, _ = tts.synthesize(SENTENCE, n_timesteps=2, seed=3)
-    b, _, _ = tts.synthesize(SENTENCE, n_timesteps=2, seed=3)
-    c, _, _ = tts.synthesize(SENTENCE, n_timesteps=2, seed=4)
+    a, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), seed=3)
+    b, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), seed=3)
+    c, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), seed=4)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-4
 
@@ -231,9 +235,9 @@ def test_api_multi_speaker(tiny_checkpoint):
     with torch.no_grad():
         model.acoustic.emb_g.weight.mul_(10)  # make the speakers clearly different
     multi = Synthesizer(model.eval(), hps, len(synthesize.text_lib.symbols))
-    a, _, _ = multi.synthesize(SENTENCE, n_timesteps=2, speaker=0)
-    b, _, _ = multi.synthesize(SENTENCE, n_timesteps=2, speaker=2)
-    c, _, _ = multi.synthesize(SENTENCE, n_timesteps=2)  # default speaker 0
+    a, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=0)
+    b, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=2)
+    c, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))  # default speaker 0
     np.testing.assert_array_equal(a, c)
     assert a.shape != b.shape or np.abs(a - b).max() > 1e-4
     for bad in (3, -1, 1.5):
@@ -243,8 +247,8 @@ def test_api_multi_speaker(tiny_checkpoint):
 
 def test_api_raw_weights_differ_from_ema(tiny_checkpoint, tts):
     raw = Synthesizer.from_checkpoint(tiny_checkpoint, use_ema=False)
-    a, _, _ = tts.synthesize(SENTENCE, n_timesteps=2)
-    b, _, _ = raw.synthesize(SENTENCE, n_timesteps=2)
+    a, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))
+    b, _, _ = raw.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))
     assert a.shape != b.shape or np.abs(a - b).max() > 1e-6
 
 
@@ -279,7 +283,7 @@ def test_cli_sentence(tiny_checkpoint, tts, tmp_path):
     audio, sr, info = read_wav(out)
     assert (sr, info.subtype, info.channels) == (22050, "PCM_16", 1)
     assert len(audio) == expected_samples(tts, SENTENCE)
-    api, _, _ = tts.synthesize(SENTENCE, n_timesteps=3, seed=5)  # the CLI is the API plus a file
+    api, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=3), seed=5)  # the CLI is the API plus a file
     np.testing.assert_allclose(audio, np.clip(api, -1, 1), atol=3.0 / 32768)
     for word in ("NFE 3", "RTF", "acoustic", "vocoder", "threads 1"):
         assert word in proc.stdout

@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-import commons
-import text
 from conftest import make_tiny_hps
+
+import text
 from models import FlowMatchingSynthesizer
+from sampling import SamplingConfig
 
 SENTENCES = ("Printing, in the only sense with which we are at present concerned.", "Hello world.")
 
 
 def encode(sentences, hps):
     """Sentences -> padded ids (B, T_text) long, lengths (B,) long (blanks interspersed)."""
-    seqs = [commons.intersperse(text.text_to_sequence(s, hps.data.text_cleaners, language=hps.data.language), 0)
-            for s in sentences]
+    seqs = [text.text_to_ids(s, hps.data) for s in sentences]
     lengths = torch.tensor([len(s) for s in seqs])
     ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -32,7 +31,7 @@ def tiny_model(**overrides) -> FlowMatchingSynthesizer:
 def test_sentence_to_audio_of_predicted_length(method, nfe_per_step):
     model = tiny_model()
     ids, lengths = encode(SENTENCES, model.hps)
-    audio, durations, mel, extra = model.infer(ids, lengths, n_timesteps=4, method=method,
+    audio, durations, mel, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=4, method=method),
                                                generator=torch.Generator().manual_seed(0))
     mel_lengths = durations.sum(1)
     assert torch.equal(extra["mel_lengths"], mel_lengths)
@@ -52,9 +51,10 @@ def test_batch_matches_items_alone():
     model = tiny_model()
     ids, lengths = encode(SENTENCES, model.hps)
     gens = [torch.Generator().manual_seed(i) for i in (1, 2)]
-    batch_audio, _, _, extra = model.infer(ids, lengths, n_timesteps=3, generator=gens)
+    batch_audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=3), generator=gens)
     for i in range(2):
-        alone, _, _, alone_extra = model.infer(ids[i:i + 1, :lengths[i]], lengths[i:i + 1], n_timesteps=3,
+        alone, _, _, alone_extra = model.infer(ids[i:i + 1, :lengths[i]], lengths[i:i + 1],
+                                               sampling=SamplingConfig(steps=3),
                                                generator=[torch.Generator().manual_seed(i + 1)])
         n = int(alone_extra["audio_lengths"][0])
         assert n == int(extra["audio_lengths"][i])
@@ -66,9 +66,9 @@ def test_batch_matches_items_alone():
 def test_remove_weight_norm_keeps_audio():
     model = tiny_model()
     ids, lengths = encode(SENTENCES[1:], model.hps)
-    before = model.infer(ids, lengths, n_timesteps=2, generator=torch.Generator().manual_seed(0))[0]
+    before = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), generator=torch.Generator().manual_seed(0))[0]
     model.remove_weight_norm()
-    after = model.infer(ids, lengths, n_timesteps=2, generator=torch.Generator().manual_seed(0))[0]
+    after = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), generator=torch.Generator().manual_seed(0))[0]
     assert torch.allclose(before, after, atol=1e-5)
 
 
@@ -83,5 +83,5 @@ def test_multi_speaker_vocoder_is_conditioned():
     with pytest.raises(ValueError, match="speakers"):
         model.vocode(mel)
     ids, lengths = encode(SENTENCES[1:], model.hps)
-    audio, _, _, extra = model.infer(ids, lengths, n_timesteps=2, speakers=torch.tensor([1]))
+    audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([1]))
     assert audio.shape[-1] == int(extra["audio_lengths"][0])

@@ -1,6 +1,7 @@
 """Text front end: cleaners (normalisation + espeak phonemes) and the symbol <-> id mapping.
 
     ids = text_to_sequence("Hello world.", ["english_cleaners2"], language="en-us")
+    model_ids = text_to_ids("Hello world.", hps.data)   # what the model takes: cleaners + blanks
     n_vocab = len(symbols)        # pad / blank id is 0 ("_")
 
 Characters outside the symbol table are dropped with an UnknownSymbolWarning naming them (never a
@@ -15,7 +16,8 @@ from text.cleaners import CLEANERS, UnknownSymbolWarning, clean_texts
 from text.symbols import BLANK_ID, PAD_ID, PUNCTUATION, SYMBOL_TO_ID, symbols
 
 __all__ = ["symbols", "PAD_ID", "BLANK_ID", "SYMBOL_TO_ID", "CLEANERS", "UnknownSymbolWarning",
-           "clean_text", "clean_texts", "text_to_sequence", "cleaned_text_to_sequence", "sequence_to_text"]
+           "clean_text", "clean_texts", "text_to_sequence", "cleaned_text_to_sequence", "sequence_to_text",
+           "text_to_ids", "intersperse"]
 
 _SILENT_IDS = frozenset([PAD_ID] + [SYMBOL_TO_ID[c] for c in PUNCTUATION])
 
@@ -57,6 +59,24 @@ def text_to_sequence(text: str, cleaners: Union[str, Sequence[str]] = ("english_
                      language: str = "en-us") -> List[int]:
     """Raw text -> cleaned -> symbol ids (list of int, without blanks)."""
     return cleaned_text_to_sequence(clean_text(text, cleaners, language))
+
+
+def text_to_ids(text: str, data, cleaned: bool = False) -> List[int]:
+    """The model's input ids for one text under a data config (text_cleaners, language, add_blank).
+
+    cleaned: the text is already cleaned (a preprocessed filelist). Blanks (BLANK_ID) are interspersed
+    when data.add_blank, as in training. ValueError when nothing speakable is left."""
+    if not cleaned:
+        text = clean_text(text, data.text_cleaners, data.language)
+    ids = cleaned_text_to_sequence(text)
+    return intersperse(ids, BLANK_ID) if data.add_blank else ids
+
+
+def intersperse(seq: Sequence[int], item: int) -> List[int]:
+    """[a, b] -> [item, a, item, b, item] (VITS's blank tokens between symbols)."""
+    out = [item] * (2 * len(seq) + 1)
+    out[1::2] = seq
+    return out
 
 
 def sequence_to_text(sequence: Iterable[int]) -> str:

@@ -13,6 +13,7 @@ cleaners over many texts and phonemizes them in one batch, which is what preproc
 from __future__ import annotations
 
 import re
+import unicodedata
 import warnings
 from types import MappingProxyType
 from typing import Callable, List, Mapping, Sequence, Tuple, Union
@@ -38,6 +39,18 @@ _ABBREVIATIONS = [(re.compile(rf"\b{short}\.", re.IGNORECASE), long) for short, 
 _SYMBOL_WORDS = [(re.compile(r"\s*&\s*"), " and "), (re.compile(r"\s*@\s*"), " at "),
                  (re.compile(r"\s*%"), " percent")]
 _DASH_RE = re.compile(r"\s*(?:—|–|--)\s*")  # a spoken pause; unidecode would make "--", which espeak drops
+
+
+def replace_control_characters(text: str) -> str:
+    """Control and format characters (NUL, escape codes, zero-width marks) -> spaces, with a warning.
+
+    espeak reads text as a C string: a NUL would silently end it there and lose the rest of the clause."""
+    bad = sorted({c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\t\n\r"})
+    if not bad:
+        return text
+    warnings.warn(f"replaced control character(s) {', '.join(f'U+{ord(c):04X}' for c in bad)} with spaces in "
+                  f"text {text[:80]!r}", UnknownSymbolWarning, stacklevel=3)
+    return "".join(" " if c in bad else c for c in text)
 
 
 def collapse_whitespace(text: str) -> str:
@@ -113,20 +126,26 @@ def clean_texts(texts: Sequence[str], cleaners: Union[str, Sequence[str]], langu
     A text may clean to "" here; callers decide (text.clean_text raises).
     """
     names = [cleaners] if isinstance(cleaners, str) else list(cleaners)
+    for name in names:
+        get_cleaner(name)  # unknown names fail before any work
     texts = list(texts)
     caught: List[List[str]] = [[] for _ in texts]
-    for name in names:
-        cleaner = get_cleaner(name)
-        normalize = _PHONEMIZING.get(name, cleaner)
+
+    def apply(fn: Callable[[str], str]) -> None:
         for i, t in enumerate(texts):
             with warnings.catch_warnings(record=True) as records:
                 warnings.simplefilter("always", UnknownSymbolWarning)
-                texts[i] = normalize(t, language)
+                texts[i] = fn(t)
             for r in records:
                 if issubclass(r.category, UnknownSymbolWarning):
                     caught[i].append(str(r.message))
                 else:  # not ours: pass it on untouched
                     warnings.warn_explicit(r.message, r.category, r.filename, r.lineno)
+
+    apply(replace_control_characters)
+    for name in names:
+        normalize = _PHONEMIZING.get(name, get_cleaner(name))
+        apply(lambda t: normalize(t, language))  # noqa: B023 (called at once, inside the loop)
         if name in _PHONEMIZING:
             texts = phonemize(texts, language, njobs)
     if return_warnings:

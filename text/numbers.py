@@ -23,7 +23,10 @@ _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _CURRENCY_RE = re.compile(r"([$£€¥])\s?(\d+(?:\.\d+)?)(?:\s?(thousand|million|billion|trillion)\b)?", re.I)
 _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s?%")
 _ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.I)
-_TIME_RE = re.compile(r"\b(\d{1,2}):(\d{2})\b")
+# 7:45, 3:45pm, 3:45 p.m.; and 7pm / 7 a.m. without minutes (the meridiem is read as letters: "p m").
+# "p.m." keeps its last period: it may also end the sentence.
+_TIME_RE = re.compile(r"\b(\d{1,2}):(\d{2})(?:\s?([ap])(?:\.m(?=\.)|m\b))?(?!\w)", re.I)
+_HOUR_MERIDIEM_RE = re.compile(r"\b(\d{1,2})\s?([ap])(?:\.m(?=\.)|m\b)", re.I)
 _DECIMAL_RE = re.compile(r"(\d+)\.(\d+)")
 _INTEGER_RE = re.compile(r"\d+")
 
@@ -127,11 +130,15 @@ def _currency(m: re.Match) -> str:
     return " and ".join(parts)
 
 
+def _meridiem(letter) -> str:
+    return f" {letter.lower()} m" if letter else ""
+
+
 def _time(m: re.Match) -> str:
     hours, minutes = int(m.group(1)), int(m.group(2))
     if hours > 24 or minutes > 59:  # not a clock time (e.g. a ratio): read both numbers
-        return f"{cardinal(hours)} {cardinal(minutes)}"
-    return _pair(hours, minutes, "o'clock")
+        return f"{cardinal(hours)} {cardinal(minutes)}" + _meridiem(m.group(3))
+    return _pair(hours, minutes, "" if m.group(3) else "o'clock").strip() + _meridiem(m.group(3))
 
 
 def normalize_numbers(text: str) -> str:
@@ -141,5 +148,6 @@ def normalize_numbers(text: str) -> str:
     text = _PERCENT_RE.sub(lambda m: f"{_number(m.group(1))} percent", text)
     text = _ORDINAL_RE.sub(lambda m: ordinal(int(m.group(1))), text)
     text = _TIME_RE.sub(_time, text)
+    text = _HOUR_MERIDIEM_RE.sub(lambda m: f"{cardinal(int(m.group(1)))}{_meridiem(m.group(2))}", text)
     text = _DECIMAL_RE.sub(lambda m: _decimal(m.group(1), m.group(2)), text)
     return _INTEGER_RE.sub(lambda m: _integer(m.group(0)), text)

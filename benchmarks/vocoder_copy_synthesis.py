@@ -1,0 +1,128 @@
+"""Copy synthesis per voice: recording -> mel -> vocoder, beside the recording itself and Griffin-Lim.
+
+    python benchmarks/vocoder_copy_synthesis.py --vocoder pretrained/vocoder.pth \
+        --vocoder pretrained/demo_voice.pth --lists datasets/multivoice/test_*.txt \
+        datasets/multivoice/unseen_ked.txt --limit 20 --output vocoder_report.json
+
+Each list is one voice (`wav|speaker|text` or `wav|text` lines with the spoken text, as build_voices.py
+writes them). For every clip: the project's log-mel of the recording is turned back into audio by each
+--vocoder (a voice file, a training checkpoint or a vocoder file: its MB-iSTFT generator, EMA weights)
+and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). Scores per voice and path:
+  wer    pocketsphinx word error against the text (corpus level); the recording's own is the ceiling
+  mcd    mel-cepstral distortion to the recording (dB, DTW)
+  mrstft multi-resolution STFT distance to the recording (spectral convergence + log-magnitude L1, the
+         vocoder training loss's full-band resolutions)
+Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import librosa
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import metrics  # noqa: E402
+from asr import Transcriber  # noqa: E402
+from atomic import write_text_atomic  # noqa: E402
+from audio import load_wav  # noqa: E402
+from data_utils import read_filelist  # noqa: E402
+from losses import MultiResolutionSTFTLoss  # noqa: E402
+from mel_processing import mel_basis, mel_from_config  # noqa: E402
+from timing import cpu_name  # noqa: E402
+from voice import load_vocoder  # noqa: E402
+
+GRIFFIN_LIM_ITERATIONS = 60
+
+
+def griffin_lim(log_mel: np.ndarray, d) -> np.ndarray:
+    """(n_mels, T) project log-mel -> waveform: non-negative least-squares linear magnitude, then Griffin-Lim."""
+    basis = mel_basis(d.sampling_rate, d.filter_length, d.n_mel_channels, d.mel_fmin, d.mel_fmax,
+                      torch.device("cpu"), torch.float64).numpy()
+    magnitude = librosa.util.nnls(basis, np.exp(log_mel.astype(np.float64)))
+    return librosa.griffinlim(magnitude, n_iter=GRIFFIN_LIM_ITERATIONS, hop_length=d.hop_length,
+                              win_length=d.win_length, n_fft=d.filter_length, random_state=0).astype(np.float32)
+
+
+def mrstft_distance(loss: MultiResolutionSTFTLoss, wav: np.ndarray, ref: np.ndarray) -> float:
+    n = min(len(wav), len(ref))
+    sc, mag = loss(torch.from_numpy(wav[:n]).unsqueeze(0), torch.from_numpy(ref[:n]).unsqueeze(0))
+    return float(sc + mag)
+
+
+def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transcriber, limit: int) -> Dict:
+    """{path name: {wer, mcd, mrstft}} for one voice's clips (path names: recording, griffin_lim, vocoders)."""
+    utterances = read_filelist(list_path)[:limit]
+    d = next(iter(vocoders.values()))[1].data
+    loss = MultiResolutionSTFTLoss()
+    refs, hyps = [], {}
+    dist: Dict[str, Dict[str, List[float]]] = {}
+    for utt in utterances:
+        ref = load_wav(utt.wav_path, d.sampling_rate, True)
+        mel = mel_from_config(torch.from_numpy(ref).unsqueeze(0), d)
+        outputs = {"recording": ref, "griffin_lim": griffin_lim(mel[0].numpy(), d)}
+        with torch.inference_mode():
+            for name, (generator, _) in vocoders.items():
+                outputs[name] = generator(mel)[0][0, 0].numpy()
+        refs.append(utt.text)
+        for name, wav in outputs.items():
+            hyps.setdefault(name, []).append(transcriber.transcribe(wav, d.sampling_rate))
+            if name != "recording":
+                scores = dist.setdefault(name, {"mcd": [], "mrstft": []})
+                scores["mcd"].append(metrics.mcd_dtw(ref, d.sampling_rate, wav, d.sampling_rate))
+                scores["mrstft"].append(mrstft_distance(loss, wav, ref))
+    result = {}
+    for name, h in hyps.items():
+        result[name] = {"wer": metrics.corpus_wer(refs, h)}
+        for key, values in dist.get(name, {}).items():
+            result[name][key] = float(np.mean(values))
+    return {"clips": len(utterances), "paths": result}
+
+
+def format_table(report: Dict) -> str:
+    names = list(next(iter(report["voices"].values()))["paths"])
+    lines = ["| voice | clips | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for voice, v in report["voices"].items():
+        cells = []
+        for name in names:
+            s = v["paths"][name]
+            cells.append(f"{s['wer']:.3f}" + (f" / {s['mcd']:.2f} / {s['mrstft']:.2f}" if "mcd" in s else ""))
+        lines.append(f"| {voice} | {v['clips']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", "cells: WER / MCD dB / MR-STFT distance (recording: WER only)"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vocoder", action="append", required=True, help="voice, checkpoint or vocoder file (repeat)")
+    p.add_argument("--lists", nargs="+", required=True, help="one filelist per voice")
+    p.add_argument("--limit", type=int, default=20, help="clips per voice (default 20)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--output", help="write the JSON report here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    vocoders = {Path(v).stem: load_vocoder(v) for v in args.vocoder}
+    t0 = time.perf_counter()
+    transcriber = Transcriber()
+    report = {"voices": {}, "settings": {"vocoders": args.vocoder, "limit": args.limit, "threads": args.threads,
+                                         "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "processor": cpu_name()}}
+    for list_path in args.lists:
+        voice = Path(list_path).stem
+        report["voices"][voice] = score_voice(Path(list_path), vocoders, transcriber, args.limit)
+        print(f"{voice}: {json.dumps(report['voices'][voice]['paths'])}", flush=True)
+    report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    print(format_table(report))
+    if args.output:
+        write_text_atomic(args.output, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

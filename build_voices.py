@@ -1,0 +1,107 @@
+"""Assemble the multi-voice corpus: one multi-speaker filelist from several single-voice corpora.
+
+    for v in slt_hts kal ked awb flite_slt kal16; do
+        python build_corpus.py --voice $v --limit 600 --out-dir datasets/voices/$v
+    done
+    python build_voices.py --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
+        --held-out ked --out-dir datasets/multivoice
+
+Each voice folder is what build_corpus.py writes (metadata_train.csv / metadata_test.csv + wavs/). The
+held-out voice is left out of every training list: it is the unseen-voice test. Writes to --out-dir:
+    train.txt            `/abs/clip.wav|speaker id|text` for the training voices (raw text: run
+                         preprocess.py --filelists on it)
+    test_<voice>.txt     the held-out sentences of each training voice, same format
+    unseen_<voice>.txt   every clip of the held-out voice
+    speakers.json        {"names": [...]} in speaker-id order, and which voice is held out
+The LJ Speech clips (real speech) are one more voice, "ljspeech"; its last --ljspeech-test clips are
+its test set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from atomic import write_text_atomic
+
+Row = Tuple[str, str]  # (absolute wav path, text)
+
+
+def read_metadata(csv: Path) -> List[Row]:
+    """LJSpeech `id|text|normalized` rows -> [(abs wav path, normalized text)] (what the audio says)."""
+    rows = []
+    for line in csv.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            fields = line.split("|")
+            rows.append((str((csv.parent / "wavs" / f"{fields[0]}.wav").resolve()), fields[-1].strip()))
+    return rows
+
+
+def voice_splits(voices_dir: Path, ljspeech: Optional[Path], ljspeech_test: int) -> Dict[str, Tuple[List[Row], List[Row]]]:
+    """{voice name: (train rows, test rows)} for every built voice folder (and LJ Speech if given)."""
+    splits = {}
+    for folder in sorted(p for p in voices_dir.iterdir() if (p / "metadata_train.csv").is_file()):
+        splits[folder.name] = (read_metadata(folder / "metadata_train.csv"), read_metadata(folder / "metadata_test.csv"))
+    if ljspeech is not None:
+        rows = read_metadata(ljspeech / "metadata.csv")
+        if len(rows) <= ljspeech_test:
+            raise ValueError(f"{ljspeech} has {len(rows)} clips; need more than --ljspeech-test {ljspeech_test}")
+        splits["ljspeech"] = (rows[:-ljspeech_test], rows[-ljspeech_test:])
+    return splits
+
+
+def write_list(path: Path, rows: Sequence[Row], speaker: int) -> None:
+    write_text_atomic(path, "".join(f"{wav}|{speaker}|{text}\n" for wav, text in rows))
+
+
+def assemble(voices_dir: Path, out_dir: Path, held_out: str, ljspeech: Optional[Path] = None,
+             ljspeech_test: int = 4) -> Dict:
+    """Write the filelists (see the module docstring); returns speakers.json's content."""
+    splits = voice_splits(voices_dir, ljspeech, ljspeech_test)
+    if held_out not in splits:
+        raise ValueError(f"held-out voice {held_out!r} not found; built voices: {', '.join(splits) or 'none'}")
+    names = [name for name in splits if name != held_out]
+    if not names:
+        raise ValueError(f"no training voice besides the held-out {held_out!r} in {voices_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train: List[str] = []
+    for speaker, name in enumerate(names):
+        rows, test = splits[name]
+        train += [f"{wav}|{speaker}|{text}\n" for wav, text in rows]
+        write_list(out_dir / f"test_{name}.txt", test, speaker)
+    write_text_atomic(out_dir / "train.txt", "".join(train))
+    unseen_train, unseen_test = splits[held_out]
+    write_list(out_dir / f"unseen_{held_out}.txt", unseen_train + unseen_test, 0)
+    info = {"names": names, "held_out": held_out,
+            "train_clips": {name: len(splits[name][0]) for name in names}}
+    write_text_atomic(out_dir / "speakers.json", json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--voices-dir", type=Path, required=True, help="folder of build_corpus.py outputs, one per voice")
+    ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--held-out", required=True, help="voice left out of all training (the unseen-voice test)")
+    ap.add_argument("--ljspeech", type=Path, default=None, help="LJSpeech-style folder added as voice 'ljspeech'")
+    ap.add_argument("--ljspeech-test", type=int, default=4, help="last N LJ Speech clips held out (default 4)")
+    args = ap.parse_args(argv)
+    if not args.voices_dir.is_dir():
+        print(f"error: --voices-dir {args.voices_dir} is not a folder (build voices with build_corpus.py)",
+              file=sys.stderr)
+        return 2
+    try:
+        info = assemble(args.voices_dir, args.out_dir, args.held_out, args.ljspeech, args.ljspeech_test)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{sum(info['train_clips'].values())} training clips from {len(info['names'])} voices "
+          f"({', '.join(f'{k} {v}' for k, v in info['train_clips'].items())}); "
+          f"held out: {info['held_out']}; written to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""How the acoustic model samples: one validated object instead of loose arguments.
+
+    from sampling import SamplingConfig
+    s = SamplingConfig(steps=4, method="midpoint")       # ValueError here if a value is bad
+    s.nfe                                                # 8 network evaluations
+
+The command-line tools share the flags through `add_sampling_arguments` / `from_args`; Piper / VITS
+names are accepted as aliases (`--length-scale` for `--duration-scale`, `--noise-scale` for
+`--temperature`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+import ode
+
+MAX_STEPS = 1000  # more ODE steps change nothing audible and only burn time: refuse them
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """steps: ODE steps; method: euler (1 network evaluation per step) or midpoint (2);
+    sway_coef / sway_schedule: the time grid (ode.sway; -1 with quadratic gives t^2);
+    duration_scale: speaking-rate factor (> 1 speaks slower); temperature: scale of the start noise."""
+
+    steps: int = 10
+    method: str = "euler"
+    sway_coef: float = -1.0
+    sway_schedule: str = "quadratic"
+    duration_scale: float = 1.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"number of ODE steps must be a positive integer, got {self.steps!r}")
+        if self.steps > MAX_STEPS:
+            raise ValueError(f"{self.steps} ODE steps is more than the cap of {MAX_STEPS}; 5 to 30 is the "
+                             f"useful range (quality stops improving long before {MAX_STEPS})")
+        if self.method not in ode.SOLVERS:
+            raise ValueError(f"unknown ODE method {self.method!r}; choose one of: {', '.join(ode.SOLVERS)}")
+        if not _is_finite_number(self.sway_coef):
+            raise ValueError(f"sway coefficient must be a finite number, got {self.sway_coef!r}")
+        self.time_grid()  # ValueError for an unknown schedule or a sway that folds the grid
+        if not _is_finite_number(self.duration_scale) or self.duration_scale <= 0:
+            raise ValueError(f"duration scale must be a positive number, got {self.duration_scale!r}")
+        if not _is_finite_number(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a non-negative number, got {self.temperature!r}")
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per utterance."""
+        return self.steps * (2 if self.method == "midpoint" else 1)
+
+    def time_grid(self, device=None) -> torch.Tensor:
+        """(steps + 1,) fp32 times from 0 to 1."""
+        return ode.time_grid(self.steps, self.sway_coef, self.sway_schedule, device=device)
+
+    def replace(self, **changes) -> "SamplingConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingConfig = SamplingConfig()) -> None:
+    """The sampling flags every command-line tool shares."""
+    g = parser.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, default=defaults.steps,
+                   help=f"ODE steps (default {defaults.steps}, at most {MAX_STEPS}); NFE = steps (euler) or 2*steps")
+    g.add_argument("--method", default=defaults.method, help=f"ODE solver: {' or '.join(ode.SOLVERS)} "
+                                                             f"(default {defaults.method})")
+    g.add_argument("--sway-coef", type=float, default=defaults.sway_coef,
+                   help=f"sway sampling coefficient s in [-1, 1] for t + s(1-t)t (default {defaults.sway_coef:g}: t^2)")
+    g.add_argument("--duration-scale", "--length-scale", dest="duration_scale", type=float,
+                   default=defaults.duration_scale, help="speaking-rate factor, >1 speaks slower (default 1)")
+    g.add_argument("--temperature", "--noise-scale", dest="temperature", type=float, default=defaults.temperature,
+                   help="noise scale of the ODE start (default 1)")
+
+
+def from_args(args: argparse.Namespace) -> SamplingConfig:
+    """SamplingConfig from parsed `add_sampling_arguments` flags (ValueError for a bad value)."""
+    return SamplingConfig(steps=args.steps, method=args.method, sway_coef=args.sway_coef,
+                          duration_scale=args.duration_scale, temperature=args.temperature)
