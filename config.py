@@ -3,12 +3,16 @@
 Every key is declared here with its default. Unknown keys, wrong types and inconsistent values raise
 `ConfigError` naming the key, so a typo never silently falls back to a default. The config travels
 inside every checkpoint (`HParams.to_dict()`), so inference needs only the checkpoint.
+
+Configs are frozen (validated once, never changed behind a model's back): make a changed copy with
+`hps.replace(max_steps=100, n_speakers=4)` (keys are unique across the sections).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -26,7 +30,7 @@ INPUT_KEYS = ("n_speakers", "add_blank", "text_cleaners", "language")
 MODEL_DATA_KEYS = MEL_KEYS + INPUT_KEYS + ("mel_mean", "mel_std", "cleaned_text")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 1234
     epochs: int = 100000
@@ -60,7 +64,7 @@ class TrainConfig:
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     training_files: str = "filelists/train.txt"
     validation_files: str = "filelists/val.txt"
@@ -85,7 +89,7 @@ class DataConfig:
     durations_dir: Optional[str] = None  # external aligner durations: <cache>/<wav stem>.npy
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     hidden_channels: int = 192  # text encoder width
     text_encoder_layers: int = 4  # ConvNeXt blocks
@@ -121,7 +125,7 @@ class ModelConfig:
     use_spectral_norm: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class HParams:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -129,6 +133,17 @@ class HParams:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "HParams":
+        """A validated copy with `changes` (config keys of any section, e.g. max_steps=5, n_speakers=3)."""
+        sections = {name: {} for name in _SECTIONS}
+        for key, value in changes.items():
+            section = _SECTION_OF.get(key)
+            if section is None:
+                raise ConfigError(f"unknown config key {key!r}")
+            sections[section][key] = value
+        return validate(HParams(**{name: dataclasses.replace(getattr(self, name), **values)
+                                   for name, values in sections.items()}))
 
     def save(self, path: str | Path) -> None:
         """Write the config as JSON, atomically (another rank or a reader never sees half a file)."""
@@ -138,40 +153,50 @@ class HParams:
 
 
 _SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
+_SECTION_OF = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
-def _check_type(name: str, value: Any, annotation: str) -> Any:
-    """Check one JSON value against a dataclass annotation string; ints are accepted for floats.
+def _check_type(name: str, value: Any, hint: Any) -> Any:
+    """Check one JSON value against a dataclass field's type hint; ints are accepted for floats.
 
-    List annotations (List[int], List[List[int]], ...) are checked element by element, so
+    List hints (List[int], List[List[int]], ...) are checked element by element, so
     `"upsample_rates": ["4", "4"]` is refused here, naming the key, instead of failing deep in a model.
     """
-    optional = annotation.startswith("Optional[")
-    base = annotation[len("Optional["):-1] if optional else annotation
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) is typing.Union and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else hint
+    expected = _type_name(base)
     if value is None:
         if optional:
             return None
-        raise ConfigError(f"config key '{name}' must not be null (expected {base})")
-    if base.startswith("List["):
+        raise ConfigError(f"config key '{name}' must not be null (expected {expected})")
+    if typing.get_origin(base) is list:
+        (inner,) = typing.get_args(base)
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{name}' has value {value!r}, expected {base}")
-        inner = base[len("List["):-1]
+            raise ConfigError(f"config key '{name}' has value {value!r}, expected {expected}")
         try:
             return [_check_type(name, v, inner) for v in value]
         except ConfigError:
-            raise ConfigError(f"config key '{name}' has value {value!r}, expected {base} "
-                              f"(every element must be {inner})") from None
+            raise ConfigError(f"config key '{name}' has value {value!r}, expected {expected} "
+                              f"(every element must be {_type_name(inner)})") from None
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
     }.get(base)
     if ok is None:
-        raise ConfigError(f"config key '{name}' has an unsupported annotation {annotation!r} (config.py bug)")
+        raise ConfigError(f"config key '{name}' has an unsupported type {hint!r} (config.py bug)")
     if not ok:
-        raise ConfigError(f"config key '{name}' has value {value!r}, expected {base}")
-    return float(value) if base == "float" else value
+        raise ConfigError(f"config key '{name}' has value {value!r}, expected {expected}")
+    return float(value) if base is float else value
+
+
+def _type_name(hint: Any) -> str:
+    """List[int] -> 'List[int]', float -> 'float' (for messages)."""
+    if typing.get_origin(hint) is list:
+        return f"List[{_type_name(typing.get_args(hint)[0])}]"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _section_from_dict(section: str, values: dict):
@@ -183,7 +208,8 @@ def _section_from_dict(section: str, values: dict):
     if unknown:
         raise ConfigError(f"unknown config key(s) in '{section}': {', '.join(unknown)} "
                           f"(known keys: {', '.join(known)})")
-    kwargs = {k: _check_type(f"{section}.{k}", v, str(known[k].type)) for k, v in values.items()}
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _check_type(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
     return cls(**kwargs)
 
 

@@ -250,11 +250,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              "n_train_frames": sum(e.mel_count for e in train) // d.n_mel_channels}
     write_text_atomic(out / "mel_stats.json", json.dumps(stats, indent=2) + "\n")
     if args.config:
-        d.training_files = str((out / "train.txt").resolve())
-        d.validation_files = str((out / "val.txt").resolve())
-        d.mel_mean, d.mel_std = mean, std
-        d.text_cleaners, d.language, d.cleaned_text = cleaners, language, True
-        validate(hps).save(out / "config.json")
+        hps.replace(training_files=str((out / "train.txt").resolve()),
+                    validation_files=str((out / "val.txt").resolve()), mel_mean=mean, mel_std=std,
+                    text_cleaners=cleaners, language=language, cleaned_text=True).save(out / "config.json")
     print(f"\n{len(kept)} of {len(entries) + len(bad_lines)} entries kept: {len(train)} train, {len(val)} val; "
           f"mel mean {mean:.4f} std {std:.4f}; written to {out}")
     return 0

@@ -91,7 +91,7 @@ def prepare_run(args: argparse.Namespace) -> tuple:
         elif saved_path.is_file():
             notes = [f"{saved_path} has no checkpoints next to it: replaced by {args.config}"]
     if args.max_steps is not None:
-        hps.train.max_steps = args.max_steps
+        hps = hps.replace(max_steps=args.max_steps)
     if not Path(hps.data.training_files).is_file():
         raise ConfigError(f"data.training_files {hps.data.training_files!r} not found (relative paths are taken "
                           f"from the current folder {os.getcwd()}); write the file lists first or fix the path")

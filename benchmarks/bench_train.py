@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import config as config_lib  # noqa: E402
-import flow_matching  # noqa: E402
+import monotonic_align  # noqa: E402
 import train_flow_matching as train  # noqa: E402
 from data_utils import TextMelCollate, TextMelLoader  # noqa: E402
 from distributed import DistContext  # noqa: E402
@@ -37,11 +37,11 @@ DTYPES = {"fp32": dict(fp16_run=False, bf16_run=False), "bf16": dict(fp16_run=Fa
 
 
 class TimedMAS:
-    """Wraps flow_matching.maximum_path to add up the seconds spent in it."""
+    """Wraps monotonic_align.maximum_path to add up the seconds spent in it."""
 
     def __init__(self):
         self.seconds = 0.0
-        self.inner = flow_matching.maximum_path
+        self.inner = monotonic_align.maximum_path
 
     def __call__(self, *args, **kwargs):
         t = time.perf_counter()
@@ -56,16 +56,14 @@ def make_batch(hps, filelist: str, items: int) -> dict:
 
 
 def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
-    hps = config_lib.load_config(config_path)
-    for k, v in DTYPES[dtype].items():
-        setattr(hps.train, k, v)
+    hps = config_lib.load_config(config_path).replace(**DTYPES[dtype])
     if args.no_discriminator:
-        hps.model.use_discriminator = False
+        hps = hps.replace(use_discriminator=False)
     batch = make_batch(hps, args.filelist, args.batch_items)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = train.Trainer(hps, Path(run_dir), DistContext(device=device), tensorboard=False, load_data=False)
         timer = TimedMAS()
-        flow_matching.maximum_path = timer
+        monotonic_align.maximum_path = timer
         try:
             for _ in range(args.warmup):
                 trainer.train_step(batch)
@@ -78,7 +76,7 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
             synchronize(device)
             elapsed = time.perf_counter() - t0
         finally:
-            flow_matching.maximum_path = timer.inner
+            monotonic_align.maximum_path = timer.inner
         n_params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         n_disc = sum(p.numel() for p in trainer.discriminator.parameters()) / 1e6 if trainer.discriminator else 0.0
     frames = int(batch["mel_lengths"].sum())

@@ -15,34 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the project root
     sys.path.insert(0, str(ROOT))
 
-from config import HParams, validate  # noqa: E402
+from config import HParams, load_config  # noqa: E402
 
 DATA_DIR = ROOT / "tests" / "data"
+TINY_CONFIG = ROOT / "configs" / "tiny.json"
 LJ_IDS = ("LJ001-0001", "LJ001-0002", "LJ001-0003", "LJ001-0004")
 
 
 def make_tiny_hps(**overrides) -> HParams:
-    """Default data settings (22050 Hz, hop 256, 80 mels) with a model small enough for CPU tests.
-
-    overrides: config keys such as flow_d_model=32 or max_audio_seconds=5.0, looked up in the model,
-    data and train sections (in that order).
-    """
-    hps = HParams()
-    m, t = hps.model, hps.train
-    m.hidden_channels, m.text_encoder_layers, m.text_encoder_kernel, m.text_encoder_ff_mult = 32, 2, 5, 2
-    m.duration_predictor_channels, m.duration_predictor_layers = 32, 2
-    m.flow_d_model, m.flow_nhead, m.flow_num_layers, m.flow_dim_feedforward = 32, 2, 2, 64
-    m.flow_dropout = 0.0
-    m.upsample_initial_channel = 32
-    t.batch_size, t.num_workers, t.warmup_steps, t.log_interval = 2, 0, 10, 1
-    for key, value in overrides.items():
-        for section in (hps.model, hps.data, hps.train):
-            if hasattr(section, key):
-                setattr(section, key, value)
-                break
-        else:
-            raise KeyError(f"make_tiny_hps: unknown config key {key!r}")
-    return validate(hps)
+    """configs/tiny.json (the one tiny config: default audio settings, a model small enough for CPU tests)
+    with `overrides`: config keys of any section, e.g. flow_d_model=32 or max_audio_seconds=5.0."""
+    return load_config(TINY_CONFIG).replace(**overrides)
 
 
 @contextlib.contextmanager
@@ -67,7 +50,7 @@ def one_thread():
 
 @pytest.fixture
 def tiny_hps() -> HParams:
-    """A fresh tiny HParams per test (tests may mutate it)."""
+    """The tiny HParams (frozen: tests make changed copies with .replace)."""
     return make_tiny_hps()
 
 

@@ -137,7 +137,7 @@ def test_dataloader_with_bucket_sampler_gives_padded_batches(dataset):
 
 
 def test_mel_cache_is_written_and_reused(tmp_path, lj_filelist, tiny_hps):
-    tiny_hps.data.cache_dir = str(tmp_path / "cache")
+    tiny_hps = tiny_hps.replace(cache_dir=str(tmp_path / "cache"))
     ds = TextMelLoader(lj_filelist, tiny_hps)
     first = ds[1]["mel"]
     files = list((tmp_path / "cache").rglob("*.npy"))
@@ -157,7 +157,7 @@ def test_external_durations_are_loaded_and_checked(tmp_path, lj_filelist, tiny_h
     gross = np.zeros(n_text4, dtype=np.int64)
     gross[1] = int(frames4 * 1.2)  # 20 % too long: durations of another clip or config
     np.save(tmp_path / "LJ001-0004.npy", gross)
-    tiny_hps.data.durations_dir = str(tmp_path)
+    tiny_hps = tiny_hps.replace(durations_dir=str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="data_utils"):
         ds = TextMelLoader(lj_filelist, tiny_hps)
     assert [p.rsplit("/", 1)[-1] for p in ds.paths] == ["LJ001-0002.wav"]  # the others are reported
@@ -176,7 +176,7 @@ def test_durations_a_few_frames_off_load_and_train(tmp_path, lj_filelist, tiny_h
     dur[1::2] = frames // (n_text // 2)
     dur[1] += frames - dur.sum() + 2  # two frames more than the mel has
     np.save(tmp_path / "LJ001-0002.npy", dur)
-    tiny_hps.data.durations_dir = str(tmp_path)
+    tiny_hps = tiny_hps.replace(durations_dir=str(tmp_path))
     ds = TextMelLoader(lj_filelist, tiny_hps)
     assert [p.rsplit("/", 1)[-1] for p in ds.paths] == ["LJ001-0002.wav"]
     plus_two = ds[0]
@@ -198,11 +198,11 @@ def test_stereo_is_mixed_and_other_rates_resampled_or_refused(tmp_path, lj_wavs,
     sf.write(tmp_path / "rate11k.wav", wav[::2], 11025, subtype="FLOAT")
     filelist = tmp_path / "list.txt"
     filelist.write_text("stereo.wav|a\nrate11k.wav|b\n", encoding="utf-8")
-    tiny_hps.data.cleaned_text = True
+    tiny_hps = tiny_hps.replace(cleaned_text=True)
     ds = TextMelLoader(filelist, tiny_hps)
     torch.testing.assert_close(ds[0]["wav"][0], torch.from_numpy(0.75 * wav[: len(wav) // HOP * HOP]))
     assert ds[1]["mel"].size(1) == ds.lengths[1] == len(wav[::2]) * 2 // HOP
-    tiny_hps.data.resample = False
+    tiny_hps = tiny_hps.replace(resample=False)
     with pytest.raises(AudioError, match="11025 Hz.*data.resample"):
         TextMelLoader(filelist, tiny_hps)
 

@@ -10,7 +10,7 @@ import torch
 import commons
 import mel_processing
 import ode
-from config import HParams
+from conftest import make_tiny_hps
 from flow_matching import (
     LOG_MEL_FLOOR,
     ConditionalFlowMatching,
@@ -195,15 +195,12 @@ def test_reconcile_durations_sums_to_mel_length():
 # ---------------------------------------------------------------------------------------------- full model
 
 
-def tiny_hps(**model_overrides):
-    hps = HParams()
-    m = hps.model
-    m.hidden_channels, m.text_encoder_layers, m.text_encoder_kernel, m.text_encoder_ff_mult = 64, 3, 5, 2
-    m.duration_predictor_channels, m.duration_predictor_layers = 64, 2
-    m.flow_d_model, m.flow_nhead, m.flow_num_layers, m.flow_dim_feedforward = 64, 2, 2, 128
-    for key, value in model_overrides.items():
-        setattr(m, key, value)
-    return hps
+def tiny_hps(**overrides):
+    """The tiny test config with a 64-wide acoustic model (the overfit check needs that much capacity)."""
+    sizes = dict(hidden_channels=64, text_encoder_layers=3, text_encoder_kernel=5, text_encoder_ff_mult=2,
+                 duration_predictor_channels=64, duration_predictor_layers=2, flow_d_model=64, flow_nhead=2,
+                 flow_num_layers=2, flow_dim_feedforward=128, flow_dropout=0.1, mel_mean=0.0, mel_std=1.0)
+    return make_tiny_hps(**{**sizes, **overrides})
 
 
 def randomize(model, seed=0, scale=0.05):
@@ -295,8 +292,7 @@ def test_infer_needs_durations_without_duration_predictor():
 
 def test_fresh_model_with_prior_start_returns_prior_mean_at_zero_temperature():
     # Zero-initialised output projection: v = 0, so the ODE stays at its start mu_y (+ 0 noise).
-    hps = tiny_hps()
-    hps.data.mel_mean, hps.data.mel_std = -5.0, 2.0
+    hps = tiny_hps(mel_mean=-5.0, mel_std=2.0)
     model = FlowMatchingTTS(20, hps).eval()
     text, lengths = torch.randint(1, 20, (1, 5)), torch.tensor([5])
     durations = torch.tensor([[2, 3, 1, 1, 4]])
@@ -307,8 +303,7 @@ def test_fresh_model_with_prior_start_returns_prior_mean_at_zero_temperature():
 
 
 def test_crop_speakers_and_bf16_autocast():
-    hps = tiny_hps(gin_channels=16)
-    hps.data.n_speakers = 3
+    hps = tiny_hps(gin_channels=16, n_speakers=3)
     model = FlowMatchingTTS(20, hps)
     seen = []
     model.cfm.estimator.register_forward_hook(lambda mod, args, out: seen.append(out.shape[-1]))
@@ -370,7 +365,7 @@ def test_tiny_model_overfits_two_real_clips():
         mels.append(mel_processing.mel_from_config(torch.from_numpy(wav).unsqueeze(0), hps.data)[0])
         ids.append(token_ids)
     all_frames = torch.cat(mels, dim=1)
-    hps.data.mel_mean, hps.data.mel_std = float(all_frames.mean()), float(all_frames.std())
+    hps = hps.replace(mel_mean=float(all_frames.mean()), mel_std=float(all_frames.std()))
     mel_lengths = torch.tensor([m.size(1) for m in mels])
     text_lengths = torch.tensor([len(i) for i in ids])
     mel = torch.full((2, 80, int(mel_lengths.max())), LOG_MEL_FLOOR)

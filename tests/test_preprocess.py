@@ -55,10 +55,7 @@ def build_dataset(root, lj_wavs, lj_metadata):
 
 
 def write_config(path, **data):
-    hps = HParams()
-    for key, value in data.items():
-        setattr(hps.data, key, value)
-    hps.save(path)
+    HParams().replace(**data).save(path)
     return path
 
 

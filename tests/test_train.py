@@ -285,9 +285,7 @@ def test_changed_model_shape_is_refused_with_the_key(resumed_run, tiny_config, t
 
 
 def make_trainer(cfg_path: Path, run_dir: Path, **train_overrides) -> train.Trainer:
-    hps = config_lib.load_config(cfg_path)
-    for k, v in train_overrides.items():
-        setattr(hps.train, k, v)
+    hps = config_lib.load_config(cfg_path).replace(**train_overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     return train.Trainer(hps, run_dir, tensorboard=False)
 
@@ -404,8 +402,7 @@ class SmallDiscriminator(torch.nn.Module):
 def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_path, monkeypatch):
     import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
-    hps = config_lib.load_config(tiny_config)
-    hps.model.use_discriminator = True
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True)
     trainer = train.Trainer(hps, tmp_path, tensorboard=False)
     before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     result = trainer.train_step(first_batch(trainer))
@@ -510,8 +507,7 @@ def test_resume_after_toggling_the_discriminator(tiny_config, tmp_path, monkeypa
     """G_ alone decides the resume step; D_<step> is optional (fresh discriminator, with a warning)."""
     import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
-    hps = config_lib.load_config(tiny_config)
-    hps.model.use_discriminator = True
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True)
     with_d = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
     with_d.step = 1
     with_d.save()  # G_1 + D_1
@@ -548,9 +544,7 @@ def test_skipped_discriminator_step_marks_the_result_skipped(tiny_config, tmp_pa
         return (loss * float("nan"), *rest)
 
     monkeypatch.setattr(losses, "discriminator_loss", nan_loss)
-    hps = config_lib.load_config(tiny_config)
-    hps.model.use_discriminator = True
-    hps.train.train_acoustic = False
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, train_acoustic=False)
     trainer = train.Trainer(hps, tmp_path, tensorboard=False)
     d_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     result = trainer.train_step(first_batch(trainer))

@@ -2,6 +2,7 @@
 losses, discriminators, and a small generator that overfits one real clip."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
@@ -14,6 +15,7 @@ import soundfile as sf
 import torch
 
 from config import ConfigError, HParams
+from conftest import make_tiny_hps
 from discriminators import Discriminator
 from losses import (MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS, VocoderReconstructionLoss, discriminator_loss,
                     feature_loss, generator_loss)
@@ -42,15 +44,16 @@ def load_clip(name: str = "LJ001-0001") -> torch.Tensor:
     return torch.from_numpy(wav).view(1, 1, -1)
 
 
-def small_hps(**model) -> HParams:
-    hps = HParams()
-    hps.model.upsample_initial_channel = 32
-    hps.model.resblock = "2"
-    hps.model.resblock_kernel_sizes = [3, 7]
-    hps.model.resblock_dilation_sizes = [[1, 3], [1, 3]]
-    for key, value in model.items():
-        setattr(hps.model, key, value)
-    return hps
+def small_hps(**overrides) -> HParams:
+    """The tiny test config with a resblock-2 generator of two kernels."""
+    return make_tiny_hps(**{**dict(upsample_initial_channel=32, resblock="2", resblock_kernel_sizes=[3, 7],
+                                   resblock_dilation_sizes=[[1, 3], [1, 3]]), **overrides})
+
+
+def unvalidated(**model) -> HParams:
+    """small_hps with model keys changed without config.validate (as code that builds HParams itself would)."""
+    base = small_hps()
+    return HParams(base.train, base.data, dataclasses.replace(base.model, **model))
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -169,9 +172,8 @@ def test_generator_output_length_is_frames_times_hop(impl):
 
 
 def test_generator_44k_hop_512_config():
-    hps = small_hps(upsample_rates=[8, 4], upsample_kernel_sizes=[16, 8])
-    hps.data.sampling_rate, hps.data.hop_length = 44100, 512
-    hps.data.filter_length = hps.data.win_length = 2048
+    hps = small_hps(upsample_rates=[8, 4], upsample_kernel_sizes=[16, 8], sampling_rate=44100, hop_length=512,
+                    filter_length=2048, win_length=2048)
     generator = MultiBandISTFTGenerator(hps)
     for frames in (3, 50):
         audio, sub = generator(torch.randn(1, 80, frames))
@@ -187,13 +189,13 @@ def test_generator_odd_kernel_minus_rate_still_exact():
 
 
 def test_bad_config_rejected_with_values_named():
-    hps = small_hps(subbands=8)  # 16 * 4 * 8 = 512 != 256; built directly, so config.validate never ran
+    hps = unvalidated(subbands=8)  # 16 * 4 * 8 = 512 != 256; built directly, so config.validate never ran
     with pytest.raises(ConfigError) as err:
         MultiBandISTFTGenerator(hps)
     message = str(err.value)
     for part in ("[4, 4]", "gen_istft_hop_size 4", "subbands 8", "512", "hop_length is 256"):
         assert part in message, message
-    hps = small_hps(gen_istft_hop_size=16, gen_istft_n_fft=16, upsample_rates=[4, 1], upsample_kernel_sizes=[8, 3])
+    hps = unvalidated(gen_istft_hop_size=16, gen_istft_n_fft=16, upsample_rates=[4, 1], upsample_kernel_sizes=[8, 3])
     with pytest.raises(ConfigError, match="gen_istft_hop_size"):
         MultiBandISTFTGenerator(hps)
 
@@ -237,7 +239,7 @@ def test_buffers_are_not_in_state_dict_and_follow_device():
 
 def test_speaker_conditioning():
     torch.manual_seed(0)
-    generator = MultiBandISTFTGenerator(small_hps(gin_channels=8))
+    generator = MultiBandISTFTGenerator(small_hps(gin_channels=8, n_speakers=2))
     mel = torch.randn(1, 80, 10)
     with torch.no_grad():
         a, _ = generator(mel, torch.zeros(1, 8, 1))
