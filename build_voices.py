@@ -39,11 +39,15 @@ def read_metadata(csv: Path) -> List[Row]:
     return rows
 
 
-def voice_splits(voices_dir: Path, ljspeech: Optional[Path], ljspeech_test: int) -> Dict[str, Tuple[List[Row], List[Row]]]:
+Split = Tuple[List[Row], List[Row]]  # (train rows, test rows)
+
+
+def voice_splits(voices_dir: Path, ljspeech: Optional[Path], ljspeech_test: int) -> Dict[str, Split]:
     """{voice name: (train rows, test rows)} for every built voice folder (and LJ Speech if given)."""
     splits = {}
     for folder in sorted(p for p in voices_dir.iterdir() if (p / "metadata_train.csv").is_file()):
-        splits[folder.name] = (read_metadata(folder / "metadata_train.csv"), read_metadata(folder / "metadata_test.csv"))
+        splits[folder.name] = (read_metadata(folder / "metadata_train.csv"),
+                               read_metadata(folder / "metadata_test.csv"))
     if ljspeech is not None:
         rows = read_metadata(ljspeech / "metadata.csv")
         if len(rows) <= ljspeech_test:

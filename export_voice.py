@@ -20,18 +20,22 @@ import torch
 import config as config_lib
 from checkpoint import CheckpointError, save_checkpoint
 from models import FlowMatchingSynthesizer
-from voice import read_voice
+from voice import VOCODER_PREFIX, read_voice
 
 
-def export_voice(src: Path, dst: Path, half: bool = True) -> dict:
-    """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict."""
+def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False) -> dict:
+    """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict.
+
+    vocoder_only: keep the MB-iSTFT generator alone (a shared vocoder file: voice.load_vocoder reads it,
+    train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it)."""
     state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
     with torch.device("meta"):
         buffers = {name for name, _ in FlowMatchingSynthesizer(state.n_vocab, state.hps).named_buffers()}
     weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v
-               for k, v in state.weights.items()}
+               for k, v in state.weights.items() if not vocoder_only or k.startswith(VOCODER_PREFIX)}
     exported = {"ema": weights, "config": state.hps.to_dict(), "n_vocab": state.n_vocab,
-                "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32"}
+                "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32",
+                "parts": ["vocoder"] if vocoder_only else ["acoustic", "vocoder"]}
     save_checkpoint(dst, exported)
     return exported
 
@@ -41,12 +45,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("checkpoint", help="G_<step>.pth written by train_flow_matching.py")
     p.add_argument("output", help="where to write the voice file (e.g. pretrained/demo_voice.pth)")
     p.add_argument("--half", action="store_true", help="store parameters in float16 (half the size)")
+    p.add_argument("--vocoder-only", action="store_true",
+                   help="export the vocoder alone (a shared vocoder such as pretrained/vocoder.pth)")
     args = p.parse_args(argv)
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
         return 1
     try:
-        exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half)
+        exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half,
+                                vocoder_only=args.vocoder_only)
     except (CheckpointError, config_lib.ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

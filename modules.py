@@ -1,17 +1,14 @@
-"""MB-iSTFT vocoder: HiFi-GAN residual blocks and the multi-band iSTFT generator.
+"""Building blocks of the networks in models.py.
 
-mel (B, n_mels, T) -> conv_pre -> [transposed-conv upsampling + ResBlocks] x len(upsample_rates)
--> conv_post -> per band: magnitude exp(.), phase pi * sin(.) on n_fft // 2 + 1 bins
--> iSTFT per band (B, subbands, T * hop / subbands) -> PQMF synthesis -> waveform (B, 1, T * hop).
-
-The rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length makes the frame rates meet.
-The iSTFT window / inverse-DFT basis and the PQMF filters are built once as buffers (not per call, not
-pinned to CUDA), and the exp / iSTFT / PQMF tail always runs in fp32, also under autocast.
+Acoustic model: ChannelLayerNorm, ConvNeXtBlock (text encoder), timestep / rotary embeddings,
+SelfAttention and AdaLNTransformerBlock (velocity network). Vocoder: HiFi-GAN ResBlock1 / ResBlock2,
+transposed-conv padding and weight-norm folding. Every block keeps (B, C, T) shapes and masks padding
+where it takes a mask.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +17,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from commons import get_padding, init_weights
-from config import HParams, check_generator_config
-from pqmf import PQMF
-from stft import make_istft
 
 LRELU_SLOPE = 0.1
-LOG_MAGNITUDE_MAX = 10.0  # exp(10) ~ 2.2e4 is far above any real STFT magnitude; avoids inf in exp
 
 
 def remove_weight_norm_all(module: nn.Module) -> None:
@@ -81,79 +74,107 @@ def upsample_padding(kernel_size: int, rate: int) -> Tuple[int, int]:
     return padding, output_padding
 
 
-class MultiBandISTFTGenerator(nn.Module):
-    """MB-iSTFT generator.
+# ----------------------------------------------------------------------------------------------------------
+# Acoustic model blocks
 
-    forward(mel (B, n_mels, T) de-normalized log-mel, g (B, gin_channels, 1) or None)
-      -> (audio (B, 1, T * hop_length), subband_audio (B, subbands, T * hop_length // subbands)).
-    istft_impl "torch" uses torch.istft; "conv" the ONNX-exportable ConvTransposeISTFT (same result).
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of a (B, C, T) tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv -> LayerNorm(C) -> Linear(C, ff*C) -> GELU -> Linear(ff*C, C) -> layer scale, residual.
+
+    x (B, C, T), mask (B, 1, T) -> (B, C, T). The input is masked before the depthwise conv so padded
+    frames act exactly like the conv's own zero padding at a sequence end.
     """
 
-    def __init__(self, hps: HParams, istft_impl: str = "torch"):
+    def __init__(self, channels: int, kernel_size: int = 7, ff_mult: int = 4, layer_scale: float = 1e-1,
+                 dropout: float = 0.0):
         super().__init__()
-        check_generator_config(hps)  # also here: an HParams built in code may never have been validated
-        m = hps.model
-        self.subbands = m.subbands
-        self.n_fft = m.gen_istft_n_fft
-        self.istft_hop = m.gen_istft_hop_size
-        self.hop_length = hps.data.hop_length
-        self.n_bins = self.n_fft // 2 + 1
-        channels = m.upsample_initial_channel
+        if kernel_size % 2 == 0:
+            raise ValueError(f"ConvNeXtBlock kernel_size must be odd to keep the length, got {kernel_size}")
+        self.dwconv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.pw1 = nn.Linear(channels, channels * ff_mult)
+        self.pw2 = nn.Linear(channels * ff_mult, channels)
+        self.gamma = nn.Parameter(torch.full((channels,), float(layer_scale)))
+        self.dropout = nn.Dropout(dropout)
 
-        self.conv_pre = weight_norm(nn.Conv1d(hps.data.n_mel_channels, channels, 7, padding=3))
-        self.cond = nn.Conv1d(m.gin_channels, channels, 1) if m.gin_channels > 0 else None
-        resblock_cls = ResBlock1 if m.resblock == "1" else ResBlock2
-        self.ups = nn.ModuleList()
-        self.resblocks = nn.ModuleList()
-        for i, (rate, kernel) in enumerate(zip(m.upsample_rates, m.upsample_kernel_sizes)):
-            padding, output_padding = upsample_padding(kernel, rate)
-            c_in, c_out = channels // (2 ** i), channels // (2 ** (i + 1))
-            self.ups.append(weight_norm(nn.ConvTranspose1d(c_in, c_out, kernel, rate, padding=padding,
-                                                           output_padding=output_padding)))
-            for k, dilations in zip(m.resblock_kernel_sizes, m.resblock_dilation_sizes):
-                self.resblocks.append(resblock_cls(c_out, k, dilations))
-        self.num_kernels = len(m.resblock_kernel_sizes)
-        self.conv_post = weight_norm(nn.Conv1d(c_out, self.subbands * self.n_bins * 2, 7, padding=3))
-        self.ups.apply(init_weights)
-        self.conv_post.apply(init_weights)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x * mask).transpose(1, 2)  # (B, T, C)
+        y = self.pw2(self.dropout(F.gelu(self.pw1(self.norm(y)))))
+        return (x + (self.gamma * y).transpose(1, 2)) * mask
 
-        self.istft_impl = istft_impl
-        self.istft = make_istft(istft_impl, self.n_fft, self.istft_hop)
-        # One band is plain iSTFT-VITS: no filter bank.
-        self.pqmf = PQMF(m.subbands, m.pqmf_taps, m.pqmf_cutoff, m.pqmf_beta) if m.subbands > 1 else None
 
-    def set_istft_impl(self, impl: str) -> "MultiBandISTFTGenerator":
-        """Switch between "torch" (torch.istft) and "conv" (ONNX exportable); returns self."""
-        device = self.conv_post.bias.device
-        self.istft = make_istft(impl, self.n_fft, self.istft_hop).to(device)
-        self.istft_impl = impl
-        return self
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal embedding of t (B,) in [0, 1] -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = scale * t.float().unsqueeze(1) * freqs.unsqueeze(0)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
-    def forward(self, mel: torch.Tensor, g: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv_pre(mel)
-        if g is not None:
-            if self.cond is None:
-                raise ValueError("speaker conditioning g was given but the generator was built with gin_channels 0")
-            x = x + self.cond(g)
-        for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
-            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
-            x = sum(block(x) for block in blocks) / self.num_kernels
-        x = self.conv_post(F.leaky_relu(x))
-        return self.spec_to_audio(x)
 
-    def spec_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """conv_post output (B, subbands * 2 * n_bins, F) -> (audio (B, 1, F * istft_hop * subbands), sub-bands)."""
-        batch, _, frames = x.shape
-        # exp, iSTFT and PQMF in fp32: bf16/fp16 exp and overlap-add lose too much precision.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float().reshape(batch * self.subbands, 2 * self.n_bins, frames)
-            magnitude = torch.exp(x[:, :self.n_bins].clamp(max=LOG_MAGNITUDE_MAX))
-            phase = math.pi * torch.sin(x[:, self.n_bins:])
-            subband_audio = self.istft(magnitude, phase).reshape(batch, self.subbands, frames * self.istft_hop)
-            audio = subband_audio if self.pqmf is None else self.pqmf.synthesis(subband_audio)
-        return audio, subband_audio
+def rotary_tables(length: int, head_dim: int, device, base: float = 10000.0):
+    """fp32 cos, sin tables (length, head_dim) for rotary position embedding (rotate-half convention)."""
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1) * inv.unsqueeze(0)
+    angles = torch.cat([angles, angles], dim=1)
+    return angles.cos(), angles.sin()
 
-    def remove_weight_norm(self) -> None:
-        """Fold weight norm into plain weights for inference / export."""
-        remove_weight_norm_all(self)
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, heads, T, head_dim) rotated by position; computed in fp32 (bf16 would blur the angles)."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions and a key-padding mask (scaled_dot_product_attention)."""
+
+    def __init__(self, d_model: int, nhead: int, dropout: float):
+        super().__init__()
+        self.nhead = nhead
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x (B, T, D), attn_mask (B, 1, 1, T) bool (True = valid key) -> (B, T, D)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.nhead, d // self.nhead).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class AdaLNTransformerBlock(nn.Module):
+    """Pre-norm transformer block with adaptive LayerNorm (shift, scale, gate from the conditioning vector).
+
+    The modulation is zero-initialised, so gates start at 0 and the block starts as the identity (DiT).
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(d_model, nhead, dropout)
+        self.norm2 = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.ff = nn.Sequential(nn.Linear(d_model, dim_feedforward), nn.GELU(approximate="tanh"),
+                                nn.Dropout(dropout), nn.Linear(dim_feedforward, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.modulation = nn.Linear(d_model, 6 * d_model)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x, cond, attn_mask, cos, sin):
+        """x (B, T, D), cond (B, D) -> (B, T, D)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(cond)).unsqueeze(1).chunk(6, dim=2)
+        y = self.attn(self.norm1(x) * (1 + scale1) + shift1, attn_mask, cos, sin)
+        x = x + gate1 * self.dropout(y)
+        y = self.ff(self.norm2(x) * (1 + scale2) + shift2)
+        return x + gate2 * self.dropout(y)

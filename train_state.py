@@ -108,7 +108,8 @@ def load_optim(trainer, state: dict, which: str) -> None:
 
 
 def init_from(trainer, path: str, parts: Sequence[str]) -> None:
-    """Initialise weights of `parts` (acoustic / vocoder / discriminator) from another run's checkpoint.
+    """Initialise weights of `parts` (acoustic / vocoder / discriminator) from another run's checkpoint, an
+    exported voice or a vocoder file (export_voice.py --vocoder-only, e.g. pretrained/vocoder.pth).
 
     The EMA weights of that checkpoint are used when present (they are the better weights); tensors
     whose shape differs (e.g. a new symbol set or speaker count) keep their fresh initialisation,
@@ -118,8 +119,10 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
     bad = [p for p in parts if p not in known]
     if bad:
         raise ConfigError(f"train.init_parts has unknown part(s) {bad}; choose from {sorted(known)}")
-    state = load_checkpoint(path, "cpu", required_keys=("model",))
-    source = state.get("ema") or state["model"]
+    state = load_checkpoint(path, "cpu")
+    source = state.get("ema") or state.get("model")
+    if not isinstance(source, dict):
+        raise CheckpointError(f"init_checkpoint {path} holds no weights (neither 'ema' nor 'model')")
     own = trainer.model.state_dict()
     loaded, mismatched = 0, []
     for part in parts:

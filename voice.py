@@ -22,10 +22,10 @@ import config as config_lib
 import text as text_lib
 from checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from config import INPUT_KEYS, MEL_KEYS, ConfigError, HParams
-from models import FlowMatchingSynthesizer
-from modules import MultiBandISTFTGenerator
+from models import FlowMatchingSynthesizer, MultiBandISTFTGenerator
 
 ConfigLike = Union[None, str, Path, dict, HParams]
+VOCODER_PREFIX = "generator."  # the vocoder's weights in a FlowMatchingSynthesizer state dict
 
 
 @dataclass
@@ -90,6 +90,9 @@ def read_voice(path: Union[str, Path], use_ema: bool = True, config: ConfigLike 
     unless require_ema). config: overrides the stored config; it must fit the checkpoint's features.
     """
     ckpt = _read_file(path)
+    if ckpt.get("parts") == ["vocoder"]:
+        raise CheckpointError(f"{path} is a vocoder file (no acoustic model): it cannot speak text by itself; "
+                              f"use a voice file or a training checkpoint")
     stored_cfg, given = ckpt.get("config"), _to_hparams(config)
     if stored_cfg is None and given is None:
         raise CheckpointError(f"checkpoint {path} carries no config; pass the training config (--config)")
@@ -140,8 +143,7 @@ def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     except ConfigError as e:
         raise CheckpointError(f"{path} holds no valid config: {e}") from None
     weights = _pick_weights(ckpt, path, use_ema=True, require_ema=False)
-    prefix = "generator."
-    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    state = {k[len(VOCODER_PREFIX):]: v for k, v in weights.items() if k.startswith(VOCODER_PREFIX)}
     if not state:
         raise CheckpointError(f"{path} has no vocoder weights (keys 'generator.*')")
     generator = MultiBandISTFTGenerator(hps)

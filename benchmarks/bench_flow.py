@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from config import HParams  # noqa: E402
-from flow_matching import FlowMatchingTransformer  # noqa: E402
+from models import FlowMatchingTransformer  # noqa: E402
 from timing import hardware_name, synchronize  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

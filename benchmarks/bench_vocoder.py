@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 import config as config_lib  # noqa: E402
 from commons import init_weights  # noqa: E402
 from mel_processing import mel_from_config  # noqa: E402
-from modules import (LRELU_SLOPE, MultiBandISTFTGenerator, ResBlock1, ResBlock2, remove_weight_norm_all,  # noqa: E402
+from models import MultiBandISTFTGenerator  # noqa: E402
+from modules import (LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all,  # noqa: E402
                      upsample_padding)
 from timing import cpu_name, hardware_name, synchronize  # noqa: E402
 

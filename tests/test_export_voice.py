@@ -76,3 +76,28 @@ def test_learning_curve_counts_only_time_the_trainer_ran():
         "2026-01-01 12:01:00 INFO stopped at step 35; run the same command to resume",
     ])
     assert wall_seconds_at_steps(log) == {10: 60.0, 20: 120.0, 30: 150.0, 35: 180.0}
+
+
+def test_vocoder_only_export_is_a_shared_vocoder(tiny_checkpoint, tmp_path):
+    """--vocoder-only: generator weights alone; voice.load_vocoder reads it, a new voice starts from it."""
+    import train_flow_matching as train
+    from voice import load_vocoder, load_voice
+
+    out = tmp_path / "vocoder.pth"
+    assert export_voice.main([str(tiny_checkpoint), str(out), "--half", "--vocoder-only"]) == 0
+    state = torch.load(out, weights_only=True)
+    assert state["parts"] == ["vocoder"] and all(k.startswith("generator.") for k in state["ema"])
+    generator, hps = load_vocoder(out)
+    full, _ = load_voice(tiny_checkpoint)
+    mel = torch.randn(1, 80, 30) - 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(generator(mel)[0], full.generator(mel)[0], atol=2e-3, rtol=0)
+    with pytest.raises(CheckpointError, match="is a vocoder file"):
+        Synthesizer.from_checkpoint(out)
+
+    new_voice = hps.replace(init_checkpoint=str(out), init_parts=["vocoder"], train_vocoder=False)
+    trainer = train.Trainer(new_voice, tmp_path / "run", tensorboard=False, load_data=False)
+    trainer.resume_or_init()
+    assert set(trainer.optimizers) == {"acoustic"}  # the shared vocoder is not trained
+    for k, v in state["ema"].items():
+        assert torch.equal(trainer.model.state_dict()[k], v.float()), k

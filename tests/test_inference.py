@@ -133,7 +133,8 @@ def test_check_output_path(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(steps=0), "positive integer"), (dict(steps=-2), "positive integer"),
-    (dict(steps=2.5), "positive integer"), (dict(steps=10000), "cap of 1000"), (dict(method="rk4"), "unknown ODE method"),
+    (dict(steps=2.5), "positive integer"), (dict(steps=10000), "cap of 1000"),
+    (dict(method="rk4"), "unknown ODE method"),
     (dict(sway_coef=-2.0), "sway"), (dict(sway_coef=1.5), "sway"), (dict(sway_coef=float("nan")), "sway"),
     (dict(duration_scale=0.0), "duration scale"), (dict(temperature=-1.0), "temperature")])
 def test_sampling_config_rejects(kwargs, match):

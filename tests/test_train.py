@@ -45,9 +45,9 @@ def one_thread():
 
 
 def _filelist(path: Path, clips) -> str:
-    lines = [l for l in (DATA / "filelist.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
-    chosen = [l for l in lines if any(c in l.split("|")[0] for c in clips)]
-    path.write_text("".join(f"{DATA / l.split('|', 1)[0]}|{l.split('|', 1)[1]}\n" for l in chosen), encoding="utf-8")
+    lines = [line for line in (DATA / "filelist.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    chosen = [line.split("|", 1) for line in lines if any(c in line.split("|")[0] for c in clips)]
+    path.write_text("".join(f"{DATA / wav}|{rest}\n" for wav, rest in chosen), encoding="utf-8")
     return str(path)
 
 

@@ -20,7 +20,7 @@ from discriminators import Discriminator
 from losses import (MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS, VocoderReconstructionLoss, discriminator_loss,
                     feature_loss, generator_loss)
 from mel_processing import mel_from_config
-from modules import MultiBandISTFTGenerator
+from models import MultiBandISTFTGenerator
 from pqmf import PQMF, optimal_cutoff
 from stft import ConvTransposeISTFT, TorchISTFT, hann_window
 
