@@ -15,7 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 import ode
 
@@ -25,7 +25,8 @@ MAX_STEPS = 1000  # more ODE steps change nothing audible and only burn time: re
 @dataclass(frozen=True)
 class SamplingConfig:
     """steps: ODE steps; method: euler (1 network evaluation per step) or midpoint (2);
-    sway_coef / sway_schedule: the time grid (ode.sway; -1 with quadratic gives t^2);
+    sway_schedule / sway_coef: the time grid (ode.py: quadratic or cosine sway, s = -1 with quadratic
+    gives t^2; or epss, a pruned grid that ignores the coefficient);
     duration_scale: speaking-rate factor (> 1 speaks slower); temperature: scale of the start noise."""
 
     steps: int = 10
@@ -45,7 +46,7 @@ class SamplingConfig:
             raise ValueError(f"unknown ODE method {self.method!r}; choose one of: {', '.join(ode.SOLVERS)}")
         if not _is_finite_number(self.sway_coef):
             raise ValueError(f"sway coefficient must be a finite number, got {self.sway_coef!r}")
-        self.time_grid()  # ValueError for an unknown schedule or a sway that folds the grid
+        self.time_grid_array()  # ValueError for an unknown schedule or a sway that folds the grid
         if not _is_finite_number(self.duration_scale) or self.duration_scale <= 0:
             raise ValueError(f"duration scale must be a positive number, got {self.duration_scale!r}")
         if not _is_finite_number(self.temperature) or self.temperature < 0:
@@ -56,9 +57,13 @@ class SamplingConfig:
         """Network evaluations per utterance."""
         return self.steps * (2 if self.method == "midpoint" else 1)
 
-    def time_grid(self, device=None) -> torch.Tensor:
-        """(steps + 1,) fp32 times from 0 to 1."""
+    def time_grid(self, device=None):
+        """(steps + 1,) fp32 torch tensor of times from 0 to 1, on `device`."""
         return ode.time_grid(self.steps, self.sway_coef, self.sway_schedule, device=device)
+
+    def time_grid_array(self) -> np.ndarray:
+        """(steps + 1,) float64 numpy times from 0 to 1 (the torch-free runtime)."""
+        return ode.time_grid_array(self.steps, self.sway_coef, self.sway_schedule)
 
     def replace(self, **changes) -> "SamplingConfig":
         """A copy with some fields changed (validated again)."""
@@ -78,6 +83,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingCo
                                                              f"(default {defaults.method})")
     g.add_argument("--sway-coef", type=float, default=defaults.sway_coef,
                    help=f"sway sampling coefficient s in [-1, 1] for t + s(1-t)t (default {defaults.sway_coef:g}: t^2)")
+    g.add_argument("--schedule", dest="sway_schedule", default=defaults.sway_schedule, choices=ode.SCHEDULES,
+                   help=f"time grid: quadratic or cosine sway, or epss (pruned; ignores --sway-coef) "
+                        f"(default {defaults.sway_schedule})")
     g.add_argument("--duration-scale", "--length-scale", dest="duration_scale", type=float,
                    default=defaults.duration_scale, help="speaking-rate factor, >1 speaks slower (default 1)")
     g.add_argument("--temperature", "--noise-scale", dest="temperature", type=float, default=defaults.temperature,
@@ -87,4 +95,5 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingCo
 def from_args(args: argparse.Namespace) -> SamplingConfig:
     """SamplingConfig from parsed `add_sampling_arguments` flags (ValueError for a bad value)."""
     return SamplingConfig(steps=args.steps, method=args.method, sway_coef=args.sway_coef,
-                          duration_scale=args.duration_scale, temperature=args.temperature)
+                          sway_schedule=args.sway_schedule, duration_scale=args.duration_scale,
+                          temperature=args.temperature)

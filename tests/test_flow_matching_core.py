@@ -3,6 +3,7 @@ exact target, padding invariance of batched inference, and a tiny model overfitt
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -420,3 +421,13 @@ def test_tiny_model_overfits_two_real_clips():
         cross = (gen[b, :, :common] - mels[other][:, :common]).abs().mean()
         print(f"clip {b}: L1 to own mel {float(own):.3f}, to the other clip's {float(cross):.3f}")
         assert own < 0.5 * cross, (b, float(own), float(cross))
+
+
+def test_epss_grid_is_dense_near_the_noise_end():
+    """F5-TTS's pruned grids where it defines them, halving steps towards t = 0 otherwise."""
+    np.testing.assert_array_equal(ode.time_grid_array(5, schedule="epss"), np.array([0, 2, 4, 8, 16, 32]) / 32)
+    np.testing.assert_array_equal(ode.time_grid_array(7, schedule="epss"), np.array([0, 2, 4, 6, 8, 16, 24, 32]) / 32)
+    np.testing.assert_array_equal(ode.time_grid_array(3, schedule="epss"), [0, 0.25, 0.5, 1])
+    for n in range(1, 17):
+        grid = ode.time_grid_array(n, -1.0, "epss")  # the sway coefficient does not apply
+        assert len(grid) == n + 1 and grid[0] == 0 and grid[-1] == 1 and (np.diff(grid) > 0).all()
