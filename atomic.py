@@ -14,7 +14,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
 TMP_MARK = ".tmp-"  # temporary names are .<name>.tmp-<pid>-<random>: a stale one names its dead writer
@@ -74,3 +74,29 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = ()) -> Path:
+    """Raise OSError with a clear message unless a file can be written at `path` (checked up front).
+
+    inputs: files the run reads (checkpoint, config, text file): writing over one of them is refused
+    with ValueError, since the output would destroy it."""
+    path = Path(path)
+    for source in inputs:
+        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
+            raise ValueError(f"output path {path} is one of the inputs ({source}); writing there would destroy "
+                             f"it: choose another output path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")
+    if not parent.exists():
+        raise FileNotFoundError(f"output directory {parent} does not exist; create it first or choose another --output")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"output directory {parent} is not a directory")
+    try:  # os.access is unreliable (root, ACLs, read-only mounts): really try to create a file
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-test-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to output directory {parent}: {e.strerror or e}") from None
+    return path

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import List, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from atomic import atomic_write
+
 PathLike = Union[str, Path]
+SENTENCE_PAUSE_SECONDS = 0.2  # silence between joined sentences
 
 
 class AudioError(ValueError):
@@ -66,3 +69,22 @@ def resample_clip(clip: AudioClip, sampling_rate: int, resample: bool = True) ->
 def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.ndarray:
     """Read `path` as mono float32 (T,) at `sampling_rate` (resampled, or AudioError if resample=False)."""
     return resample_clip(read_audio(path), sampling_rate, resample).wav
+
+
+def save_wav(path: Union[str, Path], audio: np.ndarray, sample_rate: int) -> None:
+    """Write 16-bit PCM WAV atomically: a crash or a full disk never leaves a half-written file at `path`."""
+    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    with atomic_write(path) as handle:
+        sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
+
+
+def join_with_pauses(waves: Sequence[np.ndarray], sample_rate: int,
+                     pause_seconds: float = SENTENCE_PAUSE_SECONDS) -> np.ndarray:
+    """Concatenate sentence waveforms with `pause_seconds` of silence between them."""
+    pause = np.zeros(int(round(pause_seconds * sample_rate)), dtype=np.float32)
+    pieces: List[np.ndarray] = []
+    for i, wave in enumerate(waves):
+        if i:
+            pieces.append(pause)
+        pieces.append(np.asarray(wave, dtype=np.float32))
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

@@ -14,11 +14,12 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
-
-import torch
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from atomic import atomic_write, writer_pid
+
+if TYPE_CHECKING:
+    import torch
 
 PathLike = Union[str, Path]
 
@@ -32,6 +33,8 @@ def save_checkpoint(path: PathLike, state: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, durable=True) as f:
+        import torch  # imported here: CheckpointError must be usable without torch (the ONNX runtime)
+
         torch.save(state, f)
     return path
 
@@ -66,6 +69,8 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was interrupted. "
                               f"Delete it to resume from an older checkpoint.")
+    import torch
+
     try:
         # weights_only: a checkpoint holds tensors, numbers, strings and containers only.
         state = torch.load(path, map_location=map_location, weights_only=True)

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Synthesize speech with a flow-matching TTS checkpoint.")
     p.add_argument("--checkpoint", help="G_<step>.pth from training (default: the demo voice "
                                         "pretrained/demo_voice.pth)")
+    p.add_argument("--onnx", metavar="DIR", help="speak with an export_onnx.py folder instead: onnxruntime and "
+                                                 "numpy only, no torch (sampling defaults from its voice.json)")
+    p.add_argument("--int8", action="store_true", help="with --onnx: the int8-quantized velocity net and vocoder")
     p.add_argument("--config", "-c", help="override the config stored in the checkpoint (must fit it)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", "-t", help="text to speak (long text is split into sentences)")
@@ -35,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     return p
 
@@ -44,15 +47,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _check_args(args: argparse.Namespace) -> SamplingConfig:
-    sampling = from_args(args)
+def _check_args(args: argparse.Namespace) -> None:
+    from_args(args)  # ValueError for a bad sampling flag, before anything is loaded
+    if args.onnx is not None and (args.checkpoint or args.config or args.no_ema or args.device != "cpu"):
+        raise ValueError("--onnx speaks with the export folder alone: drop --checkpoint, --config, --no-ema and "
+                         "--device")
+    if args.int8 and args.onnx is None:
+        raise ValueError("--int8 needs --onnx DIR (an export made with export_onnx.py --int8)")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     if args.text is None and args.text_file is None:
         raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
     if args.text is not None and not args.text.strip():
         raise ValueError("--text is empty; give some words to speak")
-    return sampling
 
 
 def _resolve_checkpoint(arg: Optional[str]) -> Path:
@@ -88,18 +95,39 @@ def _summary(name: str, info: dict, sampling: SamplingConfig) -> str:
             f" (acoustic {info['acoustic_seconds']:.2f} s, vocoder {info['vocoder_seconds']:.2f} s)")
 
 
-def run(args: argparse.Namespace) -> int:
-    sampling = _check_args(args)
+def _load(args: argparse.Namespace, checkpoint: Optional[Path]):
+    """(synthesizer, its default SamplingConfig, a line describing the runtime). torch only when needed."""
+    if args.onnx is not None:
+        from onnx_runtime import OnnxSynthesizer
+
+        tts = OnnxSynthesizer.from_folder(args.onnx, threads=args.threads, int8=args.int8)
+        threads = args.threads if args.threads is not None else "onnxruntime's default"
+        return tts, tts.defaults, (f"onnxruntime {'int8' if args.int8 else 'fp32'}, threads {threads}, no warm-up "
+                                   f"(timings include the first run), graphs from {args.onnx}")
     import torch
-    from tqdm import tqdm
 
-    from synthesize import Synthesizer, check_output_path, save_wav, split_sentences
-    from voice import parse_device
-
-    parse_device(args.device)
+    from synthesize import Synthesizer
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
+    return tts, SamplingConfig(), (f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up "
+                                   f"(timings include the first run), {'raw' if args.no_ema else 'EMA'} weights "
+                                   f"from {checkpoint}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from tqdm import tqdm
+
+    from atomic import check_output_path
+    from audio import save_wav
+    from text.sentences import split_sentences
+
+    if args.onnx is None:
+        from voice import parse_device
+
+        parse_device(args.device)
     # Check everything that can fail before the slow part: texts, outputs, then the checkpoint.
     if args.text_file is not None:
         items = _read_text_file(args.text_file)
@@ -116,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(f"cannot create output directory {args.output_dir}: {e.strerror or e}") from None
-    checkpoint = _resolve_checkpoint(args.checkpoint)
+    checkpoint = None if args.onnx else _resolve_checkpoint(args.checkpoint)
     for _, path, _ in jobs:
         check_output_path(path, inputs=(checkpoint, args.config, args.text_file))
-    tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
+    tts, defaults, runtime = _load(args, checkpoint)
+    sampling = from_args(args, defaults)
     prepared = []
     for text, path, label in jobs:  # clean every utterance first: a bad line fails before any file is written
         try:
@@ -132,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
         audio, sample_rate, info = tts.synthesize_sequences(sequences, sampling, args.speaker, args.seed)
         save_wav(path, audio, sample_rate)
         tqdm.write(_summary(str(path), info, sampling))
-    print(f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up (timings include the "
-          f"first run), {'EMA' if not args.no_ema else 'raw'} weights from {checkpoint}")
+    print(runtime)
     return 0
 
 
@@ -146,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return run(args)
-        except (ValueError, CheckpointError, ConfigError, OSError) as e:
+        except (ValueError, CheckpointError, ConfigError, OSError) as e:  # OnnxVoiceError is a ValueError
             print(f"error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -75,25 +75,26 @@ def _is_finite_number(x) -> bool:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingConfig = SamplingConfig()) -> None:
-    """The sampling flags every command-line tool shares."""
+    """The sampling flags every command-line tool shares. A flag left out stays None, so `from_args` can
+    take the value from a voice's own defaults (an ONNX export stores its few-step setting)."""
     g = parser.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, default=defaults.steps,
+    g.add_argument("--steps", type=int, default=None,
                    help=f"ODE steps (default {defaults.steps}, at most {MAX_STEPS}); NFE = steps (euler) or 2*steps")
-    g.add_argument("--method", default=defaults.method, help=f"ODE solver: {' or '.join(ode.SOLVERS)} "
-                                                             f"(default {defaults.method})")
-    g.add_argument("--sway-coef", type=float, default=defaults.sway_coef,
+    g.add_argument("--method", default=None, help=f"ODE solver: {' or '.join(ode.SOLVERS)} (default {defaults.method})")
+    g.add_argument("--sway-coef", type=float, default=None,
                    help=f"sway sampling coefficient s in [-1, 1] for t + s(1-t)t (default {defaults.sway_coef:g}: t^2)")
-    g.add_argument("--schedule", dest="sway_schedule", default=defaults.sway_schedule, choices=ode.SCHEDULES,
+    g.add_argument("--schedule", dest="sway_schedule", default=None, choices=ode.SCHEDULES,
                    help=f"time grid: quadratic or cosine sway, or epss (pruned; ignores --sway-coef) "
                         f"(default {defaults.sway_schedule})")
-    g.add_argument("--duration-scale", "--length-scale", dest="duration_scale", type=float,
-                   default=defaults.duration_scale, help="speaking-rate factor, >1 speaks slower (default 1)")
-    g.add_argument("--temperature", "--noise-scale", dest="temperature", type=float, default=defaults.temperature,
-                   help="noise scale of the ODE start (default 1)")
+    g.add_argument("--duration-scale", "--length-scale", dest="duration_scale", type=float, default=None,
+                   help=f"speaking-rate factor, >1 speaks slower (default {defaults.duration_scale:g})")
+    g.add_argument("--temperature", "--noise-scale", dest="temperature", type=float, default=None,
+                   help=f"noise scale of the ODE start (default {defaults.temperature:g})")
 
 
-def from_args(args: argparse.Namespace) -> SamplingConfig:
-    """SamplingConfig from parsed `add_sampling_arguments` flags (ValueError for a bad value)."""
-    return SamplingConfig(steps=args.steps, method=args.method, sway_coef=args.sway_coef,
-                          sway_schedule=args.sway_schedule, duration_scale=args.duration_scale,
-                          temperature=args.temperature)
+def from_args(args: argparse.Namespace, defaults: SamplingConfig = SamplingConfig()) -> SamplingConfig:
+    """SamplingConfig from parsed `add_sampling_arguments` flags, `defaults` for those left out
+    (ValueError for a bad value)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingConfig)
+             if getattr(args, f.name, None) is not None}
+    return defaults.replace(**given)

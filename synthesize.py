@@ -13,9 +13,6 @@ with nothing speakable is a ValueError.
 """
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
@@ -24,121 +21,14 @@ import numpy as np
 import torch
 
 import text as text_lib
-from atomic import atomic_write
+from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
+from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
 from config import HParams
 from sampling import SamplingConfig
+from text.sentences import MAX_SENTENCE_CHARS, has_speakable, split_sentences  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkpoint is loaded
     from models import FlowMatchingSynthesizer
-
-SENTENCE_PAUSE_SECONDS = 0.2
-MAX_SENTENCE_CHARS = 200  # longer sentences are split at commas, then at spaces
-# Words whose trailing period does not end a sentence.
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "co", "inc", "ltd",
-                  "mt", "capt", "col", "gen", "lt", "sgt", "rev", "hon", "gov", "sen", "rep", "e.g", "i.e"}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Text splitting
-# ----------------------------------------------------------------------------------------------------
-
-def has_speakable(text: str) -> bool:
-    """True when the text holds at least one letter or digit (punctuation and emoji are not speech)."""
-    return any(ch.isalnum() for ch in text)
-
-
-def _pack(words: Sequence[str], max_chars: int) -> List[str]:
-    """Greedily join words with spaces into pieces of at most `max_chars` (a longer word stays whole)."""
-    pieces: List[str] = []
-    current = ""
-    for word in words:
-        if current and len(current) + 1 + len(word) > max_chars:
-            pieces.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        pieces.append(current)
-    return pieces
-
-
-def _split_long(sentence: str, max_chars: int) -> List[str]:
-    """Split a sentence longer than `max_chars` at commas, and a comma-free run at spaces."""
-    if len(sentence) <= max_chars:
-        return [sentence]
-    parts = [part for clause in re.split(r"(?<=,)\s+", sentence) for part in _split_at_spaces(clause, max_chars)]
-    return _pack(parts, max_chars)
-
-
-def _split_at_spaces(clause: str, max_chars: int) -> List[str]:
-    if len(clause) <= max_chars:
-        return [clause]
-    return _pack(clause.split(), max_chars)
-
-
-def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> List[str]:
-    """Split text into speakable sentences, keeping their final punctuation.
-
-    Breaks after . ! ? ; : followed by white space (a period after a common abbreviation such as "Mr."
-    or a single initial does not end a sentence), and splits sentences longer than `max_chars` at commas.
-    Fragments without a letter or digit (e.g. a stray "...") carry no speech and are dropped.
-    """
-    text = " ".join(text.split())
-    sentences: List[str] = []
-    start = 0
-    for match in re.finditer(r"[.!?;:]+[\"')\]]*(?=\s)", text):
-        end = match.end()
-        word = text[start:match.start()].split()[-1:] or [""]
-        last = word[0].lstrip("\"'([").lower()
-        if match.group().startswith(".") and len(match.group().rstrip("\"')]")) == 1 and (
-                last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
-            continue
-        sentences.append(text[start:end].strip())
-        start = end
-    sentences.append(text[start:].strip())
-    out: List[str] = []
-    for sentence in sentences:
-        out.extend(piece for piece in _split_long(sentence, max_chars) if has_speakable(piece))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Output
-# ----------------------------------------------------------------------------------------------------
-
-def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = ()) -> Path:
-    """Raise OSError with a clear message unless a file can be written at `path` (checked up front).
-
-    inputs: files the run reads (checkpoint, config, text file): writing over one of them is refused
-    with ValueError, since the output would destroy it."""
-    path = Path(path)
-    for source in inputs:
-        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
-            raise ValueError(f"output path {path} is one of the inputs ({source}); writing there would destroy "
-                             f"it: choose another output path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")
-    if not parent.exists():
-        raise FileNotFoundError(f"output directory {parent} does not exist; create it first or choose another --output")
-    if not parent.is_dir():
-        raise NotADirectoryError(f"output directory {parent} is not a directory")
-    try:  # os.access is unreliable (root, ACLs, read-only mounts): really try to create a file
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-test-", suffix=".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise PermissionError(f"cannot write to output directory {parent}: {e.strerror or e}") from None
-    return path
-
-
-def save_wav(path: Union[str, Path], audio: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM WAV atomically: a crash or a full disk never leaves a half-written file at `path`."""
-    import soundfile as sf
-
-    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    with atomic_write(path) as handle:
-        sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,15 +159,3 @@ class Synthesizer:
         if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n_speakers:
             raise ValueError(f"speaker must be an integer id in [0, {n_speakers - 1}], got {speaker!r}")
         return torch.tensor([speaker], dtype=torch.long, device=self.device)
-
-
-def join_with_pauses(waves: Sequence[np.ndarray], sample_rate: int,
-                     pause_seconds: float = SENTENCE_PAUSE_SECONDS) -> np.ndarray:
-    """Concatenate sentence waveforms with `pause_seconds` of silence between them."""
-    pause = np.zeros(int(round(pause_seconds * sample_rate)), dtype=np.float32)
-    pieces: List[np.ndarray] = []
-    for i, wave in enumerate(waves):
-        if i:
-            pieces.append(pause)
-        pieces.append(np.asarray(wave, dtype=np.float32))
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

@@ -153,11 +153,13 @@ def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu
 
 
 def load_voice(path: Union[str, Path], device: Union[str, torch.device] = "cpu", use_ema: bool = True,
-               config: ConfigLike = None) -> Tuple[FlowMatchingSynthesizer, HParams]:
-    """An inference-ready model (weight norm folded, eval mode, on `device`) and its config."""
+               config: ConfigLike = None, istft_impl: str = "torch") -> Tuple[FlowMatchingSynthesizer, HParams]:
+    """An inference-ready model (weight norm folded, eval mode, on `device`) and its config.
+
+    istft_impl "conv": the ONNX-exportable iSTFT (same output)."""
     device = parse_device(device)
     state = read_voice(path, use_ema, config)
-    model = FlowMatchingSynthesizer(state.n_vocab, state.hps)
+    model = FlowMatchingSynthesizer(state.n_vocab, state.hps, istft_impl=istft_impl)
     load_state_checked(model, state.weights, path)
     model.remove_weight_norm()
     return model.to(device).eval(), state.hps

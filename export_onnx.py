@@ -1,0 +1,166 @@
+"""Export a voice to ONNX: three graphs and one JSON, everything the torch-free runtime needs.
+
+    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice            # fp32
+    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder
+
+Writes to OUT_DIR:
+  encoder.onnx    ids (B, T_text) int64, lengths (B,) int64 [, speakers (B,) int64]
+                  -> h (B, H, T_text), mu (B, n_mels, T_text) (normalized mel), logw (B, T_text) [, g (B, gin, 1)]
+  velocity.onnx   x (B, n_mels, T), mask (B, 1, T), cond (B, H + n_mels, T), t (B,) [, g] -> v (B, n_mels, T)
+                  (one call per ODE step, t as an input)
+  vocoder.onnx    mel (B, n_mels, T) de-normalized log-mel [, g] -> audio (B, 1, T * hop) (conv iSTFT)
+  voice.json      symbols, cleaners, language, add_blank, sample rate, hop, mel statistics, prior start,
+                  speaker count and the default sampling settings
+  *_int8.onnx     with --int8: onnxruntime's dynamic int8 quantization of the velocity net and vocoder
+Lengths are dynamic on every axis that is a length. onnx_runtime.py runs the folder with onnxruntime and
+numpy only. A TensorRT engine can be built from the same files on a GPU, e.g.
+    trtexec --onnx=velocity.onnx --saveEngine=velocity.plan --fp16 \
+        --minShapes=x:1x80x1,mask:1x1x1,cond:1x272x1,t:1 --optShapes=x:1x80x400,mask:1x1x400,cond:1x272x400,t:1 \
+        --maxShapes=x:1x80x3000,mask:1x1x3000,cond:1x272x3000,t:1
+(272 = hidden_channels + n_mels for configs/small.json).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+import text as text_lib
+from atomic import write_text_atomic
+from sampling import SamplingConfig
+from voice import load_voice
+
+OPSET = 17
+FORMAT_VERSION = 1
+
+
+class EncoderGraph(nn.Module):
+    """Text encoder + duration predictor of a FlowMatchingTTS as one graph."""
+
+    def __init__(self, acoustic):
+        super().__init__()
+        self.acoustic = acoustic
+
+    def forward(self, ids, lengths, speakers=None):
+        h, mu, x_mask, g = self.acoustic._encode(ids, lengths, speakers)
+        logw = self.acoustic.duration_predictor(h, x_mask, g)
+        return (h, mu, logw) if g is None else (h, mu, logw, g)
+
+
+class VelocityGraph(nn.Module):
+    def __init__(self, estimator):
+        super().__init__()
+        self.estimator = estimator
+
+    def forward(self, x, mask, cond, t, g=None):
+        return self.estimator(x, mask, cond, t, g)
+
+
+class VocoderGraph(nn.Module):
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, mel, g=None):
+        return self.generator(mel, g)[0]
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
+            dynamic: dict) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints from shapes: shapes stay dynamic
+        torch.onnx.export(module.eval(), args, str(path), dynamo=False, input_names=list(inputs),
+                          output_names=list(outputs), dynamic_axes=dynamic, opset_version=OPSET)
+
+
+def voice_json(hps, step, sampling: SamplingConfig) -> dict:
+    d, m = hps.data, hps.model
+    return {"format_version": FORMAT_VERSION, "symbols": list(text_lib.symbols), "text_cleaners": list(d.text_cleaners),
+            "language": d.language, "add_blank": d.add_blank, "sample_rate": d.sampling_rate,
+            "hop_length": d.hop_length, "n_mel_channels": d.n_mel_channels, "mel_mean": float(d.mel_mean),
+            "mel_std": float(d.mel_std), "prior_start": m.prior_start, "n_speakers": d.n_speakers,
+            "gin_channels": m.gin_channels if d.n_speakers > 1 else 0, "cond_channels": m.hidden_channels + d.n_mel_channels,
+            "sampling": dataclasses.asdict(sampling), "step": step}
+
+
+def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: SamplingConfig = SamplingConfig()) -> dict:
+    """Write the folder (see the module docstring); returns voice.json's content."""
+    model, hps = load_voice(checkpoint, istft_impl="conv")
+    acoustic, d = model.acoustic, hps.data
+    if acoustic.duration_predictor is None:
+        raise ValueError(f"{checkpoint} has no duration predictor (model.use_duration_predictor false): the "
+                         f"ONNX runtime needs one to speak text")
+    multi = d.n_speakers > 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_text, t_mel, n_mels = 12, 40, d.n_mel_channels
+    ids, lengths = torch.randint(1, len(text_lib.symbols), (1, t_text)), torch.tensor([t_text])
+    spk = (torch.zeros(1, dtype=torch.long),) if multi else ()
+    enc_out = ["h", "mu", "logw"] + (["g"] if multi else [])
+    _export(EncoderGraph(acoustic), (ids, lengths, *spk), out_dir / "encoder.onnx", ["ids", "lengths"] +
+            (["speakers"] if multi else []), enc_out,
+            {"ids": {0: "B", 1: "T_text"}, "lengths": {0: "B"}, "h": {0: "B", 2: "T_text"},
+             "mu": {0: "B", 2: "T_text"}, "logw": {0: "B", 1: "T_text"}, **({"speakers": {0: "B"}} if multi else {})})
+    g = (torch.randn(1, hps.model.gin_channels, 1),) if multi else ()
+    cond_channels = hps.model.hidden_channels + n_mels
+    _export(VelocityGraph(acoustic.cfm.estimator),
+            (torch.randn(1, n_mels, t_mel), torch.ones(1, 1, t_mel), torch.randn(1, cond_channels, t_mel),
+             torch.full((1,), 0.5), *g), out_dir / "velocity.onnx",
+            ["x", "mask", "cond", "t"] + (["g"] if multi else []), ["v"],
+            {"x": {0: "B", 2: "T"}, "mask": {0: "B", 2: "T"}, "cond": {0: "B", 2: "T"}, "t": {0: "B"},
+             "v": {0: "B", 2: "T"}})
+    _export(VocoderGraph(model.generator), (torch.randn(1, n_mels, t_mel) - 5.0, *g), out_dir / "vocoder.onnx",
+            ["mel"] + (["g"] if multi else []), ["audio"], {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
+    if int8:
+        quantize(out_dir)
+    info = voice_json(hps, read_step(checkpoint), sampling)
+    write_text_atomic(out_dir / "voice.json", json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_step(checkpoint: Path) -> Optional[int]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True).get("step")
+
+
+def quantize(out_dir: Path) -> None:
+    """velocity_int8.onnx and vocoder_int8.onnx: dynamic int8 weights (MatMul / Gemm / Conv)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for name in ("velocity", "vocoder"):
+        quantize_dynamic(str(out_dir / f"{name}.onnx"), str(out_dir / f"{name}_int8.onnx"), weight_type=QuantType.QInt8)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from checkpoint import CheckpointError
+    from config import ConfigError
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="voice file or G_<step>.pth")
+    p.add_argument("out_dir", help="folder for the graphs and voice.json (created)")
+    p.add_argument("--int8", action="store_true", help="also write int8-quantized velocity and vocoder graphs")
+    p.add_argument("--steps", type=int, default=4, help="default ODE steps stored for the runtime (default 4)")
+    p.add_argument("--method", default="euler", help="default solver stored for the runtime (default euler)")
+    args = p.parse_args(argv)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        print(f"error: {out} is a file; give a folder", file=sys.stderr)
+        return 1
+    try:
+        sampling = SamplingConfig(steps=args.steps, method=args.method)
+        info = export(Path(args.checkpoint), out, args.int8, sampling)
+    except (CheckpointError, ConfigError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out.glob("*.onnx")))
+    print(f"wrote {out}: {sizes}; voice.json (step {info['step']}, default {sampling.steps} {sampling.method} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

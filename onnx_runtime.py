@@ -1,0 +1,183 @@
+"""Torch-free synthesis from an export_onnx.py folder: onnxruntime for the three graphs, numpy for the rest.
+
+    from onnx_runtime import OnnxSynthesizer
+    tts = OnnxSynthesizer.from_folder("onnx/demo_voice", threads=2)
+    audio, sample_rate, info = tts.synthesize("Hello there.")       # SamplingConfig from voice.json
+    python inference_flow_matching.py --onnx onnx/demo_voice --text "Hello there." --output out.wav
+
+Same path as the torch Synthesizer: sentences -> ids (text front end) -> encoder graph -> durations
+ceil(exp(logw) * duration_scale) -> length regulation -> the ODE loop (ode.py's solvers on numpy arrays,
+one velocity graph call per network evaluation) -> de-normalized mel -> vocoder graph -> sentences joined
+with pauses. Noise comes from numpy's generator, so a waveform is not bit-identical to the torch path
+(at temperature 0 it is, within float tolerance). Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+import ode
+import text as text_lib
+from audio import join_with_pauses
+from sampling import SamplingConfig
+from text.sentences import has_speakable, split_sentences
+
+
+class OnnxVoiceError(ValueError):
+    """An export folder is missing a file or does not fit this code."""
+
+
+class _Data:
+    """The fields of voice.json that text_lib.text_to_ids reads (a DataConfig stand-in)."""
+
+    def __init__(self, info: dict):
+        self.text_cleaners, self.language, self.add_blank = info["text_cleaners"], info["language"], info["add_blank"]
+
+
+class OnnxSynthesizer:
+    """Text -> waveform with the graphs of an export folder (see export_onnx.py)."""
+
+    def __init__(self, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        info_path = folder / "voice.json"
+        if not info_path.is_file():
+            raise OnnxVoiceError(f"{folder} is not an ONNX voice folder (no voice.json); make one with "
+                                 f"`python export_onnx.py VOICE.pth {folder}`")
+        self.info = json.loads(info_path.read_text(encoding="utf-8"))
+        if self.info.get("symbols") != list(text_lib.symbols):
+            raise OnnxVoiceError(f"{folder} was exported with another symbol table than this code's text front end; "
+                                 f"export it again with this version")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        names = {"encoder": "encoder", "velocity": "velocity_int8" if int8 else "velocity",
+                 "vocoder": "vocoder_int8" if int8 else "vocoder"}
+        self.sessions = {}
+        for role, name in names.items():
+            path = folder / f"{name}.onnx"
+            if not path.is_file():
+                hint = " (export with --int8)" if int8 else ""
+                raise OnnxVoiceError(f"{path} is missing{hint}")
+            self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.data = _Data(self.info)
+        self.defaults = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
+                                          if f.name in self.info.get("sampling", {})})
+        self.multi_speaker = self.info["n_speakers"] > 1
+
+    @classmethod
+    def from_folder(cls, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False
+                    ) -> "OnnxSynthesizer":
+        return cls(folder, threads, int8)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.info["sample_rate"])
+
+    # -- text (the same checks as synthesize.Synthesizer) ---------------------------------------------
+
+    def text_to_ids(self, sentence: str) -> List[int]:
+        if not sentence or not sentence.strip():
+            raise ValueError("text is empty; give some words to speak")
+        if not has_speakable(sentence):
+            raise ValueError(f"text {sentence!r} has nothing speakable (no letters or digits)")
+        return text_lib.text_to_ids(sentence, self.data)
+
+    def prepare(self, text: str) -> List[List[int]]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty; give some words to speak")
+        sentences = split_sentences(text)
+        if not sentences:
+            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
+        return [self.text_to_ids(s) for s in sentences]
+
+    def check_speaker(self, speaker: Optional[int]) -> Optional[int]:
+        n = self.info["n_speakers"]
+        if not self.multi_speaker:
+            if speaker not in (None, 0):
+                raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")
+            return None
+        speaker = 0 if speaker is None else speaker
+        if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n:
+            raise ValueError(f"speaker must be an integer id in [0, {n - 1}], got {speaker!r}")
+        return speaker
+
+    # -- synthesis ------------------------------------------------------------------------------------
+
+    def mel(self, ids: Sequence[int], sampling: SamplingConfig, rng: np.random.Generator,
+            speaker: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+        """One sentence's ids -> (de-normalized log-mel (1, n_mels, T), speaker conditioning or None, NFE)."""
+        feeds = {"ids": np.asarray([ids], dtype=np.int64), "lengths": np.asarray([len(ids)], dtype=np.int64)}
+        if self.multi_speaker:
+            feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
+        h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
+        g = g[0] if g else None
+        durations = np.maximum(np.ceil(np.exp(logw[0].astype(np.float64)) * sampling.duration_scale), 1).astype(np.int64)
+        frames = np.repeat(np.arange(len(ids)), durations)  # length regulation: token index of every frame
+        h_y, mu_y = h[:, :, frames], mu[:, :, frames]
+        cond = np.concatenate([h_y, mu_y], axis=1)
+        mask = np.ones((1, 1, len(frames)), dtype=np.float32)
+        x = rng.standard_normal(mu_y.shape, dtype=np.float32) * np.float32(sampling.temperature)
+        if self.info["prior_start"]:
+            x = x + mu_y
+        velocity = self.sessions["velocity"]
+
+        def f(x_t, t):
+            feeds = {"x": x_t.astype(np.float32), "mask": mask, "cond": cond, "t": np.full((1,), t, dtype=np.float32)}
+            if g is not None:
+                feeds["g"] = g
+            return velocity.run(None, feeds)[0]
+
+        x, nfe = ode.solve(f, x, sampling.time_grid_array().astype(np.float32), sampling.method)
+        return x * np.float32(self.info["mel_std"]) + np.float32(self.info["mel_mean"]), g, nfe
+
+    def vocode(self, mel: np.ndarray, g: Optional[np.ndarray] = None) -> np.ndarray:
+        """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform."""
+        feeds = {"mel": mel.astype(np.float32)}
+        if g is not None:
+            feeds["g"] = g
+        return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
+
+    def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
+                       speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
+        sampling = sampling or self.defaults
+        speaker = self.check_speaker(speaker)
+        # One generator per sentence, seeded from (seed, index), as the torch Synthesizer does.
+        seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
+        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
+        waves = []
+        for ids, s in zip(sequences, seeds):
+            t0 = time.perf_counter()
+            mel, g, info["nfe"] = self.mel(ids, sampling, np.random.default_rng(int(s)), speaker)
+            t1 = time.perf_counter()
+            waves.append(self.vocode(mel, g))
+            info["acoustic_seconds"] += t1 - t0
+            info["vocoder_seconds"] += time.perf_counter() - t1
+        return waves, info
+
+    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
+                             speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
+        waves, info = self.synthesize_ids(sequences, sampling, speaker, seed)
+        audio = join_with_pauses(waves, self.sample_rate)
+        info["audio_seconds"] = len(audio) / self.sample_rate
+        info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
+        info["sentences"] = len(waves)
+        return audio, self.sample_rate, info
+
+    def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+                   seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
+        """Text -> (waveform float32 (T,), sample_rate, info), as synthesize.Synthesizer.synthesize."""
+        self.check_speaker(speaker)
+        t0 = time.perf_counter()
+        sequences = self.prepare(text)
+        text_seconds = time.perf_counter() - t0
+        audio, sample_rate, info = self.synthesize_sequences(sequences, sampling, speaker, seed)
+        info["text_seconds"] = text_seconds
+        return audio, sample_rate, info

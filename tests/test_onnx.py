@@ -1,0 +1,140 @@
+"""ONNX export and the torch-free runtime: graph parity with torch on real inputs, whole-utterance parity,
+no torch on the runtime path, int8 graphs, the CLI, and the demo voice's intelligibility through ONNX."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+pytest.importorskip("onnxruntime")
+
+try:
+    from fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401  (pytest fixture)
+except ImportError:  # tests/ imported as a package
+    from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
+
+import export_onnx  # noqa: E402
+import text  # noqa: E402
+from mel_processing import mel_from_config  # noqa: E402
+from onnx_runtime import OnnxSynthesizer, OnnxVoiceError  # noqa: E402
+from sampling import SamplingConfig  # noqa: E402
+from synthesize import Synthesizer  # noqa: E402
+from voice import load_voice  # noqa: E402
+
+SENTENCE = "Printing, in the only sense with which we are concerned."
+CLIP = ROOT / "tests" / "data" / "wavs" / "LJ001-0001.wav"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "tiny"
+    assert export_onnx.main([str(tiny_checkpoint), str(out), "--int8"]) == 0
+    return out
+
+
+def test_folder_holds_three_graphs_and_the_runtime_json(exported):
+    names = {p.name for p in exported.iterdir()}
+    assert {"encoder.onnx", "velocity.onnx", "vocoder.onnx", "velocity_int8.onnx", "vocoder_int8.onnx",
+            "voice.json"} <= names
+    info = json.loads((exported / "voice.json").read_text())
+    assert info["symbols"] == list(text.symbols) and info["sample_rate"] == 22050 and info["hop_length"] == 256
+    assert info["sampling"]["steps"] == 4 and info["text_cleaners"] == ["english_cleaners2"]
+
+
+def test_each_graph_matches_torch_on_real_inputs(tiny_checkpoint, exported):
+    model, hps = load_voice(tiny_checkpoint)
+    onnx = OnnxSynthesizer(exported)
+    ids = text.text_to_ids(SENTENCE, hps.data)
+    ids_t, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
+    h, mu, logw = onnx.sessions["encoder"].run(None, {"ids": ids_t.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        h_t, mu_t, x_mask, _ = model.acoustic._encode(ids_t, lengths, None)
+        logw_t = model.acoustic.duration_predictor(h_t, x_mask)
+    for a, b in ((h, h_t), (mu, mu_t), (logw, logw_t)):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0)
+
+    wav, _ = sf.read(str(CLIP), dtype="float32")
+    mel = mel_from_config(torch.from_numpy(wav[:256 * 120]).unsqueeze(0), hps.data)  # a real mel, 120 frames
+    x = ((mel - hps.data.mel_mean) / hps.data.mel_std).float()
+    cond = torch.randn(1, hps.model.hidden_channels + 80, mel.size(2))
+    mask, t = torch.ones(1, 1, mel.size(2)), torch.tensor([0.3])
+    v = onnx.sessions["velocity"].run(None, {"x": x.numpy(), "mask": mask.numpy(), "cond": cond.numpy(),
+                                             "t": t.numpy()})[0]
+    with torch.no_grad():
+        v_t = model.acoustic.cfm.estimator(x, mask, cond, t)
+    np.testing.assert_allclose(v, v_t.numpy(), atol=1e-4, rtol=0)
+    audio = onnx.vocode(mel.numpy())
+    with torch.no_grad():
+        audio_t = model.generator(mel)[0][0, 0].numpy()
+    assert audio.shape == audio_t.shape == (120 * 256,)
+    np.testing.assert_allclose(audio, audio_t, atol=1e-4, rtol=0)
+
+
+def test_whole_utterance_matches_torch_at_zero_temperature(tiny_checkpoint, exported):
+    """Temperature 0 removes the only difference (numpy vs torch noise): same ODE, same result."""
+    sampling = SamplingConfig(steps=3, method="midpoint", temperature=0.0)
+    a, sr, info = OnnxSynthesizer(exported).synthesize(SENTENCE + " And a second one.", sampling)
+    b, _, _ = Synthesizer.from_checkpoint(tiny_checkpoint).synthesize(SENTENCE + " And a second one.", sampling)
+    assert sr == 22050 and info["nfe"] == 6 and info["sentences"] == 2 and a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_int8_graphs_run_and_stay_close(exported):
+    sampling = SamplingConfig(steps=2, temperature=0.0)
+    fp32, _, _ = OnnxSynthesizer(exported).synthesize(SENTENCE, sampling)
+    int8, _, _ = OnnxSynthesizer(exported, int8=True).synthesize(SENTENCE, sampling)
+    assert int8.shape == fp32.shape and np.isfinite(int8).all()
+    assert np.corrcoef(fp32, int8)[0, 1] > 0.5  # quantized, not broken
+
+
+def test_bad_folder_is_a_clear_error(tmp_path, exported):
+    with pytest.raises(OnnxVoiceError, match="no voice.json"):
+        OnnxSynthesizer(tmp_path)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "voice.json").write_text((exported / "voice.json").read_text())
+    with pytest.raises(OnnxVoiceError, match="encoder.onnx is missing"):
+        OnnxSynthesizer(partial)
+
+
+def test_cli_onnx_path_never_imports_torch(exported, tmp_path):
+    out = tmp_path / "o.wav"
+    code = ("import runpy, sys\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            f"sys.argv = ['inference_flow_matching.py', '--onnx', {str(exported)!r}, '--text', {SENTENCE!r}, "
+            f"'--output', {str(out)!r}, '--threads', '1']\n"
+            f"try:\n    runpy.run_path({str(ROOT / 'inference_flow_matching.py')!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    assert "NO-TORCH" in proc.stdout and "NFE 4 per sentence (4 euler steps)" in proc.stdout
+    info = sf.info(str(out))
+    assert info.samplerate == 22050 and info.frames > 0
+    proc = subprocess.run([sys.executable, str(ROOT / "inference_flow_matching.py"), "--onnx", str(exported),
+                           "--checkpoint", "x.pth", "--text", "Hi."], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "drop --checkpoint" in proc.stderr
+
+
+def test_demo_voice_through_onnx_is_intelligible(tmp_path):
+    """Whole utterances through the exported demo voice: WER within the demo voice's own bound."""
+    from asr import Transcriber
+    from metrics import corpus_wer
+    from test_demo_voice import held_out_sentences
+
+    demo = ROOT / "pretrained" / "demo_voice.pth"
+    if not demo.is_file():
+        pytest.skip("no demo voice")
+    assert export_onnx.main([str(demo), str(tmp_path / "demo")]) == 0
+    tts = OnnxSynthesizer(tmp_path / "demo", threads=1)
+    sentences = held_out_sentences(6)  # never trained on
+    transcriber = Transcriber()
+    hyps = [transcriber.transcribe(tts.synthesize(s, seed=0)[0], tts.sample_rate) for s in sentences]
+    assert corpus_wer(sentences, hyps) <= 0.35, hyps
