@@ -138,3 +138,16 @@ def test_demo_voice_through_onnx_is_intelligible(tmp_path):
     transcriber = Transcriber()
     hyps = [transcriber.transcribe(tts.synthesize(s, seed=0)[0], tts.sample_rate) for s in sentences]
     assert corpus_wer(sentences, hyps) <= 0.35, hyps
+
+
+def test_bench_e2e_runs_and_reports_every_column(exported, tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--voice", str(tiny_checkpoint),
+                           "--onnx", str(exported), "--nfe", "1", "--threads", "1", "--runtimes", "onnx-fp32",
+                           "onnx-int8", "--sentences", "1", "--runs", "1", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["runtime"] for r in rows] == ["onnx-fp32", "onnx-int8"]
+    assert all(r["rtf"]["1"] > 0 and r["cold_start_s"] > 0 and r["peak_rss_mb"] > 10 for r in rows)
+    assert "| onnx-int8 | 1 |" in proc.stdout

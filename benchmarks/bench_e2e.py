@@ -1,0 +1,117 @@
+"""End-to-end speed, one run: torch fp32 vs onnxruntime fp32 vs onnxruntime int8, at several NFE and threads.
+
+    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8
+    python benchmarks/bench_e2e.py --voice pretrained/demo_voice.pth --onnx onnx/demo_voice
+
+Every (runtime, threads) pair runs in a fresh process, started one after the other by this script:
+  cold start  wall time from starting that process to the first sentence's audio ("Hello there.")
+              (Python start, imports, loading the voice, the first synthesis)
+  RTF         (text front end + acoustic model + vocoder) / audio seconds over the sentences (the first
+              --sentences held-out corpus sentences), median of --runs runs after one warm-up sentence,
+              Euler with sway -1 at each NFE in --nfe
+  peak RSS    the process's peak resident memory (ru_maxrss)
+Run it on a quiet machine: another CPU-heavy job changes every number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+COLD_SENTENCE = "Hello there."
+
+
+def held_out(n: int) -> list:
+    ids = (ROOT / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split()[:n]
+    texts = dict(line.split("|", 1) for line in (ROOT / "corpus" / "sentences.txt").read_text(encoding="utf-8")
+                 .splitlines() if line.strip())
+    return [texts[i] for i in ids]
+
+
+def child(args) -> None:
+    """One (runtime, threads) measurement; prints one JSON line."""
+    from sampling import SamplingConfig
+
+    if args.runtime == "torch":
+        import torch
+
+        from synthesize import Synthesizer
+        torch.set_num_threads(args.threads)
+        tts = Synthesizer.from_checkpoint(args.voice)
+    else:
+        from onnx_runtime import OnnxSynthesizer
+        tts = OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.runtime == "onnx-int8")
+    tts.synthesize(COLD_SENTENCE, SamplingConfig(steps=min(args.nfe)))
+    first_audio = time.time()
+    sentences = held_out(args.sentences)
+    result = {"runtime": args.runtime, "threads": args.threads, "cold_start_s": first_audio - args.started, "rtf": {}}
+    for nfe in args.nfe:
+        sampling = SamplingConfig(steps=nfe, method="euler", sway_coef=-1.0)
+        tts.synthesize(sentences[0], sampling)  # warm-up at this size
+        runs = []
+        for _ in range(args.runs):
+            compute = audio = 0.0
+            for s in sentences:
+                t0 = time.perf_counter()
+                wav, sr, _ = tts.synthesize(s, sampling)
+                compute += time.perf_counter() - t0
+                audio += len(wav) / sr
+            runs.append(compute / audio)
+        result["rtf"][str(nfe)] = statistics.median(runs)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result), flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--voice", default=str(ROOT / "pretrained" / "demo_voice.pth"))
+    p.add_argument("--onnx", required=True, help="export_onnx.py --int8 folder of the same voice")
+    p.add_argument("--nfe", type=int, nargs="+", default=[2, 4, 10])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--runtimes", nargs="+", default=["torch", "onnx-fp32", "onnx-int8"])
+    p.add_argument("--sentences", type=int, default=12)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--output")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--runtime", help=argparse.SUPPRESS)
+    p.add_argument("--started", type=float, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        args.threads = args.threads[0]
+        child(args)
+        return 0
+    rows = []
+    for runtime in args.runtimes:
+        for threads in args.threads:
+            cmd = [sys.executable, __file__, "--child", "--runtime", runtime, "--voice", args.voice, "--onnx", args.onnx,
+                   "--threads", str(threads), "--sentences", str(args.sentences), "--runs", str(args.runs),
+                   "--nfe", *map(str, args.nfe), "--started", repr(time.time())]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+            if proc.returncode != 0:
+                print(f"{runtime} x {threads} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                return 1
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    from timing import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.sentences} held-out sentences; Euler, sway -1; "
+          f"median of {args.runs} runs")
+    print("| runtime | threads | " + " | ".join(f"RTF NFE {n}" for n in args.nfe) + " | cold start | peak RSS |")
+    print("|---|---:|" + "---:|" * len(args.nfe) + "---:|---:|")
+    for r in rows:
+        print(f"| {r['runtime']} | {r['threads']} | " + " | ".join(f"{r['rtf'][str(n)]:.3f}" for n in args.nfe)
+              + f" | {r['cold_start_s']:.2f} s | {r['peak_rss_mb']:.0f} MB |")
+    if args.output:
+        Path(args.output).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
