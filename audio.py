@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import Iterable, List, Sequence, Union
 
 import numpy as np
 import soundfile as sf
@@ -71,11 +71,26 @@ def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.nd
     return resample_clip(read_audio(path), sampling_rate, resample).wav
 
 
-def save_wav(path: Union[str, Path], audio: np.ndarray, sample_rate: int) -> None:
+def save_wav(path: PathLike, audio: np.ndarray, sample_rate: int) -> None:
     """Write 16-bit PCM WAV atomically: a crash or a full disk never leaves a half-written file at `path`."""
-    audio = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    with atomic_write(path) as handle:
-        sf.write(handle, audio, sample_rate, subtype="PCM_16", format="WAV")
+    write_wav_stream(path, [audio], sample_rate)
+
+
+def write_wav_stream(path: PathLike, chunks: Iterable[np.ndarray], sample_rate: int) -> int:
+    """Write audio chunks to a 16-bit PCM WAV as they come (memory stays flat), atomically: the file appears
+    at `path` only when the last chunk is written. Returns the number of samples."""
+    samples = 0
+    with atomic_write(path) as handle, sf.SoundFile(handle, "w", sample_rate, 1, "PCM_16", format="WAV") as wav:
+        for chunk in chunks:
+            chunk = np.clip(np.asarray(chunk, dtype=np.float32).reshape(-1), -1.0, 1.0)
+            wav.write(chunk)
+            samples += len(chunk)
+    return samples
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """float audio in [-1, 1] -> raw little-endian 16-bit PCM bytes (what `aplay -f S16_LE` plays)."""
+    return (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
 def join_with_pauses(waves: Sequence[np.ndarray], sample_rate: int,

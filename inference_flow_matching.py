@@ -30,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="with --onnx: the int8-quantized velocity net and vocoder")
     p.add_argument("--config", "-c", help="override the config stored in the checkpoint (must fit it)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--text", "-t", help="text to speak (long text is split into sentences)")
+    src.add_argument("--text", "-t", help="text to speak (long text is split into sentences); - reads stdin")
     src.add_argument("--text-file", help="UTF-8 file, one utterance per line -> numbered WAVs in --output-dir")
-    p.add_argument("--output", "-o", default="out.wav", help="output WAV for --text (default: out.wav)")
+    p.add_argument("--output", "-o", default="out.wav",
+                   help="output WAV for --text (default: out.wav), written as it is synthesized; - streams raw "
+                        "16-bit mono PCM to stdout (e.g. | aplay -r 22050 -f S16_LE -c 1)")
     p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
     add_sampling_arguments(p)
     p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
@@ -58,8 +60,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     if args.text is None and args.text_file is None:
         raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
+    if args.text == "-":
+        args.text = sys.stdin.read()
     if args.text is not None and not args.text.strip():
         raise ValueError("--text is empty; give some words to speak")
+    if args.output == "-" and args.text_file is not None:
+        raise ValueError("--output - (raw PCM on stdout) goes with --text, not --text-file")
 
 
 def _resolve_checkpoint(arg: Optional[str]) -> Path:
@@ -145,10 +151,13 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise OSError(f"cannot create output directory {args.output_dir}: {e.strerror or e}") from None
     checkpoint = None if args.onnx else _resolve_checkpoint(args.checkpoint)
-    for _, path, _ in jobs:
+    to_stdout = args.output == "-"
+    for _, path, _ in ([] if to_stdout else jobs):
         check_output_path(path, inputs=(checkpoint, args.config, args.text_file))
     tts, defaults, runtime = _load(args, checkpoint)
     sampling = from_args(args, defaults)
+    if args.text_file is None:
+        return _speak_text(tts, args, sampling, runtime)
     prepared = []
     for text, path, label in jobs:  # clean every utterance first: a bad line fails before any file is written
         try:
@@ -163,6 +172,44 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(_summary(str(path), info, sampling))
     print(runtime)
     return 0
+
+
+def _speak_text(tts, args: argparse.Namespace, sampling: SamplingConfig, runtime: str) -> int:
+    """--text: stream the audio into the WAV (or raw PCM to stdout) as it is made; memory stays flat."""
+    from tqdm import tqdm
+
+    from audio import to_pcm16, write_wav_stream
+
+    stats: dict = {}
+    n_sentences = len(tts.sentences(args.text))
+    progress = tqdm(total=n_sentences, desc="synthesizing", unit="sentence", disable=n_sentences < 3,
+                    file=sys.stderr)
+
+    def chunks():
+        # Raw PCM starts sooner (first clause first); a WAV equals the whole-text API output exactly.
+        for chunk in tts.stream(args.text, sampling, args.speaker, args.seed, quick_start=args.output == "-",
+                                stats=stats):
+            progress.update(stats["sentences"] - progress.n)
+            yield chunk
+
+    if args.output == "-":
+        for chunk in chunks():
+            sys.stdout.buffer.write(to_pcm16(chunk))
+            sys.stdout.buffer.flush()
+    else:
+        write_wav_stream(args.output, chunks(), tts.sample_rate)
+    progress.update(stats["sentences"] - progress.n)
+    progress.close()
+    if args.output == "-":  # stdout carries the audio: the report goes to stderr
+        print(_summary("stdout", _with_rtf(stats), sampling), file=sys.stderr)
+        return 0
+    print(_summary(args.output, _with_rtf(stats), sampling))
+    print(runtime)
+    return 0
+
+
+def _with_rtf(stats: dict) -> dict:
+    return {**stats, "rtf": (stats["acoustic_seconds"] + stats["vocoder_seconds"]) / max(stats["audio_seconds"], 1e-9)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -17,11 +17,12 @@ import json
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 import ode
+import streaming
 import text as text_lib
 from audio import join_with_pauses
 from sampling import SamplingConfig
@@ -90,13 +91,16 @@ class OnnxSynthesizer:
             raise ValueError(f"text {sentence!r} has nothing speakable (no letters or digits)")
         return text_lib.text_to_ids(sentence, self.data)
 
-    def prepare(self, text: str) -> List[List[int]]:
+    def sentences(self, text: str) -> List[str]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty; give some words to speak")
         sentences = split_sentences(text)
         if not sentences:
             raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
-        return [self.text_to_ids(s) for s in sentences]
+        return sentences
+
+    def prepare(self, text: str) -> List[List[int]]:
+        return [self.text_to_ids(s) for s in self.sentences(text)]
 
     def check_speaker(self, speaker: Optional[int]) -> Optional[int]:
         n = self.info["n_speakers"]
@@ -144,6 +148,21 @@ class OnnxSynthesizer:
         if g is not None:
             feeds["g"] = g
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
+
+    def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+               seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
+        """Audio chunks in order, as synthesize.Synthesizer.stream."""
+        sampling = sampling or self.defaults
+        speaker = self.check_speaker(speaker)
+        sentences = self.sentences(text)
+        if quick_start:
+            sentences = streaming.split_first_clause(sentences)
+
+        def mel_of(ids, sentence_seed):
+            return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)
+
+        return streaming.stream_sentences(sentences, self.text_to_ids, mel_of, self.vocode,
+                                          int(self.info["hop_length"]), self.sample_rate, seed, stats)
 
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
                        speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:

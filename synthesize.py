@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+import streaming
 import text as text_lib
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
@@ -83,14 +84,18 @@ class Synthesizer:
             raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
         return text_lib.text_to_ids(text, self.hps.data)
 
-    def prepare(self, text: str) -> List[List[int]]:
-        """Split text into sentences and return their id sequences (raises ValueError up front)."""
+    def sentences(self, text: str) -> List[str]:
+        """Split text into speakable sentences; ValueError for empty or unspeakable text."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty; give some words to speak")
         sentences = split_sentences(text)
         if not sentences:
             raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
-        return [self.text_to_ids(s) for s in sentences]
+        return sentences
+
+    def prepare(self, text: str) -> List[List[int]]:
+        """Split text into sentences and return their id sequences (raises ValueError up front)."""
+        return [self.text_to_ids(s) for s in self.sentences(text)]
 
     # -- synthesis -----------------------------------------------------------------------------------
 
@@ -147,6 +152,32 @@ class Synthesizer:
         info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
         info["sentences"] = len(waves)
         return audio, self.sample_rate, info
+
+    def stream(self, text: str, sampling: SamplingConfig = SamplingConfig(), speaker: Optional[int] = None,
+               seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks in order, sentence by sentence and, within a sentence, vocoder chunk by
+        chunk (streaming.py). quick_start: a first sentence longer than streaming.FIRST_CLAUSE_CHARS is split
+        at its clauses, so the first audio comes sooner; without it (or with a short first sentence) the
+        joined chunks equal synthesize(text) with the same seed. stats: see streaming.stream_sentences.
+        ValueError up front for empty or unspeakable text and a bad speaker."""
+        speakers = self.check_speaker(speaker)
+        sentences = self.sentences(text)
+        if quick_start:
+            sentences = streaming.split_first_clause(sentences)
+
+        @torch.inference_mode()
+        def mel_of(ids, sentence_seed):
+            out = self.model.acoustic.infer(torch.tensor([ids], device=self.device),
+                                            torch.tensor([len(ids)], device=self.device), sampling, speakers,
+                                            generator=[torch.Generator().manual_seed(sentence_seed)])
+            return out["mel"], speakers, out["nfe"]
+
+        @torch.inference_mode()
+        def vocode(mel, spk):
+            return self.model.vocode(mel, spk)[0][0, 0].float().cpu().numpy()
+
+        return streaming.stream_sentences(sentences, self.text_to_ids, mel_of, vocode, self.hop_length,
+                                          self.sample_rate, seed, stats)
 
     def check_speaker(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
         """Validate a speaker id; returns it as a (1,) tensor for multi-speaker models, else None."""

@@ -109,11 +109,10 @@ def test_save_wav_writes_pcm16(tmp_path):
 
 
 def test_save_wav_failure_leaves_no_file(tmp_path, monkeypatch):
-    def broken_write(file, data, *args, **kwargs):
-        file.write(b"RIFF....partial")
+    def broken_write(self, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sf, "write", broken_write)
+    monkeypatch.setattr(sf.SoundFile, "write", broken_write)  # the header is already out: a partial file
     with pytest.raises(OSError):
         save_wav(tmp_path / "a.wav", np.zeros(100, np.float32), 16000)
     assert list(tmp_path.iterdir()) == []  # neither a half-written target nor a stray temp file
