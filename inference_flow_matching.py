@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output WAV for --text (default: out.wav), written as it is synthesized; - streams raw "
                         "16-bit mono PCM to stdout (e.g. | aplay -r 22050 -f S16_LE -c 1)")
     p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
+    p.add_argument("--alignments", metavar="JSON", help="with --text: write word and phoneme start/end seconds here")
     add_sampling_arguments(p)
     p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -66,6 +67,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--text is empty; give some words to speak")
     if args.output == "-" and args.text_file is not None:
         raise ValueError("--output - (raw PCM on stdout) goes with --text, not --text-file")
+    if args.alignments is not None and args.text_file is not None:
+        raise ValueError("--alignments goes with --text, not --text-file")
 
 
 def _resolve_checkpoint(arg: Optional[str]) -> Path:
@@ -152,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             raise OSError(f"cannot create output directory {args.output_dir}: {e.strerror or e}") from None
     checkpoint = None if args.onnx else _resolve_checkpoint(args.checkpoint)
     to_stdout = args.output == "-"
-    for _, path, _ in ([] if to_stdout else jobs):
+    outputs = ([] if to_stdout else [path for _, path, _ in jobs]) + ([args.alignments] if args.alignments else [])
+    for path in outputs:
         check_output_path(path, inputs=(checkpoint, args.config, args.text_file))
     tts, defaults, runtime = _load(args, checkpoint)
     sampling = from_args(args, defaults)
@@ -180,6 +184,8 @@ def _speak_text(tts, args: argparse.Namespace, sampling: SamplingConfig, runtime
 
     from audio import to_pcm16, write_wav_stream
 
+    if args.alignments is not None:
+        return _speak_with_alignments(tts, args, sampling, runtime)
     stats: dict = {}
     n_sentences = len(tts.sentences(args.text))
     progress = tqdm(total=n_sentences, desc="synthesizing", unit="sentence", disable=n_sentences < 3,
@@ -205,6 +211,28 @@ def _speak_text(tts, args: argparse.Namespace, sampling: SamplingConfig, runtime
         return 0
     print(_summary(args.output, _with_rtf(stats), sampling))
     print(runtime)
+    return 0
+
+
+def _speak_with_alignments(tts, args: argparse.Namespace, sampling: SamplingConfig, runtime: str) -> int:
+    """--text with --alignments: the whole text at once, then the audio and the timings JSON."""
+    import json
+
+    from atomic import write_text_atomic
+    from audio import save_wav, to_pcm16
+
+    audio, sample_rate, info = tts.synthesize(args.text, sampling, args.speaker, args.seed, timings=True)
+    if args.output == "-":
+        sys.stdout.buffer.write(to_pcm16(audio))
+        sys.stdout.buffer.flush()
+    else:
+        save_wav(args.output, audio, sample_rate)
+    write_text_atomic(args.alignments, json.dumps({"sample_rate": sample_rate, "audio_seconds": len(audio) / sample_rate,
+                                                   **info["timings"]}, indent=1, ensure_ascii=False) + "\n")
+    report = _summary(args.output if args.output != "-" else "stdout", info, sampling)
+    print(report, file=sys.stderr if args.output == "-" else sys.stdout)
+    if args.output != "-":
+        print(f"alignments: {len(info['timings']['words'])} words -> {args.alignments}\n{runtime}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import ode
+import pipeline
 import streaming
 import text as text_lib
 from audio import join_with_pauses
@@ -82,6 +83,10 @@ class OnnxSynthesizer:
     def sample_rate(self) -> int:
         return int(self.info["sample_rate"])
 
+    @property
+    def hop_length(self) -> int:
+        return int(self.info["hop_length"])
+
     # -- text (the same checks as synthesize.Synthesizer) ---------------------------------------------
 
     def text_to_ids(self, sentence: str) -> List[int]:
@@ -116,8 +121,9 @@ class OnnxSynthesizer:
     # -- synthesis ------------------------------------------------------------------------------------
 
     def mel(self, ids: Sequence[int], sampling: SamplingConfig, rng: np.random.Generator,
-            speaker: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
-        """One sentence's ids -> (de-normalized log-mel (1, n_mels, T), speaker conditioning or None, NFE)."""
+            speaker: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], int, List[int]]:
+        """One sentence's ids -> (de-normalized log-mel (1, n_mels, T), speaker conditioning or None, NFE,
+        frames per token)."""
         feeds = {"ids": np.asarray([ids], dtype=np.int64), "lengths": np.asarray([len(ids)], dtype=np.int64)}
         if self.multi_speaker:
             feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
@@ -140,7 +146,7 @@ class OnnxSynthesizer:
             return velocity.run(None, feeds)[0]
 
         x, nfe = ode.solve(f, x, sampling.time_grid_array().astype(np.float32), sampling.method)
-        return x * np.float32(self.info["mel_std"]) + np.float32(self.info["mel_mean"]), g, nfe
+        return x * np.float32(self.info["mel_std"]) + np.float32(self.info["mel_mean"]), g, nfe, durations.tolist()
 
     def vocode(self, mel: np.ndarray, g: Optional[np.ndarray] = None) -> np.ndarray:
         """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform."""
@@ -159,10 +165,10 @@ class OnnxSynthesizer:
             sentences = streaming.split_first_clause(sentences)
 
         def mel_of(ids, sentence_seed):
-            return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)
+            return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)[:3]
 
-        return streaming.stream_sentences(sentences, self.text_to_ids, mel_of, self.vocode,
-                                          int(self.info["hop_length"]), self.sample_rate, seed, stats)
+        return pipeline.stream_sentences(sentences, self.text_to_ids, mel_of, self.vocode, self.hop_length,
+                                         self.sample_rate, seed, stats)
 
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
                        speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
@@ -170,11 +176,12 @@ class OnnxSynthesizer:
         speaker = self.check_speaker(speaker)
         # One generator per sentence, seeded from (seed, index), as the torch Synthesizer does.
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
-        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
+        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "durations": []}
         waves = []
         for ids, s in zip(sequences, seeds):
             t0 = time.perf_counter()
-            mel, g, info["nfe"] = self.mel(ids, sampling, np.random.default_rng(int(s)), speaker)
+            mel, g, info["nfe"], durations = self.mel(ids, sampling, np.random.default_rng(int(s)), speaker)
+            info["durations"].append(durations)
             t1 = time.perf_counter()
             waves.append(self.vocode(mel, g))
             info["acoustic_seconds"] += t1 - t0
@@ -191,12 +198,6 @@ class OnnxSynthesizer:
         return audio, self.sample_rate, info
 
     def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
-                   seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
+                   seed: int = 0, timings: bool = False) -> Tuple[np.ndarray, int, Dict[str, float]]:
         """Text -> (waveform float32 (T,), sample_rate, info), as synthesize.Synthesizer.synthesize."""
-        self.check_speaker(speaker)
-        t0 = time.perf_counter()
-        sequences = self.prepare(text)
-        text_seconds = time.perf_counter() - t0
-        audio, sample_rate, info = self.synthesize_sequences(sequences, sampling, speaker, seed)
-        info["text_seconds"] = text_seconds
-        return audio, sample_rate, info
+        return pipeline.synthesize_text(self, text, sampling or self.defaults, speaker, seed, timings)

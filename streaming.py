@@ -1,6 +1,7 @@
-"""Streaming helpers shared by the torch and ONNX synthesizers (no torch needed).
+"""Streaming helpers shared by the torch and ONNX synthesizers (no torch needed); the loop that uses them
+is pipeline.stream_sentences.
 
-    chunks = stream_sentences(sentences, to_ids, mel_of, vocode, hop, sample_rate, seed)   # see below
+    clauses = split_first_clause(sentences)       # a quicker first chunk
 
 The vocoder is convolutional, with a receptive field of a few frames each side, so a chunk of frames
 vocoded together with CONTEXT_FRAMES of mel on both sides (cut away afterwards) gives the samples the
@@ -10,12 +11,7 @@ output (tests/test_streaming.py measures the difference).
 from __future__ import annotations
 
 import re
-import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
-
-import numpy as np
-
-from audio import SENTENCE_PAUSE_SECONDS
+from typing import List, Tuple
 
 CHUNK_FRAMES = 64  # mel frames vocoded per chunk (0.74 s at 22050 Hz / hop 256)
 FIRST_CHUNK_FRAMES = 24  # a smaller first chunk: the first audio comes out sooner
@@ -40,33 +36,3 @@ def split_first_clause(sentences: List[str], max_chars: int = FIRST_CLAUSE_CHARS
         return sentences
     clauses = [c for c in re.split(r"(?<=[,;:])\s+|\s+(?:--|-|—|–)\s+", sentences[0]) if c.strip()]
     return clauses + sentences[1:]
-
-
-def stream_sentences(sentences: List[str], to_ids: Callable, mel_of: Callable, vocode: Callable, hop: int,
-                     sample_rate: int, seed: int = 0, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
-    """Yield float32 audio chunks for `sentences`, with SENTENCE_PAUSE_SECONDS of silence between them.
-
-    to_ids(sentence) -> ids; mel_of(ids, sentence_seed) -> (mel (1, n_mels, T), vocoder conditioning, NFE);
-    vocode(mel window, conditioning) -> float32 (T_window * hop,). Sentence i draws its noise from seed
-    SeedSequence(seed)[i], as the whole-text synthesizers do, so the joined stream equals their output.
-    stats (optional dict) is filled as the stream goes: nfe, acoustic_seconds, vocoder_seconds,
-    audio_seconds, sentences.
-    """
-    stats = {} if stats is None else stats
-    stats.update(nfe=0, acoustic_seconds=0.0, vocoder_seconds=0.0, audio_seconds=0.0, sentences=0)
-    seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sentences), 1), dtype=np.uint64)
-    pause = np.zeros(int(round(SENTENCE_PAUSE_SECONDS * sample_rate)), dtype=np.float32)
-    for i, sentence in enumerate(sentences):
-        if i:
-            stats["audio_seconds"] += len(pause) / sample_rate
-            yield pause
-        t0 = time.perf_counter()
-        mel, cond, stats["nfe"] = mel_of(to_ids(sentence), int(seeds[i]))
-        stats["acoustic_seconds"] += time.perf_counter() - t0
-        for start, end, left, right in vocoder_windows(mel.shape[-1]):
-            t0 = time.perf_counter()
-            audio = vocode(mel[..., left:right], cond)[(start - left) * hop:(end - left) * hop]
-            stats["vocoder_seconds"] += time.perf_counter() - t0
-            stats["audio_seconds"] += len(audio) / sample_rate
-            yield audio
-        stats["sentences"] += 1

@@ -13,13 +13,13 @@ with nothing speakable is a ValueError.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+import pipeline
 import streaming
 import text as text_lib
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
@@ -54,6 +54,11 @@ class Synthesizer:
     @property
     def hop_length(self) -> int:
         return self.hps.data.hop_length
+
+    @property
+    def data(self):
+        """The data config (text cleaners, language, add_blank) the text front end uses."""
+        return self.hps.data
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
@@ -109,7 +114,8 @@ class Synthesizer:
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # similar lengths share a batch
         waves: List[Optional[np.ndarray]] = [None] * len(sequences)
-        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0}
+        token_durations: List[Optional[List[int]]] = [None] * len(sequences)
+        info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "durations": token_durations}
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             lengths = torch.tensor([len(sequences[i]) for i in batch], dtype=torch.long)
@@ -117,31 +123,28 @@ class Synthesizer:
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             spk = None if speakers is None else speakers.expand(len(batch))
-            audio, _, _, extra = self.model.infer(
+            audio, durations, _, extra = self.model.infer(
                 ids.to(self.device), lengths.to(self.device), sampling, spk,
                 generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
             for row, i in enumerate(batch):
                 waves[i] = audio[row, 0, :int(extra["audio_lengths"][row])].float().cpu().numpy()
+                token_durations[i] = durations[row, :len(sequences[i])].tolist()
             info["nfe"] = int(extra["nfe"])
             info["acoustic_seconds"] += extra["acoustic_seconds"]
             info["vocoder_seconds"] += extra["vocoder_seconds"]
         return waves, info
 
     def synthesize(self, text: str, sampling: SamplingConfig = SamplingConfig(), speaker: Optional[int] = None,
-                   seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
+                   seed: int = 0, timings: bool = False) -> Tuple[np.ndarray, int, Dict[str, float]]:
         """Text -> (waveform float32 (T,), sample_rate, info).
 
         info: nfe (network evaluations per sentence), audio_seconds, acoustic_seconds, vocoder_seconds,
-        rtf ((acoustic + vocoder) / audio), sentences, text_seconds (frontend time).
+        rtf ((acoustic + vocoder) / audio), sentences, text_seconds (frontend time), durations (frames per
+        input token, per sentence); with timings=True also timings = {"words": [{word, start, end}],
+        "phonemes": [{phoneme, start, end}]} in seconds of the returned audio (timings.py).
         Raises ValueError for empty or unspeakable text and a bad speaker.
         """
-        self.check_speaker(speaker)
-        t0 = time.perf_counter()
-        sequences = self.prepare(text)
-        text_seconds = time.perf_counter() - t0
-        audio, sample_rate, info = self.synthesize_sequences(sequences, sampling, speaker, seed)
-        info["text_seconds"] = text_seconds
-        return audio, sample_rate, info
+        return pipeline.synthesize_text(self, text, sampling, speaker, seed, timings)
 
     def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(),
                              speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
@@ -176,8 +179,8 @@ class Synthesizer:
         def vocode(mel, spk):
             return self.model.vocode(mel, spk)[0][0, 0].float().cpu().numpy()
 
-        return streaming.stream_sentences(sentences, self.text_to_ids, mel_of, vocode, self.hop_length,
-                                          self.sample_rate, seed, stats)
+        return pipeline.stream_sentences(sentences, self.text_to_ids, mel_of, vocode, self.hop_length,
+                                         self.sample_rate, seed, stats)
 
     def check_speaker(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
         """Validate a speaker id; returns it as a (1,) tensor for multi-speaker models, else None."""

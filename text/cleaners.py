@@ -117,12 +117,13 @@ def get_cleaner(name: str) -> Cleaner:
 
 
 def clean_texts(texts: Sequence[str], cleaners: Union[str, Sequence[str]], language: str = "en-us",
-                njobs: int = 1, return_warnings: bool = False
+                njobs: int = 1, return_warnings: bool = False, phonemes: bool = True
                 ) -> Union[List[str], Tuple[List[str], List[List[str]]]]:
     """Apply `cleaners` (in order) to every text, phonemizing all texts in one espeak batch.
 
     Gives the same strings as calling the cleaners one text at a time. With return_warnings=True
     the UnknownSymbolWarning messages are returned per text (list of lists) instead of emitted.
+    phonemes=False stops before espeak: the normalized words (numbers spelled out) the phonemes come from.
     A text may clean to "" here; callers decide (text.clean_text raises).
     """
     names = [cleaners] if isinstance(cleaners, str) else list(cleaners)
@@ -146,7 +147,7 @@ def clean_texts(texts: Sequence[str], cleaners: Union[str, Sequence[str]], langu
     for name in names:
         normalize = _PHONEMIZING.get(name, get_cleaner(name))
         apply(lambda t: normalize(t, language))  # noqa: B023 (called at once, inside the loop)
-        if name in _PHONEMIZING:
+        if name in _PHONEMIZING and phonemes:
             texts = phonemize(texts, language, njobs)
     if return_warnings:
         return texts, caught
