@@ -84,6 +84,10 @@ class OnnxSynthesizer:
         return int(self.info["sample_rate"])
 
     @property
+    def n_speakers(self) -> int:
+        return int(self.info["n_speakers"])
+
+    @property
     def hop_length(self) -> int:
         return int(self.info["hop_length"])
 

@@ -56,6 +56,10 @@ class Synthesizer:
         return self.hps.data.hop_length
 
     @property
+    def n_speakers(self) -> int:
+        return self.hps.data.n_speakers
+
+    @property
     def data(self):
         """The data config (text cleaners, language, add_blank) the text front end uses."""
         return self.hps.data
