@@ -144,7 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("checkpoint", help="voice file or G_<step>.pth")
     p.add_argument("out_dir", help="folder for the graphs and voice.json (created)")
     p.add_argument("--int8", action="store_true", help="also write int8-quantized velocity and vocoder graphs")
-    p.add_argument("--steps", type=int, default=4, help="default ODE steps stored for the runtime (default 4)")
+    p.add_argument("--steps", type=int, default=2,
+                   help="default ODE steps stored for the runtime (default 2: see the few-step table in the README)")
     p.add_argument("--method", default="euler", help="default solver stored for the runtime (default euler)")
     args = p.parse_args(argv)
     out = Path(args.out_dir)

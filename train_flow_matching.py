@@ -173,7 +173,7 @@ class Trainer:
         workers = self.hps.train.num_workers
         return torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, collate_fn=self.collate,
                                            num_workers=workers, pin_memory=self.device.type == "cuda",
-                                           generator=g, persistent_workers=False)
+                                           generator=g, persistent_workers=False, worker_init_fn=_ignore_stop_signals)
 
     def validation_batch(self) -> Optional[dict]:
         """The first EVAL_ITEMS validation clips as one batch (cached); None without a validation set."""
@@ -434,6 +434,13 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Data workers ignore SIGINT / SIGTERM: a stop sent to the whole process group (pkill -f, systemd,
+    Ctrl-C) must reach the trainer, which saves a checkpoint, and not kill a worker under it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_folder_holds_three_graphs_and_the_runtime_json(exported):
             "voice.json"} <= names
     info = json.loads((exported / "voice.json").read_text())
     assert info["symbols"] == list(text.symbols) and info["sample_rate"] == 22050 and info["hop_length"] == 256
-    assert info["sampling"]["steps"] == 4 and info["text_cleaners"] == ["english_cleaners2"]
+    assert info["sampling"]["steps"] == 2 and info["text_cleaners"] == ["english_cleaners2"]
 
 
 def test_each_graph_matches_torch_on_real_inputs(tiny_checkpoint, exported):
@@ -115,7 +115,7 @@ def test_cli_onnx_path_never_imports_torch(exported, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
-    assert "NO-TORCH" in proc.stdout and "NFE 4 per sentence (4 euler steps)" in proc.stdout
+    assert "NO-TORCH" in proc.stdout and "NFE 2 per sentence (2 euler steps)" in proc.stdout
     info = sf.info(str(out))
     assert info.samplerate == 22050 and info.frames > 0
     proc = subprocess.run([sys.executable, str(ROOT / "inference_flow_matching.py"), "--onnx", str(exported),

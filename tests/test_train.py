@@ -441,12 +441,14 @@ def test_two_gloo_processes_keep_identical_parameters(tiny_config, tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
 
 
-def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path):
-    cfg = write_config(tmp_path, tiny_config, eval_interval=100000, max_steps=100000)
+@pytest.mark.parametrize("to_group", [False, True], ids=["trainer", "process-group"])
+def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path, to_group):
+    """to_group: SIGTERM to the trainer and its data worker at once (pkill -f, systemd): still a clean save."""
+    cfg = write_config(tmp_path, tiny_config, eval_interval=100000, max_steps=100000, num_workers=int(to_group))
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_flow_matching.py"), "-c", str(cfg), "-m", str(run)],
                             cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=to_group)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -456,7 +458,10 @@ def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path):
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert not list(run.glob("G_*.pth"))  # nothing saved yet: the checkpoint must come from the signal
-        proc.send_signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
