@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -56,10 +57,12 @@ class OnnxSynthesizer:
         if self.info.get("symbols") != list(text_lib.symbols):
             raise OnnxVoiceError(f"{folder} was exported with another symbol table than this code's text front end; "
                                  f"export it again with this version")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        # `threads` cores: the velocity net uses them as intra-op threads, without spinning (spinning
+        # threads slowed it down here); the vocoder, whose convolutions gain nothing from intra-op threads,
+        # instead vocodes that many pieces of the mel at once, each on one thread (with context, as
+        # streaming does: the same samples).
+        self.workers = max(1, threads or 1)
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         names = {"encoder": "encoder", "velocity": "velocity_int8" if int8 else "velocity",
                  "vocoder": "vocoder_int8" if int8 else "vocoder"}
         self.sessions = {}
@@ -68,6 +71,10 @@ class OnnxSynthesizer:
             if not path.is_file():
                 hint = " (export with --int8)" if int8 else ""
                 raise OnnxVoiceError(f"{path} is missing{hint}")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.workers if role == "velocity" else 1
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.data = _Data(self.info)
         self.defaults = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
@@ -153,7 +160,18 @@ class OnnxSynthesizer:
         return x * np.float32(self.info["mel_std"]) + np.float32(self.info["mel_mean"]), g, nfe, durations.tolist()
 
     def vocode(self, mel: np.ndarray, g: Optional[np.ndarray] = None) -> np.ndarray:
-        """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform."""
+        """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform; in `workers` pieces run at once."""
+        n = mel.shape[-1]
+        piece = -(-n // self.workers)
+        if self._pool is None or piece < streaming.CONTEXT_FRAMES:
+            return self._vocode_window(mel, g)
+        windows = streaming.vocoder_windows(n, chunk=piece, first_chunk=piece)
+        hop = self.hop_length
+        parts = self._pool.map(lambda w: self._vocode_window(mel[..., w[2]:w[3]], g)[(w[0] - w[2]) * hop:
+                                                                                       (w[1] - w[2]) * hop], windows)
+        return np.concatenate(list(parts))
+
+    def _vocode_window(self, mel: np.ndarray, g: Optional[np.ndarray]) -> np.ndarray:
         feeds = {"mel": mel.astype(np.float32)}
         if g is not None:
             feeds["g"] = g

@@ -151,3 +151,10 @@ def test_bench_e2e_runs_and_reports_every_column(exported, tiny_checkpoint, tmp_
     assert [r["runtime"] for r in rows] == ["onnx-fp32", "onnx-int8"]
     assert all(r["rtf"]["1"] > 0 and r["cold_start_s"] > 0 and r["peak_rss_mb"] > 10 for r in rows)
     assert "| onnx-int8 | 1 |" in proc.stdout
+
+
+def test_vocoding_in_parallel_pieces_gives_the_same_samples(exported):
+    sampling = SamplingConfig(steps=2, temperature=0.0)
+    one, _, _ = OnnxSynthesizer(exported, threads=1).synthesize(SENTENCE, sampling)
+    two, _, _ = OnnxSynthesizer(exported, threads=2).synthesize(SENTENCE, sampling)
+    assert one.shape == two.shape and np.abs(one - two).max() < 1e-4
