@@ -111,7 +111,7 @@ def _load(args: argparse.Namespace, checkpoint: Optional[Path]):
 
         tts = OnnxSynthesizer.from_folder(args.onnx, threads=args.threads, int8=args.int8)
         threads = args.threads if args.threads is not None else "onnxruntime's default"
-        return tts, tts.defaults, (f"onnxruntime {'int8' if args.int8 else 'fp32'}, threads {threads}, no warm-up "
+        return tts, tts.default_sampling, (f"onnxruntime {'int8' if args.int8 else 'fp32'}, threads {threads}, no warm-up "
                                    f"(timings include the first run), graphs from {args.onnx}")
     import torch
 
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             prepared.append((tts.prepare(text), path))
         except ValueError as e:
             raise ValueError(f"{label} of {args.text_file}: {e}" if label else str(e)) from None
-    tts.check_speaker(args.speaker)
+    tts.validate_speaker(args.speaker)
     progress = tqdm(prepared, desc="synthesizing", unit="file", disable=len(prepared) < 2, file=sys.stderr)
     for sequences, path in progress:
         audio, sample_rate, info = tts.synthesize_sequences(sequences, sampling, args.speaker, args.seed)

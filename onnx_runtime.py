@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,9 +26,7 @@ import ode
 import pipeline
 import streaming
 import text as text_lib
-from audio import join_with_pauses
 from sampling import SamplingConfig
-from text.sentences import has_speakable, split_sentences
 
 
 class OnnxVoiceError(ValueError):
@@ -42,8 +40,9 @@ class _Data:
         self.text_cleaners, self.language, self.add_blank = info["text_cleaners"], info["language"], info["add_blank"]
 
 
-class OnnxSynthesizer:
-    """Text -> waveform with the graphs of an export folder (see export_onnx.py)."""
+class OnnxSynthesizer(pipeline.TextToSpeech):
+    """Text -> waveform with the graphs of an export folder (see export_onnx.py); synthesize, stream and the
+    text front end come from pipeline.TextToSpeech. Sampling defaults: voice.json's."""
 
     def __init__(self, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False):
         import onnxruntime as ort
@@ -77,9 +76,8 @@ class OnnxSynthesizer:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.data = _Data(self.info)
-        self.defaults = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
+        self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
                                           if f.name in self.info.get("sampling", {})})
-        self.multi_speaker = self.info["n_speakers"] > 1
 
     @classmethod
     def from_folder(cls, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False
@@ -98,37 +96,6 @@ class OnnxSynthesizer:
     def hop_length(self) -> int:
         return int(self.info["hop_length"])
 
-    # -- text (the same checks as synthesize.Synthesizer) ---------------------------------------------
-
-    def text_to_ids(self, sentence: str) -> List[int]:
-        if not sentence or not sentence.strip():
-            raise ValueError("text is empty; give some words to speak")
-        if not has_speakable(sentence):
-            raise ValueError(f"text {sentence!r} has nothing speakable (no letters or digits)")
-        return text_lib.text_to_ids(sentence, self.data)
-
-    def sentences(self, text: str) -> List[str]:
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text is empty; give some words to speak")
-        sentences = split_sentences(text)
-        if not sentences:
-            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
-        return sentences
-
-    def prepare(self, text: str) -> List[List[int]]:
-        return [self.text_to_ids(s) for s in self.sentences(text)]
-
-    def check_speaker(self, speaker: Optional[int]) -> Optional[int]:
-        n = self.info["n_speakers"]
-        if not self.multi_speaker:
-            if speaker not in (None, 0):
-                raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")
-            return None
-        speaker = 0 if speaker is None else speaker
-        if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n:
-            raise ValueError(f"speaker must be an integer id in [0, {n - 1}], got {speaker!r}")
-        return speaker
-
     # -- synthesis ------------------------------------------------------------------------------------
 
     def mel(self, ids: Sequence[int], sampling: SamplingConfig, rng: np.random.Generator,
@@ -136,7 +103,7 @@ class OnnxSynthesizer:
         """One sentence's ids -> (de-normalized log-mel (1, n_mels, T), speaker conditioning or None, NFE,
         frames per token)."""
         feeds = {"ids": np.asarray([ids], dtype=np.int64), "lengths": np.asarray([len(ids)], dtype=np.int64)}
-        if self.multi_speaker:
+        if speaker is not None:  # validated: set exactly for multi-speaker voices
             feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
         h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
         g = g[0] if g else None
@@ -177,25 +144,16 @@ class OnnxSynthesizer:
             feeds["g"] = g
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
 
-    def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
-               seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
-        """Audio chunks in order, as synthesize.Synthesizer.stream."""
-        sampling = sampling or self.defaults
-        speaker = self.check_speaker(speaker)
-        sentences = self.sentences(text)
-        if quick_start:
-            sentences = streaming.split_first_clause(sentences)
-
+    def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
+        """(mel_of, vocode) for pipeline.stream_sentences."""
         def mel_of(ids, sentence_seed):
             return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)[:3]
 
-        return pipeline.stream_sentences(sentences, self.text_to_ids, mel_of, self.vocode, self.hop_length,
-                                         self.sample_rate, seed, stats)
+        return mel_of, self.vocode
 
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
                        speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
-        sampling = sampling or self.defaults
-        speaker = self.check_speaker(speaker)
+        speaker = self.validate_speaker(speaker)
         # One generator per sentence, seeded from (seed, index), as the torch Synthesizer does.
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
         info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "durations": []}
@@ -209,17 +167,3 @@ class OnnxSynthesizer:
             info["acoustic_seconds"] += t1 - t0
             info["vocoder_seconds"] += time.perf_counter() - t1
         return waves, info
-
-    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
-                             speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict[str, float]]:
-        waves, info = self.synthesize_ids(sequences, sampling, speaker, seed)
-        audio = join_with_pauses(waves, self.sample_rate)
-        info["audio_seconds"] = len(audio) / self.sample_rate
-        info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
-        info["sentences"] = len(waves)
-        return audio, self.sample_rate, info
-
-    def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
-                   seed: int = 0, timings: bool = False) -> Tuple[np.ndarray, int, Dict[str, float]]:
-        """Text -> (waveform float32 (T,), sample_rate, info), as synthesize.Synthesizer.synthesize."""
-        return pipeline.synthesize_text(self, text, sampling or self.defaults, speaker, seed, timings)

@@ -1,39 +1,111 @@
 """The synthesizer-independent steps of text -> speech, shared by synthesize.Synthesizer (torch) and
-onnx_runtime.OnnxSynthesizer: one inference path.
+onnx_runtime.OnnxSynthesizer: one inference path (no torch here).
 
-    audio, sample_rate, info = synthesize_text(tts, "Hello there.", sampling, speaker, seed, with_timings)
+    class Synthesizer(TextToSpeech): ...     # provides the model steps; gets text, speakers, synthesize, stream
     chunks = stream_sentences(sentences, to_ids, mel_of, vocode, hop, sample_rate, seed)
-
-A synthesizer provides sentences(text), text_to_ids(sentence), check_speaker(speaker), data, hop_length and
-synthesize_sequences(ids, sampling, speaker, seed) -> (audio, sample_rate, info with durations). No torch.
 """
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 import streaming
-from audio import SENTENCE_PAUSE_SECONDS
+import text as text_lib
+from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
 from sampling import SamplingConfig
+from text.sentences import has_speakable, split_sentences
 from timings import text_timings
 
 
-def synthesize_text(tts, text: str, sampling: SamplingConfig, speaker: Optional[int], seed: int,
-                    with_timings: bool) -> Tuple[np.ndarray, int, Dict]:
-    """Synthesizer.synthesize for any synthesizer with sentences / text_to_ids / synthesize_sequences
-    (the torch and the ONNX one)."""
-    tts.check_speaker(speaker)
-    t0 = time.perf_counter()
-    sentences = tts.sentences(text)
-    sequences = [tts.text_to_ids(s) for s in sentences]
-    text_seconds = time.perf_counter() - t0
-    audio, sample_rate, info = tts.synthesize_sequences(sequences, sampling, speaker, seed)
-    info["text_seconds"] = text_seconds
-    if with_timings:
-        info["timings"] = text_timings(sentences, info["durations"], tts.data, tts.hop_length, sample_rate)
-    return audio, sample_rate, info
+class TextToSpeech:
+    """What the torch Synthesizer and the ONNX runtime share: the text front end, speaker checks, joining
+    sentences and the whole-text API. Subclasses provide data (cleaners, language, add_blank), n_speakers,
+    sample_rate, hop_length, default_sampling and synthesize_ids(sequences, sampling, speaker, seed) ->
+    (waves, info with nfe, acoustic_seconds, vocoder_seconds and durations)."""
+
+    def text_to_ids(self, text: str) -> List[int]:
+        """Clean one sentence and map it to the model's symbol ids (blanks when the config says so).
+
+        Unknown characters are dropped with a warning; ValueError when nothing speakable is left.
+        """
+        if not text or not text.strip():
+            raise ValueError("text is empty; give some words to speak")
+        if not has_speakable(text):
+            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
+        return text_lib.text_to_ids(text, self.data)
+
+    def sentences(self, text: str) -> List[str]:
+        """Split text into speakable sentences; ValueError for empty or unspeakable text."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty; give some words to speak")
+        sentences = split_sentences(text)
+        if not sentences:
+            raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")
+        return sentences
+
+    def prepare(self, text: str) -> List[List[int]]:
+        """Split text into sentences and return their id sequences (raises ValueError up front)."""
+        return [self.text_to_ids(s) for s in self.sentences(text)]
+
+    def validate_speaker(self, speaker: Optional[int]) -> Optional[int]:
+        """The speaker id to use (None for a single-speaker model); ValueError naming the valid range."""
+        n = self.n_speakers
+        if n <= 1:
+            if speaker not in (None, 0):
+                raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")
+            return None
+        speaker = 0 if speaker is None else speaker
+        if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n:
+            raise ValueError(f"speaker must be an integer id in [0, {n - 1}], got {speaker!r}")
+        return speaker
+
+    def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
+                             speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
+        """Sentences already turned into ids (see `prepare`) -> one waveform joined with pauses."""
+        waves, info = self.synthesize_ids(sequences, sampling or self.default_sampling, speaker, seed)
+        audio = join_with_pauses(waves, self.sample_rate)
+        info["audio_seconds"] = len(audio) / self.sample_rate
+        info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
+        info["sentences"] = len(waves)
+        return audio, self.sample_rate, info
+
+    def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+                   seed: int = 0, timings: bool = False) -> Tuple[np.ndarray, int, Dict]:
+        """Text -> (waveform float32 (T,), sample_rate, info).
+
+        info: nfe (network evaluations per sentence), audio_seconds, acoustic_seconds, vocoder_seconds,
+        rtf ((acoustic + vocoder) / audio), sentences, text_seconds (front-end time), durations (frames per
+        input token, per sentence); with timings=True also timings = {"words": [{word, start, end}],
+        "phonemes": [{phoneme, start, end}]} in seconds of the returned audio (timings.py).
+        Raises ValueError for empty or unspeakable text and a bad speaker.
+        """
+        self.validate_speaker(speaker)
+        t0 = time.perf_counter()
+        sentences = self.sentences(text)
+        sequences = [self.text_to_ids(s) for s in sentences]
+        text_seconds = time.perf_counter() - t0
+        audio, sample_rate, info = self.synthesize_sequences(sequences, sampling, speaker, seed)
+        info["text_seconds"] = text_seconds
+        if timings:
+            info["timings"] = text_timings(sentences, info["durations"], self.data, self.hop_length, sample_rate)
+        return audio, sample_rate, info
+
+    def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+               seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks in order, sentence by sentence and, within a sentence, vocoder chunk by
+        chunk (streaming.py). quick_start: a first sentence longer than streaming.FIRST_CLAUSE_CHARS is split
+        at its clauses, so the first audio comes sooner; without it (or with a short first sentence) the
+        joined chunks equal synthesize(text) with the same seed. stats: see stream_sentences.
+        ValueError up front for empty or unspeakable text and a bad speaker."""
+        speaker = self.validate_speaker(speaker)
+        sentences = self.sentences(text)
+        if quick_start:
+            sentences = streaming.split_first_clause(sentences)
+        mel_of, vocode = self.sentence_steps(sampling or self.default_sampling, speaker)
+        return stream_sentences(sentences, self.text_to_ids, mel_of, vocode, self.hop_length, self.sample_rate,
+                                seed, stats)
 
 
 def stream_sentences(sentences: List[str], to_ids: Callable, mel_of: Callable, vocode: Callable, hop: int,

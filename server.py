@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from audio import to_pcm16
-from sampling import MAX_STEPS, SamplingConfig
+from sampling import MAX_STEPS
 
 ROOT = Path(__file__).resolve().parent
 WEB_PAGE = ROOT / "web" / "index.html"
@@ -135,8 +135,7 @@ def create_app(voices: Dict[str, object], max_queue: int = 4, max_chars: int = M
             raise SpeechError(400, "this voice was trained without classifier-free guidance: cfg_scale must be "
                                    "0 or 1 (or left out)", "guidance_unsupported")
         tts = voices[req.voice]
-        defaults = getattr(tts, "defaults", SamplingConfig())
-        sampling = defaults.replace(duration_scale=1.0 / req.speed, **({"steps": req.steps} if req.steps else {}))
+        sampling = tts.default_sampling.replace(duration_scale=1.0 / req.speed, **({"steps": req.steps} if req.steps else {}))
         try:
             sentences = tts.sentences(req.input)
             tts.text_to_ids(sentences[0])

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import synthesize  # noqa: E402
+import text  # noqa: E402
 from config import ConfigError  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
 from synthesize import (  # noqa: E402
@@ -231,10 +232,10 @@ def test_api_multi_speaker(tiny_checkpoint):
     raw["data"]["n_speakers"], raw["model"]["gin_channels"] = 3, 8
     hps = config_lib.from_dict(raw)
     torch.manual_seed(0)
-    model = FlowMatchingSynthesizer(len(synthesize.text_lib.symbols), hps)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
     with torch.no_grad():
         model.acoustic.emb_g.weight.mul_(10)  # make the speakers clearly different
-    multi = Synthesizer(model.eval(), hps, len(synthesize.text_lib.symbols))
+    multi = Synthesizer(model.eval(), hps, len(text.symbols))
     a, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=0)
     b, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=2)
     c, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))  # default speaker 0
