@@ -82,6 +82,7 @@ class DataConfig:
     mel_mean: float = 0.0  # dataset log-mel statistics, written by preprocess.py
     mel_std: float = 1.0
     n_speakers: int = 0
+    speaker_names: List[str] = field(default_factory=list)  # names of speaker ids 0..n_speakers-1 (optional)
     resample: bool = True  # resample clips at another rate (False: refuse them)
     min_audio_seconds: float = 0.3
     max_audio_seconds: float = 20.0
@@ -270,6 +271,9 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError(f"train.discriminator_start_step must be >= 0, got {t.discriminator_start_step}")
     if t.segment_size % d.hop_length:
         raise ConfigError(f"train.segment_size ({t.segment_size}) must be a multiple of data.hop_length ({d.hop_length})")
+    if d.speaker_names and (len(d.speaker_names) != d.n_speakers or len(set(d.speaker_names)) != d.n_speakers):
+        raise ConfigError(f"data.speaker_names must hold {d.n_speakers} distinct names (one per speaker id), got "
+                          f"{d.speaker_names}")
     if (m.gin_channels > 0) != (d.n_speakers > 1):
         raise ConfigError(f"model.gin_channels ({m.gin_channels}) must be > 0 exactly when data.n_speakers "
                           f"({d.n_speakers}) > 1")

@@ -38,12 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
     p.add_argument("--alignments", metavar="JSON", help="with --text: write word and phoneme start/end seconds here")
     add_sampling_arguments(p)
-    p.add_argument("--speaker", type=int, default=None, help="speaker id for multi-speaker models")
+    p.add_argument("--speaker", type=_speaker, default=None, help="speaker name or id for multi-speaker models")
+    p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     return p
+
+
+def _speaker(value: str):
+    """--speaker: an id (digits) or a name."""
+    return int(value) if value.isdigit() else value
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -59,7 +65,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--int8 needs --onnx DIR (an export made with export_onnx.py --int8)")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
-    if args.text is None and args.text_file is None:
+    if args.text is None and args.text_file is None and not args.list_speakers:
         raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
     if args.text == "-":
         args.text = sys.stdin.read()
@@ -137,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         from voice import parse_device
 
         parse_device(args.device)
+    if args.list_speakers:
+        tts = _load(args, None if args.onnx else _resolve_checkpoint(args.checkpoint))[0]
+        names = tts.speaker_names or [str(i) for i in range(tts.n_speakers)]
+        print("\n".join(f"{i}\t{name}" for i, name in enumerate(names)) if tts.n_speakers > 1
+              else "single speaker (no --speaker needed)")
+        return 0
     # Check everything that can fail before the slow part: texts, outputs, then the checkpoint.
     if args.text_file is not None:
         items = _read_text_file(args.text_file)

@@ -38,6 +38,7 @@ class _Data:
 
     def __init__(self, info: dict):
         self.text_cleaners, self.language, self.add_blank = info["text_cleaners"], info["language"], info["add_blank"]
+        self.speaker_names = info.get("speaker_names", [])
 
 
 class OnnxSynthesizer(pipeline.TextToSpeech):

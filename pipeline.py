@@ -7,7 +7,7 @@ onnx_runtime.OnnxSynthesizer: one inference path (no torch here).
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -49,9 +49,21 @@ class TextToSpeech:
         """Split text into sentences and return their id sequences (raises ValueError up front)."""
         return [self.text_to_ids(s) for s in self.sentences(text)]
 
-    def validate_speaker(self, speaker: Optional[int]) -> Optional[int]:
-        """The speaker id to use (None for a single-speaker model); ValueError naming the valid range."""
+    @property
+    def speaker_names(self) -> List[str]:
+        """Names of speaker ids 0, 1, ... (data.speaker_names; empty when the voice has none)."""
+        return list(getattr(self.data, "speaker_names", []) or [])
+
+    def validate_speaker(self, speaker: Union[None, int, str]) -> Optional[int]:
+        """The speaker id to use (None for a single-speaker model): an id or a name from speaker_names;
+        ValueError naming the valid ids or names."""
         n = self.n_speakers
+        if isinstance(speaker, str):
+            names = self.speaker_names
+            if speaker not in names:
+                known = f"known speakers: {', '.join(names)}" if names else "this voice has no speaker names"
+                raise ValueError(f"unknown speaker {speaker!r}; {known}")
+            return names.index(speaker)
         if n <= 1:
             if speaker not in (None, 0):
                 raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")

@@ -246,6 +246,37 @@ def test_api_multi_speaker(tiny_checkpoint):
             multi.synthesize(SENTENCE, speaker=bad)
 
 
+def test_speaker_names(tiny_checkpoint, tmp_path):
+    """Names stored in the config: speaker="b" is speaker 1; unknown names list the known ones; the CLI
+    lists them and takes a name."""
+    import config as config_lib
+    from models import FlowMatchingSynthesizer
+
+    raw = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["config"]
+    raw["data"].update(n_speakers=3, speaker_names=["awb", "slt", "kal"])
+    raw["model"]["gin_channels"] = 8
+    hps = config_lib.from_dict(raw)
+    torch.manual_seed(0)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
+    multi = Synthesizer(model.eval(), hps, len(text.symbols))
+    by_name, _, _ = multi.synthesize(SENTENCE, SamplingConfig(steps=2), speaker="slt")
+    by_id, _, _ = multi.synthesize(SENTENCE, SamplingConfig(steps=2), speaker=1)
+    np.testing.assert_array_equal(by_name, by_id)
+    with pytest.raises(ValueError, match="unknown speaker 'ked'; known speakers: awb, slt, kal"):
+        multi.synthesize(SENTENCE, speaker="ked")
+    with pytest.raises(config_lib.ConfigError, match="distinct names"):
+        config_lib.from_dict({**raw, "data": {**raw["data"], "speaker_names": ["a", "a", "b"]}})
+    voice = tmp_path / "multi.pth"
+    torch.save({"model": model.state_dict(), "config": hps.to_dict(), "n_vocab": len(text.symbols)}, voice)
+    proc = run_cli("--checkpoint", str(voice), "--list-speakers")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[:3] == ["0\tawb", "1\tslt", "2\tkal"], proc.stderr
+    proc = run_cli("--checkpoint", str(voice), "--text", "Hi.", "--speaker", "kal", "--steps", "1",
+                   "--output", str(tmp_path / "kal.wav"))
+    assert proc.returncode == 0 and (tmp_path / "kal.wav").is_file(), proc.stderr
+    proc = run_cli("--checkpoint", str(voice), "--text", "Hi.", "--speaker", "nobody", "--output", str(tmp_path / "x.wav"))
+    assert proc.returncode == 1 and "known speakers: awb, slt, kal" in proc.stderr and not (tmp_path / "x.wav").exists()
+
+
 def test_api_raw_weights_differ_from_ema(tiny_checkpoint, tts):
     raw = Synthesizer.from_checkpoint(tiny_checkpoint, use_ema=False)
     a, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))
