@@ -115,7 +115,7 @@ def _load(args: argparse.Namespace, checkpoint: Optional[Path]):
     if args.onnx is not None:
         from onnx_runtime import OnnxSynthesizer
 
-        tts = OnnxSynthesizer.from_folder(args.onnx, threads=args.threads, int8=args.int8)
+        tts = OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.int8)
         threads = args.threads if args.threads is not None else "onnxruntime's default"
         return tts, tts.default_sampling, (f"onnxruntime {'int8' if args.int8 else 'fp32'}, threads {threads}, no warm-up "
                                    f"(timings include the first run), graphs from {args.onnx}")

@@ -92,13 +92,6 @@ def time_grid(n_steps: int, sway_coef: Optional[float] = None, schedule: str = "
                                                                               dtype=dtype or torch.float32)
 
 
-def sway(t, coef: float, schedule: str = "quadratic"):
-    """sway_array for a torch tensor of times."""
-    import torch
-
-    return torch.from_numpy(sway_array(t.double().cpu().numpy(), coef, schedule)).to(t)
-
-
 def euler(f: VelocityFn, x, grid) -> Tuple[Any, int]:
     """Explicit Euler over the given grid: x <- x + (t1 - t0) f(x, t0). Returns (x at grid[-1], NFE)."""
     nfe = 0

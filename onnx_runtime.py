@@ -1,7 +1,7 @@
 """Torch-free synthesis from an export_onnx.py folder: onnxruntime for the three graphs, numpy for the rest.
 
     from onnx_runtime import OnnxSynthesizer
-    tts = OnnxSynthesizer.from_folder("onnx/demo_voice", threads=2)
+    tts = OnnxSynthesizer("onnx/demo_voice", threads=2)
     audio, sample_rate, info = tts.synthesize("Hello there.")       # SamplingConfig from voice.json
     python inference_flow_matching.py --onnx onnx/demo_voice --text "Hello there." --output out.wav
 
@@ -79,11 +79,6 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
         self.data = _Data(self.info)
         self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
                                           if f.name in self.info.get("sampling", {})})
-
-    @classmethod
-    def from_folder(cls, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False
-                    ) -> "OnnxSynthesizer":
-        return cls(folder, threads, int8)
 
     @property
     def sample_rate(self) -> int:
