@@ -1,7 +1,8 @@
 """Small tensor helpers shared by the models, data pipeline and training."""
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -78,3 +79,17 @@ def rand_slice_mel_and_wav(mel: torch.Tensor, wav: torch.Tensor, mel_lengths: to
         wav = F.pad(wav, (0, needed - wav.size(2)))
     wav_seg = slice_segments(wav, starts * hop_length, segment_frames * hop_length)
     return mel_seg, wav_seg, starts
+
+
+@contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Turn off requires_grad of every parameter of `module` inside the block, then restore each flag."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)

@@ -1,5 +1,8 @@
 """HiFi-GAN discriminators: multi-period (periods 2, 3, 5, 7, 11) and multi-scale (3 scales).
 
+model.discriminator_channels caps every layer's width (HiFi-GAN: 1024) to make the adversarial phase
+affordable on a CPU.
+
 `Discriminator(hps)(y, y_hat)` -> (real_outs, fake_outs, real_fmaps, fake_fmaps): one score tensor
 (B, N) per sub-discriminator and, per sub-discriminator, the list of its intermediate feature maps
 (used by losses.feature_loss).
@@ -45,17 +48,19 @@ class DiscriminatorP(nn.Module):
     -> (score (B, N), feature maps [(B, C, T_i, p), ...]).
     """
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False):
+    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False,
+                 max_channels: int = 1024):
         super().__init__()
         self.period = period
         norm = _norm(use_spectral_norm)
         pad = (get_padding(kernel_size, 1), 0)
-        channels = [1, 32, 128, 512, 1024]
+        channels = [1] + [min(c, max_channels) for c in (32, 128, 512, 1024)]
         self.convs = nn.ModuleList([
             norm(nn.Conv2d(c_in, c_out, (kernel_size, 1), (stride, 1), padding=pad))
             for c_in, c_out in zip(channels[:-1], channels[1:])])
-        self.convs.append(norm(nn.Conv2d(1024, 1024, (kernel_size, 1), 1, padding=pad)))
-        self.conv_post = norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)))
+        top = channels[-1]
+        self.convs.append(norm(nn.Conv2d(top, top, (kernel_size, 1), 1, padding=pad)))
+        self.conv_post = norm(nn.Conv2d(top, 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         b, c, t = x.shape
@@ -67,18 +72,20 @@ class DiscriminatorP(nn.Module):
 class DiscriminatorS(nn.Module):
     """Scale discriminator: strided grouped 1-D convs on (B, 1, T) -> (score (B, N), feature maps)."""
 
-    def __init__(self, use_spectral_norm: bool = False):
+    def __init__(self, use_spectral_norm: bool = False, max_channels: int = 1024):
         super().__init__()
         norm = _norm(use_spectral_norm)
+        c = [min(n, max_channels) for n in (16, 64, 256, 1024)]
+        # Grouped convs keep HiFi-GAN's 4 / 16 / 64 / 256 input channels per group where the width allows.
         self.convs = nn.ModuleList([
-            norm(nn.Conv1d(1, 16, 15, 1, padding=7)),
-            norm(nn.Conv1d(16, 64, 41, 4, groups=4, padding=20)),
-            norm(nn.Conv1d(64, 256, 41, 4, groups=16, padding=20)),
-            norm(nn.Conv1d(256, 1024, 41, 4, groups=64, padding=20)),
-            norm(nn.Conv1d(1024, 1024, 41, 4, groups=256, padding=20)),
-            norm(nn.Conv1d(1024, 1024, 5, 1, padding=2)),
+            norm(nn.Conv1d(1, c[0], 15, 1, padding=7)),
+            norm(nn.Conv1d(c[0], c[1], 41, 4, groups=4, padding=20)),
+            norm(nn.Conv1d(c[1], c[2], 41, 4, groups=16, padding=20)),
+            norm(nn.Conv1d(c[2], c[3], 41, 4, groups=max(1, c[2] // 4), padding=20)),
+            norm(nn.Conv1d(c[3], c[3], 41, 4, groups=max(1, c[3] // 4), padding=20)),
+            norm(nn.Conv1d(c[3], c[3], 5, 1, padding=2)),
         ])
-        self.conv_post = norm(nn.Conv1d(1024, 1, 3, 1, padding=1))
+        self.conv_post = norm(nn.Conv1d(c[3], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         return _conv_stack(self.convs, self.conv_post, x)
@@ -100,9 +107,10 @@ def _run_pair(discriminators: Sequence[nn.Module], inputs_r: Sequence[torch.Tens
 class MultiPeriodDiscriminator(nn.Module):
     """One DiscriminatorP per period. forward(y, y_hat (B, 1, T)) -> (real_outs, fake_outs, real_fmaps, fake_fmaps)."""
 
-    def __init__(self, periods: Sequence[int] = PERIODS, use_spectral_norm: bool = False):
+    def __init__(self, periods: Sequence[int] = PERIODS, use_spectral_norm: bool = False, max_channels: int = 1024):
         super().__init__()
-        self.discriminators = nn.ModuleList([DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in periods])
+        self.discriminators = nn.ModuleList([
+            DiscriminatorP(p, use_spectral_norm=use_spectral_norm, max_channels=max_channels) for p in periods])
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor) -> Tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
         n = len(self.discriminators)
@@ -112,10 +120,10 @@ class MultiPeriodDiscriminator(nn.Module):
 class MultiScaleDiscriminator(nn.Module):
     """DiscriminatorS on the raw waveform (spectral norm, as in HiFi-GAN) and on 2x and 4x average-pooled copies."""
 
-    def __init__(self, scales: int = 3):
+    def __init__(self, scales: int = 3, max_channels: int = 1024):
         super().__init__()
         self.discriminators = nn.ModuleList(
-            [DiscriminatorS(use_spectral_norm=(i == 0)) for i in range(scales)])
+            [DiscriminatorS(use_spectral_norm=(i == 0), max_channels=max_channels) for i in range(scales)])
         self.pool = nn.AvgPool1d(4, 2, padding=2)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor) -> Tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
@@ -137,8 +145,9 @@ class Discriminator(nn.Module):
 
     def __init__(self, hps: HParams):
         super().__init__()
-        self.mpd = MultiPeriodDiscriminator(PERIODS, use_spectral_norm=hps.model.use_spectral_norm)
-        self.msd = MultiScaleDiscriminator(3)
+        m = hps.model
+        self.mpd = MultiPeriodDiscriminator(PERIODS, m.use_spectral_norm, m.discriminator_channels)
+        self.msd = MultiScaleDiscriminator(3, m.discriminator_channels)
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor) -> Tuple[Scores, Scores, FeatureMaps, FeatureMaps]:
         if y.shape != y_hat.shape or y.dim() != 3 or y.size(1) != 1:

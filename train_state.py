@@ -65,10 +65,10 @@ def resume_discriminator(trainer, path: Path) -> None:
         return
     try:
         d_state = load_checkpoint(path, "cpu", required_keys=("model",))
+        load_state_checked(trainer.discriminator, d_state["model"], path)  # fails if discriminator_channels changed
     except CheckpointError as e:
         trainer.log.warning("%s Ignoring it: the discriminator starts from scratch", e)
         return
-    load_state_checked(trainer.discriminator, d_state["model"], path)
     load_optim(trainer, d_state, "D")
 
 

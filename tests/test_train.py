@@ -586,3 +586,16 @@ def test_config_json_without_checkpoints_takes_the_new_config(tiny_config, tmp_p
     assert hps.model.flow_d_model == 32 and hps.train.max_steps == 3
     assert json.loads((run / "config.json").read_text())["model"]["flow_d_model"] == 32
     assert any("no checkpoints" in n for n in notes)
+
+
+def test_resume_with_a_narrower_discriminator_starts_it_afresh(tiny_config, tmp_path, caplog):
+    """discriminator_channels may change between runs of one folder: the generator resumes, D starts over."""
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, discriminator_channels=32)
+    first = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
+    first.step = 1
+    first.save()
+    again = train.Trainer(hps.replace(discriminator_channels=16), tmp_path, tensorboard=False, load_data=False)
+    with caplog.at_level(logging.WARNING, logger=train.LOGGER_NAME):
+        again.resume_or_init()
+    assert again.step == 1 and "starts from scratch" in caplog.text
+    assert not again.optimizers["discriminator"].state_dict()["state"]

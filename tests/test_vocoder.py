@@ -344,3 +344,30 @@ def test_discriminator_shapes():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(real_outs, again))
     with pytest.raises(ValueError, match="same shape"):
         disc(y, y_hat[..., :100])
+
+
+def test_discriminator_channels_cap_every_layer():
+    """1024 is HiFi-GAN's MPD + MSD (58.0M parameters); a cap narrows every layer and keeps the outputs' layout."""
+    def count(width):
+        with torch.device("meta"):
+            hps = HParams().replace(discriminator_channels=width)
+            return sum(p.numel() for p in Discriminator(hps).parameters())
+    assert abs(count(1024) - 58.03e6) < 0.01e6
+    assert count(256) < count(1024) / 8
+    narrow = Discriminator(HParams().replace(discriminator_channels=32)).eval()
+    assert max(p.size(0) for p in narrow.parameters() if p.dim() > 1) <= 32
+    outs = narrow(torch.randn(2, 1, 1201), torch.randn(2, 1, 1201))
+    assert len(outs[0]) == 5 + 3
+    with pytest.raises(Exception, match="multiple of 16"):
+        HParams().replace(discriminator_channels=40)
+
+
+def test_frozen_restores_each_flag_and_blocks_weight_gradients():
+    from commons import frozen
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    net[1].bias.requires_grad_(False)
+    x = torch.randn(2, 3, requires_grad=True)
+    with frozen(net):
+        net(x).sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in net.parameters())
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
