@@ -60,6 +60,10 @@ class TrainConfig:
     c_fm: float = 2.0
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
+    # Condition dropout of the flow (flow_matching.ConditionDropout): guidance, the null speaker, prompting.
+    cond_drop_rate: float = 0.0
+    speaker_drop_rate: float = 0.0
+    prompt_rate: float = 0.0
     init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
 
@@ -122,6 +126,9 @@ class ModelConfig:
     pqmf_taps: int = 62
     pqmf_cutoff: Optional[float] = None  # None: chosen for near-perfect reconstruction (pqmf.optimal_cutoff); 0.15 measures only ~22 dB
     pqmf_beta: float = 9.0
+    prompt_context: bool = False  # the velocity net also sees a mel context (reference-clip prompting)
+    cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
+    speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a
@@ -270,6 +277,15 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
     if not (t.train_acoustic or t.train_vocoder):
         raise ConfigError("train.train_acoustic and train.train_vocoder are both false: nothing to train")
+    for key in ("cond_drop_rate", "speaker_drop_rate", "prompt_rate"):
+        if not 0.0 <= getattr(t, key) <= 1.0:
+            raise ConfigError(f"train.{key} must be in [0, 1], got {getattr(t, key)}")
+    if t.prompt_rate > 0 and not m.prompt_context:
+        raise ConfigError("train.prompt_rate > 0 needs model.prompt_context true (the network's prompt input)")
+    if t.speaker_drop_rate > 0 and d.n_speakers < 2:
+        raise ConfigError("train.speaker_drop_rate > 0 needs a multi-speaker model (data.n_speakers > 1)")
+    if m.cfg_scale < 0:
+        raise ConfigError(f"model.cfg_scale must be >= 0, got {m.cfg_scale}")
     if m.discriminator_channels < 16 or m.discriminator_channels % 16:
         raise ConfigError(f"model.discriminator_channels must be a multiple of 16 (grouped convs), got "
                           f"{m.discriminator_channels}")

@@ -87,13 +87,17 @@ def voice_json(hps, step, sampling: SamplingConfig) -> dict:
             "hop_length": d.hop_length, "n_mel_channels": d.n_mel_channels, "mel_mean": float(d.mel_mean),
             "mel_std": float(d.mel_std), "prior_start": m.prior_start, "n_speakers": d.n_speakers,
             "speaker_names": list(d.speaker_names),
-            "gin_channels": m.gin_channels if d.n_speakers > 1 else 0, "cond_channels": m.hidden_channels + d.n_mel_channels,
+            "gin_channels": m.gin_channels if d.n_speakers > 1 else 0,
+            "cond_channels": m.hidden_channels + d.n_mel_channels * (2 if m.prompt_context else 1),
             "sampling": dataclasses.asdict(sampling), "step": step}
 
 
-def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: SamplingConfig = SamplingConfig()) -> dict:
-    """Write the folder (see the module docstring); returns voice.json's content."""
+def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: SamplingConfig = SamplingConfig(),
+           cfg_scale: Optional[float] = None) -> dict:
+    """Write the folder (see the module docstring); returns voice.json's content. The stored default guidance
+    scale is cfg_scale, or the voice's model.cfg_scale when None."""
     model, hps = load_voice(checkpoint, istft_impl="conv")
+    sampling = sampling.replace(cfg_scale=hps.model.cfg_scale if cfg_scale is None else cfg_scale)
     acoustic, d = model.acoustic, hps.data
     if acoustic.duration_predictor is None:
         raise ValueError(f"{checkpoint} has no duration predictor (model.use_duration_predictor false): the "
@@ -109,15 +113,16 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: Sampli
             {"ids": {0: "B", 1: "T_text"}, "lengths": {0: "B"}, "h": {0: "B", 2: "T_text"},
              "mu": {0: "B", 2: "T_text"}, "logw": {0: "B", 1: "T_text"}, **({"speakers": {0: "B"}} if multi else {})})
     g = (torch.randn(1, hps.model.gin_channels, 1),) if multi else ()
-    cond_channels = hps.model.hidden_channels + n_mels
+    cond_channels = voice_json(hps, None, sampling)["cond_channels"]
     _export(VelocityGraph(acoustic.cfm.estimator),
             (torch.randn(1, n_mels, t_mel), torch.ones(1, 1, t_mel), torch.randn(1, cond_channels, t_mel),
              torch.full((1,), 0.5), *g), out_dir / "velocity.onnx",
             ["x", "mask", "cond", "t"] + (["g"] if multi else []), ["v"],
             {"x": {0: "B", 2: "T"}, "mask": {0: "B", 2: "T"}, "cond": {0: "B", 2: "T"}, "t": {0: "B"},
-             "v": {0: "B", 2: "T"}})
-    _export(VocoderGraph(model.generator), (torch.randn(1, n_mels, t_mel) - 5.0, *g), out_dir / "vocoder.onnx",
-            ["mel"] + (["g"] if multi else []), ["audio"], {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
+             "v": {0: "B", 2: "T"}, **({"g": {0: "B"}} if multi else {})})
+    g_voc = g if model.generator.cond is not None else ()  # a shared vocoder takes no speaker
+    _export(VocoderGraph(model.generator), (torch.randn(1, n_mels, t_mel) - 5.0, *g_voc), out_dir / "vocoder.onnx",
+            ["mel"] + (["g"] if g_voc else []), ["audio"], {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
     if int8:
         quantize(out_dir)
     info = voice_json(hps, read_step(checkpoint), sampling)
@@ -148,6 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=2,
                    help="default ODE steps stored for the runtime (default 2: see the few-step table in the README)")
     p.add_argument("--method", default="euler", help="default solver stored for the runtime (default euler)")
+    p.add_argument("--cfg-scale", type=float, default=None,
+                   help="default guidance scale stored for the runtime (default: the voice's model.cfg_scale)")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
@@ -155,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         sampling = SamplingConfig(steps=args.steps, method=args.method)
-        info = export(Path(args.checkpoint), out, args.int8, sampling)
+        info = export(Path(args.checkpoint), out, args.int8, sampling, args.cfg_scale)
     except (CheckpointError, ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

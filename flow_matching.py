@@ -14,6 +14,7 @@ Every layer is masked, so padding never changes a result: a batch and its items 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -27,6 +28,33 @@ from modules import ConvNeXtBlock  # noqa: F401  (re-exported: the mission's nam
 from sampling import SamplingConfig
 
 Generators = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
+PROMPT_SPAN = (0.7, 1.0)  # fraction of a clip to fill when training with a prompt (Voicebox's 70-100%)
+PROMPT_RATE_RANGE = (0.5, 2.0)  # bounds on the speaking-rate match to a reference clip
+
+
+@dataclass(frozen=True)
+class ConditionDropout:
+    """How training hides conditioning, per item (rates in [0, 1]; hps.train.cond_drop_rate etc.).
+
+    cond_drop_rate: the velocity network sees no text / prior / prompt and no speaker (the unconditional
+    model that classifier-free guidance subtracts). speaker_drop_rate: the whole model sees the null
+    speaker (a zero embedding), which prompting uses for voices it never trained on. prompt_rate (models
+    with model.prompt_context): a random 70-100% span is to be filled and the rest of the clip is given
+    as context, so that a reference clip can set the voice at inference.
+    """
+
+    cond_drop_rate: float = 0.0
+    speaker_drop_rate: float = 0.0
+    prompt_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A reference clip for prompting (Voicebox / F5-TTS infilling): its log-mel (1, n_mels, T_ref) (not
+    normalized) and how many leading tokens of the text are its transcript."""
+
+    mel: torch.Tensor
+    n_tokens: int
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,10 +108,12 @@ class ConditionalFlowMatching(nn.Module):
         return x_t, x1 - (1 - self.sigma_min) * x0
 
     def loss(self, x1: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor, mu: Optional[torch.Tensor] = None,
-             g: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+             g: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+             loss_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Masked MSE between predicted and target velocity, averaged over valid frames and channels.
 
-        x1 (B, C, T) normalized mel, mask (B, 1, T), cond (B, C_cond, T), mu (B, C, T) frame-level prior
+        x1 (B, C, T) normalized mel, mask (B, 1, T), cond (B, C_cond, T), loss_mask (B, 1, T): the frames the
+        loss counts (default: mask; prompted training counts only the frames to fill), mu (B, C, T) frame-level prior
         (required with prior_start; detached there: the prior is trained by the prior loss, not pulled around
         by the flow target). t ~ U(0, 1) per item; the noise is drawn item by item at its valid length
         (per_item_noise), so under a fixed seed the loss does not depend on how much padding the batch has.
@@ -98,7 +128,7 @@ class ConditionalFlowMatching(nn.Module):
             x0 = x0 + mu.detach()
         x_t, u = self.interpolate(x0, x1, t)
         v = self.estimator(x_t * mask, mask, cond, t, g)
-        return masked_mean((v.float() - u.float()) ** 2, mask)
+        return masked_mean((v.float() - u.float()) ** 2, mask if loss_mask is None else loss_mask)
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, mask: torch.Tensor, mu: Optional[torch.Tensor] = None,
@@ -121,17 +151,56 @@ class ConditionalFlowMatching(nn.Module):
                 raise ValueError("prior_start is on: ConditionalFlowMatching.sample needs mu (B, n_mels, T)")
             x = x + mu.float()
         state_mask = mask.float()
-
-        def velocity(x_t, t):
-            return self.estimator(x_t, mask, cond, t.expand(b), g).float()
+        velocity = self._guided_velocity(cond, mask, g, sampling.cfg_scale)
 
         x, nfe = ode.solve(velocity, x * state_mask, sampling.time_grid(mask.device), sampling.method)
         return x * state_mask, nfe
 
 
+    def _guided_velocity(self, cond: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor], scale: float):
+        """v(x_t, t) for the ODE. With scale > 0, classifier-free guidance v_c + scale * (v_c - v_u), where
+        v_u sees no condition and no speaker (zeros, as condition dropout trained it); both halves run as one
+        network call on twice the batch."""
+        b = mask.size(0)
+        if scale == 0:
+            return lambda x_t, t: self.estimator(x_t, mask, cond, t.expand(b), g).float()
+        cond2 = torch.cat([cond, torch.zeros_like(cond)])
+        mask2 = torch.cat([mask, mask])
+        g2 = None if g is None else torch.cat([g, torch.zeros_like(g)])
+
+        def velocity(x_t, t):
+            v = self.estimator(torch.cat([x_t, x_t]), mask2, cond2, t.expand(2 * b), g2).float()
+            v_cond, v_uncond = v[:b], v[b:]
+            return v_cond + scale * (v_cond - v_uncond)
+        return velocity
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of x (B, C, T) over the positions where mask (B, 1, T) is 1 (all channels)."""
     return (x * mask).sum() / (mask.sum() * x.size(1)).clamp(min=1)
+
+
+def keep_mask(batch: int, drop_rate: float, like: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1) of 0 (dropped, with probability drop_rate) or 1, in like's dtype and device."""
+    return (torch.rand(batch, 1, 1, device=like.device) >= drop_rate).to(like.dtype)
+
+
+def prompt_spans(y: torch.Tensor, mask: torch.Tensor, prompt_rate: float):
+    """Training prompts: y (B, C, T) normalized mel, mask (B, 1, T) -> (context (B, C, T), to_fill (B, 1, T)).
+
+    With probability prompt_rate an item gets a random contiguous span of 70-100% of its frames to fill and
+    the rest of the clip as context; otherwise everything is to fill and the context is zero.
+    """
+    b, _, t = y.shape
+    lengths = mask.reshape(b, -1).sum(1)
+    prompted = torch.rand(b, device=y.device) < prompt_rate
+    fraction = torch.empty(b, device=y.device).uniform_(*PROMPT_SPAN)
+    span = torch.where(prompted, (lengths * fraction).ceil(), lengths)
+    start = ((lengths - span) * torch.rand(b, device=y.device)).floor()
+    frames = torch.arange(t, device=y.device).unsqueeze(0)
+    in_span = (frames >= start.unsqueeze(1)) & (frames < (start + span).unsqueeze(1))
+    to_fill = in_span.unsqueeze(1).to(mask.dtype) * mask
+    return y * (mask - to_fill), to_fill
 
 
 def gaussian_log_likelihood(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -185,6 +254,8 @@ class FlowMatchingTTS(nn.Module):
         self.register_buffer("mel_mean", torch.tensor(float(d.mel_mean)))
         self.register_buffer("mel_std", torch.tensor(float(d.mel_std)))
         gin = m.gin_channels if d.n_speakers > 1 else 0
+        self.gin_channels = gin
+        self.prompt_context = m.prompt_context
         self.emb_g = nn.Embedding(d.n_speakers, gin) if gin > 0 else None
         self.encoder = TextEncoder(n_vocab, m.hidden_channels, self.n_mels, m.text_encoder_layers,
                                    m.text_encoder_kernel, m.text_encoder_ff_mult, gin)
@@ -192,7 +263,9 @@ class FlowMatchingTTS(nn.Module):
                                                      m.duration_predictor_kernel, m.duration_predictor_layers,
                                                      gin_channels=gin)
                                    if m.use_duration_predictor else None)
-        estimator = FlowMatchingTransformer(self.n_mels, m.hidden_channels + self.n_mels, m.flow_d_model,
+        # The velocity net sees [x_t, h_y, mu_y] and, with prompt_context, a mel context (zero where to fill).
+        cond_channels = m.hidden_channels + self.n_mels * (2 if m.prompt_context else 1)
+        estimator = FlowMatchingTransformer(self.n_mels, cond_channels, m.flow_d_model,
                                             m.flow_nhead, m.flow_num_layers, m.flow_dim_feedforward,
                                             m.flow_dropout, gin)
         self.cfm = ConditionalFlowMatching(estimator, m.sigma_min, m.prior_start)
@@ -205,34 +278,45 @@ class FlowMatchingTTS(nn.Module):
     def denormalize(self, mel: torch.Tensor) -> torch.Tensor:
         return mel * self.mel_std + self.mel_mean
 
-    def _speaker(self, speakers: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def _speaker(self, speakers: Optional[torch.Tensor], null_ok: bool = False, batch: int = 1
+                 ) -> Optional[torch.Tensor]:
+        """speakers (B,) long -> embedding (B, gin, 1); None for a single-speaker model. null_ok: speakers
+        None gives the null speaker (zeros, what speaker dropout trained) for `batch` items."""
         if self.emb_g is None:
             return None
         if speakers is None:
+            if null_ok:
+                return self.emb_g.weight.new_zeros(batch, self.gin_channels, 1)
             raise ValueError(f"this model has {self.n_speakers} speakers: pass speakers (B,) long speaker ids")
         return self.emb_g(speakers).unsqueeze(-1)  # (B, gin, 1)
 
-    def _encode(self, text, text_lengths, speakers):
+    def _encode(self, text, text_lengths, speakers, null_ok: bool = False):
+        g = self._speaker(speakers, null_ok, text.size(0))
+        return self._encode_with(text, text_lengths, g)
+
+    def _encode_with(self, text, text_lengths, g):
         x_mask = commons.sequence_mask(text_lengths, text.size(1)).unsqueeze(1).to(torch.float32)
-        g = self._speaker(speakers)
         h, mu = self.encoder(text, x_mask, g)
         return h, mu, x_mask, g
 
     # -- training -----------------------------------------------------------------------------------------
 
     def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None,
-                max_flow_frames: Optional[int] = None):
+                max_flow_frames: Optional[int] = None, dropout: ConditionDropout = ConditionDropout()):
         """text (B, T_text) long, text_lengths (B,), mel (B, n_mels, T_mel) log-mel (not normalized),
         mel_lengths (B,), speakers (B,) long or None, durations (B, T_text) long from an external aligner
         or None (then MAS). max_flow_frames: the flow loss sees a random crop of at most this many frames
-        (train.max_mel_frames; None: whole clips).
+        (train.max_mel_frames; None: whole clips). dropout: ConditionDropout (what the flow may not see).
 
         Returns dict(loss_flow, loss_dur, loss_prior: scalar tensors; attn (B, T_text, T_mel) hard alignment;
         durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
         0.5 log(2 pi) constant (so it reads ~1.42 for a unit-variance fit); loss_dur is 0 without a
         duration predictor and loss_prior 0 when model.use_prior_loss is false.
         """
-        h, mu, x_mask, g = self._encode(text, text_lengths, speakers)
+        g = self._speaker(speakers)
+        if g is not None and dropout.speaker_drop_rate > 0:
+            g = g * keep_mask(g.size(0), dropout.speaker_drop_rate, g)
+        h, mu, x_mask, g = self._encode_with(text, text_lengths, g)
         y_mask = commons.sequence_mask(mel_lengths, mel.size(2)).unsqueeze(1).to(x_mask)
         y = self.normalize(mel) * y_mask
         attn_mask = x_mask.transpose(1, 2) * y_mask  # (B, T_text, T_mel)
@@ -268,8 +352,15 @@ class FlowMatchingTTS(nn.Module):
         if max_flow_frames is not None and mel.size(2) > max_flow_frames:
             y_f, starts = commons.rand_slice_segments(y, mel_lengths, max_flow_frames)
             mu_f, h_f, mask_f = (commons.slice_segments(z, starts, max_flow_frames) for z in (mu_y, h_y, y_mask))
-        cond = torch.cat([h_f, mu_f], dim=1)
-        loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g)
+        parts, loss_mask = [h_f, mu_f], mask_f
+        if self.prompt_context:
+            context, loss_mask = prompt_spans(y_f, mask_f, dropout.prompt_rate)
+            parts.append(context)
+        cond, g_flow = torch.cat(parts, dim=1), g
+        if dropout.cond_drop_rate > 0:
+            keep = keep_mask(cond.size(0), dropout.cond_drop_rate, cond)
+            cond, g_flow = cond * keep, (None if g is None else g * keep)
+        loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g_flow, loss_mask=loss_mask)
         return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, attn=attn, durations=durations)
 
     # -- inference ----------------------------------------------------------------------------------------
@@ -285,24 +376,78 @@ class FlowMatchingTTS(nn.Module):
 
     @torch.no_grad()
     def infer(self, text, text_lengths, sampling: SamplingConfig = SamplingConfig(), speakers=None,
-              durations=None, generator: Generators = None):
+              durations=None, generator: Generators = None, prompt: Optional[Prompt] = None):
         """text (B, T_text) long, text_lengths (B,) -> dict(mel (B, n_mels, T) fp32 de-normalized log-mel with
         LOG_MEL_FLOOR on padding, mel_lengths (B,), durations (B, T_text) long, nfe int).
 
         generator: None, one torch.Generator (noise drawn item by item in batch order), or a list with one
         generator per item (a batch then reproduces each item run alone with its generator).
-        durations (B, T_text): use these instead of the duration predictor.
+        durations (B, T_text): use these instead of the duration predictor. prompt: continue a reference
+        clip in its voice (a prompt_context model; the returned durations are then those of the new tokens).
         """
+        if prompt is not None:
+            return self._infer_prompted(text, text_lengths, prompt, sampling, speakers, generator)
         h, mu, x_mask, g = self._encode(text, text_lengths, speakers)
         if durations is None:
             durations = self.predict_durations(h, x_mask, g, sampling.duration_scale)
         else:
             durations = durations.long().clamp(min=0) * x_mask.squeeze(1).long()
+        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, generator)
+        return dict(mel=self._to_log_mel(x, mel_lengths), mel_lengths=mel_lengths, durations=durations, nfe=nfe)
+
+    def _decode(self, h, mu, x_mask, g, durations, sampling, generator, context=None):
+        """Expand h, mu by durations (B, T_text) and integrate the flow -> (normalized mel (B, C, T), lengths, nfe).
+        context (B, n_mels, T') normalized mel given to a prompt_context model (zero-padded to T)."""
         mel_lengths = durations.sum(1)
         t_max = max(int(mel_lengths.max()), 1)
         y_mask = commons.sequence_mask(mel_lengths, t_max).unsqueeze(1).to(h.dtype)
         attn = commons.durations_to_alignment(durations, x_mask.squeeze(1).bool(), t_max).to(h.dtype)
         mu_y, h_y = torch.bmm(mu, attn), torch.bmm(h, attn)
-        x, nfe = self.cfm.sample(torch.cat([h_y, mu_y], dim=1), y_mask, mu_y, sampling, g, generator, self.n_mels)
-        mel = torch.where(y_mask.bool(), self.denormalize(x).float(), torch.full_like(x, LOG_MEL_FLOOR))
-        return dict(mel=mel, mel_lengths=mel_lengths, durations=durations, nfe=nfe)
+        parts = [h_y, mu_y]
+        if self.prompt_context:
+            full = mu_y.new_zeros(mu_y.shape)
+            if context is not None:
+                full[:, :, :context.size(2)] = context
+            parts.append(full)
+        x, nfe = self.cfm.sample(torch.cat(parts, dim=1), y_mask, mu_y, sampling, g, generator, self.n_mels)
+        return x, mel_lengths, nfe
+
+    def _to_log_mel(self, x: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """Normalized mel (B, C, T) -> de-normalized log-mel with LOG_MEL_FLOOR past each length."""
+        y_mask = commons.sequence_mask(mel_lengths, x.size(2)).unsqueeze(1)
+        return torch.where(y_mask, self.denormalize(x).float(), torch.full_like(x, LOG_MEL_FLOOR))
+
+    def _infer_prompted(self, text, text_lengths, prompt: Prompt, sampling, speakers, generator):
+        """Continue a reference clip: text = its transcript's prompt.n_tokens tokens + the text to speak.
+
+        The transcript is aligned to the clip by MAS (as in training); the new tokens' durations come from
+        the duration predictor, rescaled to the clip's speaking rate. Returns only the new part."""
+        if not self.prompt_context:
+            raise ValueError("this model was not trained with a prompt context (model.prompt_context false): "
+                             "it cannot take a reference clip")
+        if text.size(0) != 1:
+            raise ValueError(f"prompted synthesis takes one text at a time, got a batch of {text.size(0)}")
+        if self.duration_predictor is None:
+            raise ValueError("model.use_duration_predictor is false: prompted synthesis needs the duration predictor")
+        n_ref, n_all = prompt.n_tokens, int(text_lengths[0])
+        if not 0 < n_ref < n_all:
+            raise ValueError(f"the reference transcript has {n_ref} tokens of the {n_all}: the text to speak "
+                             f"must follow a non-empty transcript")
+        h, mu, x_mask, g = self._encode(text, text_lengths, speakers, null_ok=True)
+        ref = self.normalize(prompt.mel.to(mu))
+        ref_frames = ref.size(2)
+        if ref_frames < n_ref:
+            raise ValueError(f"the reference clip has {ref_frames} frames for {n_ref} transcript tokens: "
+                             f"it is too short for its transcript (or the transcript is wrong)")
+        from monotonic_align import maximum_path
+
+        attn = maximum_path(gaussian_log_likelihood(mu[:, :, :n_ref], ref), torch.ones(1, n_ref, ref_frames))
+        ref_durations = attn.sum(2).long()
+        predicted = torch.exp(self.duration_predictor(h, x_mask, g).float()[0])
+        rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)
+        new = torch.ceil(predicted[n_ref:] * rate * sampling.duration_scale).clamp(min=1).long()
+        durations = torch.cat([ref_durations[0], new]).unsqueeze(0)
+        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, generator, context=ref)
+        x = x[:, :, ref_frames:]
+        mel_lengths = mel_lengths - ref_frames
+        return dict(mel=self._to_log_mel(x, mel_lengths), mel_lengths=mel_lengths, durations=new.unsqueeze(0), nfe=nfe)

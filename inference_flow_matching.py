@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(p)
     p.add_argument("--speaker", type=_speaker, default=None, help="speaker name or id for multi-speaker models")
     p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
+    p.add_argument("--ref-audio", metavar="WAV", help="speak in the voice of this clip (0.5-30 s; a voice trained "
+                   "with a prompt context, e.g. configs/multispeaker.json); needs --ref-text")
+    p.add_argument("--ref-text", help="the words spoken in --ref-audio")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
@@ -61,6 +64,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.onnx is not None and (args.checkpoint or args.config or args.no_ema or args.device != "cpu"):
         raise ValueError("--onnx speaks with the export folder alone: drop --checkpoint, --config, --no-ema and "
                          "--device")
+    if (args.ref_audio is None) != (args.ref_text is None):
+        raise ValueError("--ref-audio and --ref-text go together: the clip and the words spoken in it")
+    if args.ref_audio is not None and args.onnx is not None:
+        raise ValueError("--ref-audio needs the torch runtime (drop --onnx)")
     if args.int8 and args.onnx is None:
         raise ValueError("--int8 needs --onnx DIR (an export made with export_onnx.py --int8)")
     if args.threads is not None and args.threads < 1:
@@ -126,7 +133,9 @@ def _load(args: argparse.Namespace, checkpoint: Optional[Path]):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     tts = Synthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
-    return tts, SamplingConfig(), (f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up "
+    if args.ref_audio is not None:
+        tts.set_reference(args.ref_audio, args.ref_text)
+    return tts, tts.default_sampling, (f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up "
                                    f"(timings include the first run), {'raw' if args.no_ema else 'EMA'} weights "
                                    f"from {checkpoint}")
 
@@ -169,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     outputs = ([] if to_stdout else [path for _, path, _ in jobs]) + ([args.alignments] if args.alignments else [])
     for path in outputs:
-        check_output_path(path, inputs=(checkpoint, args.config, args.text_file))
+        check_output_path(path, inputs=(checkpoint, args.config, args.text_file, args.ref_audio))
     tts, defaults, runtime = _load(args, checkpoint)
     sampling = from_args(args, defaults)
     if args.text_file is None:

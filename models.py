@@ -167,7 +167,8 @@ class MultiBandISTFTGenerator(nn.Module):
         channels = m.upsample_initial_channel
 
         self.conv_pre = weight_norm(nn.Conv1d(hps.data.n_mel_channels, channels, 7, padding=3))
-        self.cond = nn.Conv1d(m.gin_channels, channels, 1) if m.gin_channels > 0 else None
+        gin = m.gin_channels if m.speaker_conditioned_vocoder else 0
+        self.cond = nn.Conv1d(gin, channels, 1) if gin > 0 else None
         resblock_cls = ResBlock1 if m.resblock == "1" else ResBlock2
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
@@ -233,7 +234,8 @@ class FlowMatchingSynthesizer(nn.Module):
     """`acoustic` (FlowMatchingTTS) and `generator` (MultiBandISTFTGenerator) in one module / state dict.
 
     Multi-speaker models condition the vocoder on the acoustic model's speaker embedding (as VITS shares
-    emb_g between encoder and decoder).
+    emb_g between encoder and decoder) unless model.speaker_conditioned_vocoder is false (a shared vocoder
+    trained on many voices needs no speaker).
     """
 
     def __init__(self, n_vocab: int, hps: HParams, istft_impl: str = "torch"):
@@ -250,6 +252,8 @@ class FlowMatchingSynthesizer(nn.Module):
         """speakers (B,) long -> vocoder conditioning (B, gin_channels, 1), or None for one speaker.
 
         The acoustic model's own embedding lookup (one place raises for missing speaker ids)."""
+        if self.generator.cond is None:
+            return None
         return self.acoustic._speaker(speakers)
 
     def vocode(self, mel: torch.Tensor, speakers: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -259,8 +263,8 @@ class FlowMatchingSynthesizer(nn.Module):
 
     @torch.no_grad()
     def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, sampling: SamplingConfig = SamplingConfig(),
-              speakers: Optional[torch.Tensor] = None, generator=None, durations: Optional[torch.Tensor] = None
-              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict]:
+              speakers: Optional[torch.Tensor] = None, generator=None, durations: Optional[torch.Tensor] = None,
+              prompt=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict]:
         """text (B, T_text) long, text_lengths (B,) -> (audio (B, 1, max(mel_lengths) * hop), durations
         (B, T_text) long, mel (B, n_mels, T) de-normalized log-mel, extra).
 
@@ -268,12 +272,12 @@ class FlowMatchingSynthesizer(nn.Module):
         convolutional vocoder would otherwise let an item's last frames see the batch padding), so an
         item sounds the same in any batch. extra: audio_lengths (B,) = mel_lengths * hop (samples past an
         item's length are zero), mel_lengths (B,), nfe, acoustic_seconds, vocoder_seconds.
-        generator / durations: see FlowMatchingTTS.infer.
+        generator / durations / prompt: see FlowMatchingTTS.infer.
         """
         device = text.device
         synchronize(device)
         t0 = time.perf_counter()
-        out = self.acoustic.infer(text, text_lengths, sampling, speakers, durations, generator)
+        out = self.acoustic.infer(text, text_lengths, sampling, speakers, durations, generator, prompt)
         synchronize(device)
         t1 = time.perf_counter()
         mel, mel_lengths = out["mel"], out["mel_lengths"]

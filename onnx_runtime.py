@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -77,6 +77,7 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.data = _Data(self.info)
+        self._vocoder_takes_speaker = "g" in {i.name for i in self.sessions["vocoder"].get_inputs()}
         self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
                                           if f.name in self.info.get("sampling", {})})
 
@@ -107,20 +108,35 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
         frames = np.repeat(np.arange(len(ids)), durations)  # length regulation: token index of every frame
         h_y, mu_y = h[:, :, frames], mu[:, :, frames]
         cond = np.concatenate([h_y, mu_y], axis=1)
+        extra = int(self.info["cond_channels"]) - cond.shape[1]  # a prompt_context model's (empty) mel context
+        cond = np.concatenate([cond, np.zeros((1, extra, cond.shape[2]), np.float32)], axis=1) if extra else cond
         mask = np.ones((1, 1, len(frames)), dtype=np.float32)
         x = rng.standard_normal(mu_y.shape, dtype=np.float32) * np.float32(sampling.temperature)
         if self.info["prior_start"]:
             x = x + mu_y
-        velocity = self.sessions["velocity"]
-
-        def f(x_t, t):
-            feeds = {"x": x_t.astype(np.float32), "mask": mask, "cond": cond, "t": np.full((1,), t, dtype=np.float32)}
-            if g is not None:
-                feeds["g"] = g
-            return velocity.run(None, feeds)[0]
-
+        f = self._velocity(cond, mask, g, sampling.cfg_scale)
         x, nfe = ode.solve(f, x, sampling.time_grid_array().astype(np.float32), sampling.method)
         return x * np.float32(self.info["mel_std"]) + np.float32(self.info["mel_mean"]), g, nfe, durations.tolist()
+
+    def _velocity(self, cond: np.ndarray, mask: np.ndarray, g: Optional[np.ndarray], scale: float) -> Callable:
+        """v(x_t, t) for the ODE loop; with scale > 0 classifier-free guidance from one call on a batch of two
+        (conditional, then no condition and the null speaker), as flow_matching does."""
+        velocity = self.sessions["velocity"]
+        guided = scale > 0
+        if guided:
+            cond = np.concatenate([cond, np.zeros_like(cond)])
+            mask = np.concatenate([mask, mask])
+            g = None if g is None else np.concatenate([g, np.zeros_like(g)])
+
+        def f(x_t, t):
+            x_in = np.concatenate([x_t, x_t]) if guided else x_t
+            feeds = {"x": x_in.astype(np.float32), "mask": mask, "cond": cond,
+                     "t": np.full((x_in.shape[0],), t, dtype=np.float32)}
+            if g is not None:
+                feeds["g"] = g
+            v = velocity.run(None, feeds)[0]
+            return v[:1] + np.float32(scale) * (v[:1] - v[1:]) if guided else v
+        return f
 
     def vocode(self, mel: np.ndarray, g: Optional[np.ndarray] = None) -> np.ndarray:
         """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform; in `workers` pieces run at once."""
@@ -136,12 +152,14 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
 
     def _vocode_window(self, mel: np.ndarray, g: Optional[np.ndarray]) -> np.ndarray:
         feeds = {"mel": mel.astype(np.float32)}
-        if g is not None:
+        if g is not None and self._vocoder_takes_speaker:
             feeds["g"] = g
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
 
     def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
         """(mel_of, vocode) for pipeline.stream_sentences."""
+        speaker = self.validate_speaker(speaker)
+
         def mel_of(ids, sentence_seed):
             return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)[:3]
 

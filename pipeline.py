@@ -111,7 +111,7 @@ class TextToSpeech:
         at its clauses, so the first audio comes sooner; without it (or with a short first sentence) the
         joined chunks equal synthesize(text) with the same seed. stats: see stream_sentences.
         ValueError up front for empty or unspeakable text and a bad speaker."""
-        speaker = self.validate_speaker(speaker)
+        self.validate_speaker(speaker)  # sentence_steps resolves it (None may mean a reference clip's voice)
         sentences = self.sentences(text)
         if quick_start:
             sentences = streaming.split_first_clause(sentences)

@@ -20,6 +20,7 @@ import numpy as np
 import ode
 
 MAX_STEPS = 1000  # more ODE steps change nothing audible and only burn time: refuse them
+MAX_CFG_SCALE = 10.0  # F5-TTS uses 2; far larger scales only distort
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ class SamplingConfig:
     """steps: ODE steps; method: euler (1 network evaluation per step) or midpoint (2);
     sway_schedule / sway_coef: the time grid (ode.py: quadratic or cosine sway, s = -1 with quadratic
     gives t^2; or epss, a pruned grid that ignores the coefficient);
-    duration_scale: speaking-rate factor (> 1 speaks slower); temperature: scale of the start noise."""
+    duration_scale: speaking-rate factor (> 1 speaks slower); temperature: scale of the start noise;
+    cfg_scale: classifier-free guidance, v_c + s (v_c - v_u) (0: none; each step then costs a network
+    call on twice the batch; needs a model trained with condition dropout)."""
 
     steps: int = 10
     method: str = "euler"
@@ -35,6 +38,7 @@ class SamplingConfig:
     sway_schedule: str = "quadratic"
     duration_scale: float = 1.0
     temperature: float = 1.0
+    cfg_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -51,6 +55,8 @@ class SamplingConfig:
             raise ValueError(f"duration scale must be a positive number, got {self.duration_scale!r}")
         if not _is_finite_number(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a non-negative number, got {self.temperature!r}")
+        if not _is_finite_number(self.cfg_scale) or not 0 <= self.cfg_scale <= MAX_CFG_SCALE:
+            raise ValueError(f"guidance scale must be a number in [0, {MAX_CFG_SCALE:g}], got {self.cfg_scale!r}")
 
     @property
     def nfe(self) -> int:
@@ -90,6 +96,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingCo
                    help=f"speaking-rate factor, >1 speaks slower (default {defaults.duration_scale:g})")
     g.add_argument("--temperature", "--noise-scale", dest="temperature", type=float, default=None,
                    help=f"noise scale of the ODE start (default {defaults.temperature:g})")
+    g.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=None,
+                   help="classifier-free guidance scale, 0 = off (default: the voice's model.cfg_scale)")
 
 
 def from_args(args: argparse.Namespace, defaults: SamplingConfig = SamplingConfig()) -> SamplingConfig:

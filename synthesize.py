@@ -26,6 +26,31 @@ from config import HParams
 from sampling import SamplingConfig
 from text.sentences import split_sentences  # noqa: F401  (re-exported)
 
+REFERENCE_SECONDS = (0.5, 30.0)  # a prompt needs a few phonemes of the voice; long ones only cost time
+
+
+def read_reference(path: Union[str, Path], transcript: str, tts: "Synthesizer"):
+    """A reference clip and its transcript -> flow_matching.Prompt-ready (log-mel (1, n_mels, T), ids).
+
+    Raises AudioError / ValueError with what to do for a missing, unreadable, silent, too short or too long
+    clip and for an empty transcript."""
+    from audio import AudioError, load_wav
+    from data_utils import compute_mel, trim_to_frames
+
+    d = tts.hps.data
+    wav = load_wav(path, d.sampling_rate, resample=True)
+    seconds = len(wav) / d.sampling_rate
+    if not REFERENCE_SECONDS[0] <= seconds <= REFERENCE_SECONDS[1]:
+        raise AudioError(f"reference clip {path} is {seconds:.1f} s long; give {REFERENCE_SECONDS[0]:g} to "
+                         f"{REFERENCE_SECONDS[1]:g} s of clean speech")
+    if float(np.abs(wav).max()) < 1e-3:
+        raise AudioError(f"reference clip {path} is silent; give a clip of the voice speaking its transcript")
+    if not transcript or not transcript.strip():
+        raise ValueError("the reference clip needs its transcript (--ref-text): the words spoken in it")
+    mel = compute_mel(trim_to_frames(torch.from_numpy(wav), d.hop_length), d).unsqueeze(0)
+    return mel, tts.text_to_ids(transcript)
+
+
 if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkpoint is loaded
     from models import FlowMatchingSynthesizer
 
@@ -40,8 +65,6 @@ class Synthesizer(pipeline.TextToSpeech):
     synthesize(text, sampling, speaker, seed, timings), stream(...), prepare / sentences / text_to_ids come
     from pipeline.TextToSpeech."""
 
-    default_sampling = SamplingConfig()
-
     def __init__(self, model: "FlowMatchingSynthesizer", hps: HParams, n_vocab: int,
                  device: Union[str, torch.device] = "cpu", batch_size: int = 8):
         self.model = model.eval()
@@ -49,6 +72,20 @@ class Synthesizer(pipeline.TextToSpeech):
         self.n_vocab = n_vocab
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.default_sampling = SamplingConfig(cfg_scale=hps.model.cfg_scale)  # 10 Euler steps with sway
+        self.reference = None  # (log-mel (1, n_mels, T), transcript ids) set by set_reference
+
+    def set_reference(self, path: Union[str, Path, None], transcript: str = "") -> None:
+        """Speak in the voice of a reference clip (prompting; a model trained with model.prompt_context).
+        None goes back to the model's own speakers. Errors: see read_reference."""
+        if path is None:
+            self.reference = None
+            return
+        if not self.model.acoustic.prompt_context:
+            raise ValueError("this voice was not trained with a prompt context (model.prompt_context), so it "
+                             "cannot take a reference clip; use a voice trained for prompting or clone_voice.py")
+        mel, ids = read_reference(path, transcript, self)
+        self.reference = (mel.to(self.device), ids)
 
     @property
     def sample_rate(self) -> int:
@@ -104,9 +141,13 @@ class Synthesizer(pipeline.TextToSpeech):
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             spk = None if speakers is None else speakers.expand(len(batch))
-            audio, durations, _, extra = self.model.infer(
-                ids.to(self.device), lengths.to(self.device), sampling, spk,
-                generator=[torch.Generator().manual_seed(int(seeds[i])) for i in batch])
+            generators = [torch.Generator().manual_seed(int(seeds[i])) for i in batch]
+            if self.reference is not None:
+                audio, durations, extra = self._infer_prompted([sequences[i] for i in batch], sampling, spk,
+                                                               generators)
+            else:
+                audio, durations, _, extra = self.model.infer(ids.to(self.device), lengths.to(self.device),
+                                                              sampling, spk, generator=generators)
             for row, i in enumerate(batch):
                 waves[i] = audio[row, 0, :int(extra["audio_lengths"][row])].float().cpu().numpy()
                 token_durations[i] = durations[row, :len(sequences[i])].tolist()
@@ -115,15 +156,46 @@ class Synthesizer(pipeline.TextToSpeech):
             info["vocoder_seconds"] += extra["vocoder_seconds"]
         return waves, info
 
+    def _infer_prompted(self, sequences, sampling, speakers, generators):
+        """Each sequence after the reference transcript, one at a time -> (audio (B, 1, T), durations, extra)
+        like FlowMatchingSynthesizer.infer."""
+        waves, durations, nfe, seconds = [], [], 0, [0.0, 0.0]
+        for row, (ids, gen) in enumerate(zip(sequences, generators)):
+            full, lengths, prompt = self._after_reference(ids)
+            spk = None if speakers is None else speakers[row:row + 1]
+            audio, dur, _, extra = self.model.infer(full, lengths, sampling, spk, generator=[gen], prompt=prompt)
+            waves.append(audio[0, 0, :int(extra["audio_lengths"][0])])
+            durations.append(dur[0, 1:])  # the space between transcript and text joins the first token
+            durations[-1][0] += dur[0, 0]
+            nfe, seconds = extra["nfe"], [seconds[0] + extra["acoustic_seconds"], seconds[1] + extra["vocoder_seconds"]]
+        audio = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).unsqueeze(1)
+        extra = {"audio_lengths": torch.tensor([len(w) for w in waves]), "nfe": nfe,
+                 "acoustic_seconds": seconds[0], "vocoder_seconds": seconds[1]}
+        return audio, torch.nn.utils.rnn.pad_sequence(durations, batch_first=True), extra
+
+    def _after_reference(self, ids: Sequence[int]):
+        """ids to speak -> (reference transcript + space + ids (1, T_text), lengths (1,), flow_matching.Prompt)."""
+        from flow_matching import Prompt
+        from text.symbols import SPACE_ID
+
+        ref_mel, ref_ids = self.reference
+        full = torch.tensor([ref_ids + [SPACE_ID] + list(ids)], device=self.device)
+        return full, torch.tensor([full.size(1)], device=self.device), Prompt(ref_mel, len(ref_ids))
+
     def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
         """(mel_of, vocode) for pipeline.stream_sentences: one sentence's mel, then vocoder windows."""
         speakers = self._speakers(speaker)
 
         @torch.inference_mode()
         def mel_of(ids, sentence_seed):
-            out = self.model.acoustic.infer(torch.tensor([ids], device=self.device),
-                                            torch.tensor([len(ids)], device=self.device), sampling, speakers,
-                                            generator=[torch.Generator().manual_seed(sentence_seed)])
+            generator = [torch.Generator().manual_seed(sentence_seed)]
+            if self.reference is not None:
+                full, lengths, prompt = self._after_reference(ids)
+                out = self.model.acoustic.infer(full, lengths, sampling, speakers, generator=generator, prompt=prompt)
+            else:
+                out = self.model.acoustic.infer(torch.tensor([ids], device=self.device),
+                                                torch.tensor([len(ids)], device=self.device), sampling, speakers,
+                                                generator=generator)
             return out["mel"], speakers, out["nfe"]
 
         @torch.inference_mode()
@@ -133,6 +205,9 @@ class Synthesizer(pipeline.TextToSpeech):
         return mel_of, vocode
 
     def _speakers(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
-        """A validated speaker id as a (1,) tensor for multi-speaker models, else None."""
+        """A validated speaker id as a (1,) tensor for multi-speaker models, else None (also for a reference
+        clip without a speaker: the model's null speaker, the voice then comes from the clip)."""
+        if self.reference is not None and speaker is None:
+            return None
         speaker = self.validate_speaker(speaker)
         return None if speaker is None else torch.tensor([speaker], dtype=torch.long, device=self.device)

@@ -47,6 +47,7 @@ from config import ConfigError, HParams
 from data_utils import DistributedBucketSampler, TextMelCollate, TextMelLoader, length_boundaries
 from distributed import DistContext
 from ema import EMA
+from flow_matching import ConditionDropout
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
 from train_eval import EVAL_ITEMS
@@ -105,6 +106,7 @@ class Trainer:
         if self.use_discriminator:
             from discriminators import Discriminator
             self.discriminator = Discriminator(hps).to(self.device)
+        self.condition_dropout = ConditionDropout(t.cond_drop_rate, t.speaker_drop_rate, t.prompt_rate)
         self.model.acoustic.requires_grad_(t.train_acoustic)
         self.model.generator.requires_grad_(t.train_vocoder)
         self.ema = EMA(self.model, t.ema_decay)
@@ -281,7 +283,7 @@ class Trainer:
         with self.autocast():
             if t.train_acoustic:
                 out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
-                                        speakers, batch.get("durations"), t.max_mel_frames)
+                                        speakers, batch.get("durations"), t.max_mel_frames, self.condition_dropout)
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
             if t.train_vocoder:
                 seg_frames = t.segment_size // d.hop_length

@@ -26,7 +26,7 @@ from distributed import DistContext
 
 LOGGER_NAME = "train_flow_matching"
 # Model keys that may change between runs of one folder (they do not change the acoustic/vocoder weights).
-MUTABLE_MODEL_KEYS = ("flow_dropout", "use_discriminator", "discriminator_channels")
+MUTABLE_MODEL_KEYS = ("flow_dropout", "use_discriminator", "discriminator_channels", "cfg_scale")
 REPEAT_SIGNAL_GRACE_S = 2.0  # a second Ctrl-C later than this aborts without saving
 
 

@@ -1,0 +1,230 @@
+"""Many voices on tiny models: condition dropout, classifier-free guidance, prompting with a reference clip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import make_tiny_hps
+
+import text
+from audio import AudioError
+from flow_matching import ConditionDropout, FlowMatchingTTS, Prompt, prompt_spans
+from models import FlowMatchingSynthesizer
+from sampling import SamplingConfig
+from synthesize import Synthesizer
+
+MULTI = dict(n_speakers=3, gin_channels=8, speaker_names=["ann", "bob", "cy"])
+
+
+def tiny_acoustic(**overrides) -> FlowMatchingTTS:
+    """An untrained multi-speaker model whose velocity net does not start at v = 0 (its output layers are
+    zero-initialised), so that guidance and conditioning change something."""
+    torch.manual_seed(0)
+    model = FlowMatchingTTS(len(text.symbols), make_tiny_hps(**{**MULTI, **overrides})).eval()
+    for layer in (model.cfm.estimator.mod_out, model.cfm.estimator.out_proj):
+        torch.nn.init.normal_(layer.weight, std=0.1)
+    return model
+
+
+def ids_of(sentence: str, hps=None):
+    ids = text.text_to_ids(sentence, (hps or make_tiny_hps()).data)
+    return torch.tensor([ids]), torch.tensor([len(ids)])
+
+
+class Recorder(torch.nn.Module):
+    """Wraps an estimator and keeps the (x, mask, cond, t, g) of every call."""
+
+    def __init__(self, estimator):
+        super().__init__()
+        self.estimator, self.calls = estimator, []
+
+    def forward(self, x, mask, cond, t, g=None):
+        self.calls.append((x, mask, cond, t, g))
+        return self.estimator(x, mask, cond, t, g)
+
+
+# ------------------------------------------------------------------------------------------------ guidance
+
+def test_guidance_is_one_batched_call_equal_to_two_passes():
+    model = tiny_acoustic()
+    ids, lengths = ids_of("Guidance in one pass.")
+    h, mu, x_mask, g = model._encode(ids, lengths, torch.tensor([1]))
+    durations = model.predict_durations(h, x_mask, g)
+    frames = int(durations.sum())
+    attn = torch.zeros(1, ids.size(1), frames)
+    attn[0, torch.repeat_interleave(torch.arange(ids.size(1)), durations[0]), torch.arange(frames)] = 1
+    cond = torch.cat([torch.bmm(h, attn), torch.bmm(mu, attn)], 1)
+    mask = torch.ones(1, 1, frames)
+    x, t = torch.randn(1, 80, frames), torch.tensor([0.3])
+    recorder = Recorder(model.cfm.estimator)
+    model.cfm.estimator = recorder
+    guided = model.cfm._guided_velocity(cond, mask, g, 2.0)(x, t)
+    assert len(recorder.calls) == 1 and recorder.calls[0][0].size(0) == 2  # one call, twice the batch
+    est = recorder.estimator
+    v_cond = est(x, mask, cond, t, g)
+    v_uncond = est(x, mask, torch.zeros_like(cond), t, torch.zeros_like(g))
+    torch.testing.assert_close(guided, v_cond + 2.0 * (v_cond - v_uncond), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.cfm._guided_velocity(cond, mask, g, 0.0)(x, t), v_cond)
+
+
+def test_guidance_scale_reaches_the_network_and_costs_no_extra_nfe():
+    model = tiny_acoustic()
+    ids, lengths = ids_of("Louder, please.")
+    outs = {}
+    for scale in (0.0, 2.0):
+        out = model.infer(ids, lengths, SamplingConfig(steps=3, cfg_scale=scale), torch.tensor([0]),
+                          generator=torch.Generator().manual_seed(0))
+        outs[scale] = out
+    assert outs[0.0]["nfe"] == outs[2.0]["nfe"] == 3
+    assert torch.equal(outs[0.0]["durations"], outs[2.0]["durations"])  # guidance only steers the flow
+    assert not torch.allclose(outs[0.0]["mel"], outs[2.0]["mel"])
+
+
+@pytest.mark.parametrize("bad", [-1.0, 11.0, float("nan"), True])
+def test_bad_guidance_scale_is_refused(bad):
+    with pytest.raises(ValueError, match="guidance scale"):
+        SamplingConfig(cfg_scale=bad)
+
+
+# ---------------------------------------------------------------------------------------- condition dropout
+
+def training_batch(model, sentence="A short clip to train on.", frames=60):
+    ids, lengths = ids_of(sentence)
+    mel = torch.randn(1, 80, frames) * 2 - 5
+    return ids, lengths, mel, torch.tensor([frames])
+
+
+def test_condition_dropout_hides_text_and_speaker_from_the_flow_only():
+    model = tiny_acoustic().train()
+    recorder = Recorder(model.cfm.estimator)
+    model.cfm.estimator = recorder
+    ids, lengths, mel, mel_lengths = training_batch(model)
+    model(ids, lengths, mel, mel_lengths, torch.tensor([2]), dropout=ConditionDropout(cond_drop_rate=1.0))
+    _, _, cond, _, g = recorder.calls[-1]
+    assert cond.abs().max() == 0 and g.abs().max() == 0
+    out = model(ids, lengths, mel, mel_lengths, torch.tensor([2]), dropout=ConditionDropout())
+    _, _, cond, _, g = recorder.calls[-1]
+    assert cond.abs().max() > 0 and g.abs().max() > 0
+    assert torch.isfinite(out["loss_flow"])
+
+
+def test_speaker_dropout_gives_the_whole_model_the_null_speaker():
+    model = tiny_acoustic().train()
+    seen = []
+    model.encoder.register_forward_hook(lambda mod, args, out: seen.append(args[2]))
+    ids, lengths, mel, mel_lengths = training_batch(model)
+    model(ids, lengths, mel, mel_lengths, torch.tensor([1]), dropout=ConditionDropout(speaker_drop_rate=1.0))
+    assert seen[-1].abs().max() == 0
+    null = model._speaker(None, null_ok=True)
+    assert null.shape == (1, 8, 1) and null.abs().max() == 0
+    with pytest.raises(ValueError, match="pass speakers"):
+        model._speaker(None)
+
+
+def test_prompt_spans_split_each_clip_into_context_and_a_70_to_100_percent_span():
+    torch.manual_seed(0)
+    lengths = torch.tensor([100, 37, 5])
+    mask = (torch.arange(100).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1).float()
+    y = torch.randn(3, 4, 100) * mask
+    for _ in range(20):
+        context, to_fill = prompt_spans(y, mask, prompt_rate=1.0)
+        assert torch.equal(to_fill * (1 - mask), torch.zeros_like(to_fill))  # never in the padding
+        filled = to_fill.sum((1, 2))
+        assert ((filled >= torch.ceil(0.7 * lengths)) & (filled <= lengths)).all()
+        assert torch.equal(context, y * (mask - to_fill))  # context = the clip outside the span
+        starts = to_fill[:, 0].argmax(1)
+        assert torch.equal(to_fill[:, 0].sum(1).long(), (to_fill[:, 0].cumsum(1) > 0).sum(1)
+                           - (100 - starts - filled.long()))  # one contiguous span
+    context, to_fill = prompt_spans(y, mask, prompt_rate=0.0)
+    assert torch.equal(to_fill, mask) and context.abs().max() == 0
+
+
+def test_prompted_training_counts_only_the_frames_to_fill(monkeypatch):
+    model = tiny_acoustic(prompt_context=True).train()
+    seen = {}
+    real_loss = model.cfm.loss
+
+    def spy(x1, mask, cond, mu=None, g=None, generator=None, loss_mask=None):
+        seen.update(cond=cond, loss_mask=loss_mask, mask=mask)
+        return real_loss(x1, mask, cond, mu, g, generator, loss_mask)
+    monkeypatch.setattr(model.cfm, "loss", spy)
+    ids, lengths, mel, mel_lengths = training_batch(model)
+    model(ids, lengths, mel, mel_lengths, torch.tensor([0]), dropout=ConditionDropout(prompt_rate=1.0))
+    context = seen["cond"][:, -80:]
+    assert 0.7 * 60 <= seen["loss_mask"].sum() < 60
+    given = (1 - seen["loss_mask"]).bool().expand_as(context)
+    torch.testing.assert_close(context[given], model.normalize(mel)[given])
+    assert context[~given].abs().max() == 0
+
+
+# ------------------------------------------------------------------------------------------------ prompting
+
+def test_prompted_inference_keeps_the_reference_as_context_and_returns_only_the_new_speech():
+    model = tiny_acoustic(prompt_context=True)
+    ref_ids, _ = ids_of("The reference words.")
+    new_ids, _ = ids_of("Something new.")
+    full = torch.cat([ref_ids, torch.tensor([[text.SYMBOL_TO_ID[" "]]]), new_ids], 1)
+    ref_mel = torch.randn(1, 80, 3 * ref_ids.size(1)) - 5
+    recorder = Recorder(model.cfm.estimator)
+    model.cfm.estimator = recorder
+    out = model.infer(full, torch.tensor([full.size(1)]), SamplingConfig(steps=2), None,
+                      generator=torch.Generator().manual_seed(0), prompt=Prompt(ref_mel, ref_ids.size(1)))
+    n_ref = ref_mel.size(2)
+    context = recorder.calls[0][2][:, -80:]
+    torch.testing.assert_close(context[:, :, :n_ref], model.normalize(ref_mel))
+    assert context[:, :, n_ref:].abs().max() == 0
+    assert recorder.calls[0][4].abs().max() == 0  # no speaker given: the null speaker
+    assert out["durations"].shape == (1, full.size(1) - ref_ids.size(1))
+    assert out["mel"].shape == (1, 80, int(out["durations"].sum())) == (1, 80, int(out["mel_lengths"][0]))
+
+
+def test_prompt_errors_say_what_to_do():
+    plain = tiny_acoustic()
+    ids, lengths = ids_of("Hello there.")
+    with pytest.raises(ValueError, match="prompt context"):
+        plain.infer(ids, lengths, prompt=Prompt(torch.zeros(1, 80, 50), 3))
+    model = tiny_acoustic(prompt_context=True)
+    with pytest.raises(ValueError, match="must follow a non-empty transcript"):
+        model.infer(ids, lengths, prompt=Prompt(torch.zeros(1, 80, 50), int(lengths[0])))
+    with pytest.raises(ValueError, match="too short for its transcript"):
+        model.infer(ids, lengths, prompt=Prompt(torch.zeros(1, 80, 2), 5))
+
+
+@pytest.fixture
+def prompt_synthesizer():
+    hps = make_tiny_hps(**MULTI, prompt_context=True, speaker_conditioned_vocoder=False)
+    torch.manual_seed(0)
+    return Synthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
+
+
+def test_synthesizer_speaks_after_a_reference_clip(prompt_synthesizer, lj_wavs):
+    tts = prompt_synthesizer
+    tts.set_reference(lj_wavs[1], "in being comparatively modern.")
+    audio, sr, info = tts.synthesize("Hello there. Bye now.", SamplingConfig(steps=2), timings=True)
+    assert info["sentences"] == 2 and len(audio) > 0 and np.isfinite(audio).all()
+    assert len(info["durations"]) == 2 and info["timings"]["words"][0]["word"] == "Hello"
+    chunks = list(tts.stream("Hello there. Bye now.", SamplingConfig(steps=2), quick_start=False))
+    np.testing.assert_allclose(np.concatenate(chunks), audio, atol=1e-4)
+    tts.set_reference(None)
+    assert tts.reference is None
+
+
+def test_bad_reference_clips_get_clear_errors(prompt_synthesizer, lj_wavs, tmp_path):
+    tts = prompt_synthesizer
+    with pytest.raises(AudioError, match="not found"):
+        tts.set_reference(tmp_path / "missing.wav", "words")
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(2000, dtype=np.float32) + 0.1, 22050)
+    with pytest.raises(AudioError, match="0.1 s long"):
+        tts.set_reference(short, "words")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(22050, dtype=np.float32), 22050)
+    with pytest.raises(AudioError, match="silent"):
+        tts.set_reference(silent, "words")
+    with pytest.raises(ValueError, match="transcript"):
+        tts.set_reference(lj_wavs[0], "  ")
+    plain_hps = make_tiny_hps()
+    plain = Synthesizer(FlowMatchingSynthesizer(len(text.symbols), plain_hps), plain_hps, len(text.symbols))
+    with pytest.raises(ValueError, match="prompt context"):
+        plain.set_reference(lj_wavs[0], "words")
