@@ -66,6 +66,8 @@ class TrainConfig:
     prompt_rate: float = 0.0
     init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
+    # Train only the parameters whose names start with one of these (e.g. "acoustic.emb_g"); empty: all.
+    trainable: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ from models import FlowMatchingSynthesizer
 from voice import VOCODER_PREFIX, read_voice
 
 
-def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False) -> dict:
+def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False,
+                 metadata: Optional[dict] = None) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict.
 
     vocoder_only: keep the MB-iSTFT generator alone (a shared vocoder file: voice.load_vocoder reads it,
-    train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it)."""
+    train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it). metadata: stored as
+    is under "metadata" (clone_voice.py records the source dataset and date there)."""
     state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
     with torch.device("meta"):
         buffers = {name for name, _ in FlowMatchingSynthesizer(state.n_vocab, state.hps).named_buffers()}
@@ -35,7 +37,7 @@ def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = F
                for k, v in state.weights.items() if not vocoder_only or k.startswith(VOCODER_PREFIX)}
     exported = {"ema": weights, "config": state.hps.to_dict(), "n_vocab": state.n_vocab,
                 "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32",
-                "parts": ["vocoder"] if vocoder_only else ["acoustic", "vocoder"]}
+                "parts": ["vocoder"] if vocoder_only else ["acoustic", "vocoder"], **({"metadata": metadata} if metadata else {})}
     save_checkpoint(dst, exported)
     return exported
 

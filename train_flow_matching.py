@@ -109,6 +109,8 @@ class Trainer:
         self.condition_dropout = ConditionDropout(t.cond_drop_rate, t.speaker_drop_rate, t.prompt_rate)
         self.model.acoustic.requires_grad_(t.train_acoustic)
         self.model.generator.requires_grad_(t.train_vocoder)
+        if t.trainable:
+            freeze_all_but(self.model, t.trainable)
         self.ema = EMA(self.model, t.ema_decay)
 
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
@@ -491,6 +493,18 @@ def run_worker(ctx: DistContext, hps: HParams, run_dir: Path, notes: Sequence[st
         if trainer is not None:
             trainer.close()
         close_logging(logger)
+
+
+def freeze_all_but(model: torch.nn.Module, prefixes: Sequence[str]) -> None:
+    """Leave requires_grad on only for parameters whose names start with one of `prefixes`."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unknown:
+        raise ConfigError(f"train.trainable names no parameter: {unknown} (names look like "
+                          f"'acoustic.emb_g' or 'acoustic.cfm.estimator.spk')")
+    for name, param in model.named_parameters():
+        if not name.startswith(tuple(prefixes)):
+            param.requires_grad_(False)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

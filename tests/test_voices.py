@@ -228,3 +228,52 @@ def test_bad_reference_clips_get_clear_errors(prompt_synthesizer, lj_wavs, tmp_p
     plain = Synthesizer(FlowMatchingSynthesizer(len(text.symbols), plain_hps), plain_hps, len(text.symbols))
     with pytest.raises(ValueError, match="prompt context"):
         plain.set_reference(lj_wavs[0], "words")
+
+
+# ----------------------------------------------------------------------------------------------- adaptation
+
+def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, data_dir):
+    import clone_voice
+    from checkpoint import load_checkpoint
+    from voice import read_voice
+
+    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
+    torch.manual_seed(0)
+    base = tmp_path / "base.pth"
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
+    run = tmp_path / "run"
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
+                             "--steps", "3", "--device", "cpu"]) == 0
+    voice = load_checkpoint(run / "voice.pth")
+    assert voice["config"]["data"]["speaker_names"] == ["ann", "bob", "cy", "dee"]
+    meta = voice["metadata"]["cloned_from"]
+    assert meta["dataset"] == data_dir.name and meta["speaker"] == "dee" and len(meta["date"]) == 10
+    before = read_voice(base).weights
+    after = {k: v.float() for k, v in read_voice(run / "voice.pth").weights.items()}
+    changed = {k for k, v in after.items() if k != "acoustic.emb_g.weight"
+               and not torch.allclose(v, before[k].float(), atol=1e-3)}  # the export is float16
+    assert changed and all(k.startswith(tuple(clone_voice.ADAPTED)) for k in changed), changed
+    table = after["acoustic.emb_g.weight"]
+    torch.testing.assert_close(table[:3], before["acoustic.emb_g.weight"], atol=1e-3, rtol=0)  # others kept
+    assert not torch.allclose(table[3], before["acoustic.emb_g.weight"].mean(0), atol=1e-4)  # the new one learned
+    tts = Synthesizer.from_checkpoint(run / "voice.pth")
+    audio, _, _ = tts.synthesize("Hello.", SamplingConfig(steps=2), speaker="dee")
+    assert len(audio) > 0 and np.isfinite(audio).all()
+
+
+def test_clone_voice_refuses_a_single_speaker_base_and_a_folder_without_metadata(tmp_path, data_dir, capsys):
+    import clone_voice
+
+    hps = make_tiny_hps()
+    base = tmp_path / "single.pth"
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r")]) == 1
+    assert "single-speaker voice" in capsys.readouterr().err
+    multi = make_tiny_hps(**MULTI)
+    base = tmp_path / "multi.pth"
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), multi).state_dict(), "config": multi.to_dict()}, base)
+    assert clone_voice.main(["--dataset", str(tmp_path), "--base", str(base), "-m", str(tmp_path / "r")]) == 1
+    assert "no metadata.csv" in capsys.readouterr().err
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r"),
+                             "--name", "bob"]) == 1
+    assert "already has a speaker named 'bob'" in capsys.readouterr().err

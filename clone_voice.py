@@ -1,0 +1,175 @@
+"""Make a new voice from a few minutes of someone's recordings by adapting a multi-speaker base model.
+
+    python clone_voice.py --dataset /data/my_voice --base pretrained/multispeaker.pth -m logs/my_voice
+
+Only clone a voice with its owner's consent. The voice file records the source dataset's name and the
+date it was made (metadata.cloned_from).
+
+--dataset is an LJSpeech-style folder (metadata.csv `id|text|normalized` + wavs/). Its clips are checked
+and phonemized (preprocess.py) into RUN/data; --minutes keeps only the first minutes of them. The new
+speaker is appended to the base model's speakers (its embedding starts at the mean of theirs) and only
+a small set of conditioning parameters trains (ADAPTED: the new speaker's embedding, and the layers
+that map a speaker embedding into the text encoder, the duration predictor and the velocity network);
+everything else, the vocoder included, stays as in the base. Training runs train_flow_matching.py on
+RUN (a progress bar with an ETA; stop with Ctrl-C and run the same command to resume) and the result is
+exported as RUN/voice.pth, which the CLI and API load like any voice (`--speaker NAME`).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import soundfile as sf
+import torch
+
+from atomic import write_text_atomic
+from checkpoint import CheckpointError, save_checkpoint
+from config import ConfigError, HParams
+
+ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, help="LJSpeech-style folder (metadata.csv + wavs/) of the new voice")
+    p.add_argument("--base", required=True, help="multi-speaker voice file or G_<step>.pth to adapt")
+    p.add_argument("-m", "--model", required=True, help="run folder (a bare name goes under logs/)")
+    p.add_argument("--name", help="speaker name of the new voice (default: the dataset folder's name)")
+    p.add_argument("--minutes", type=float, default=None, help="use only the first N minutes of the dataset")
+    p.add_argument("--steps", type=int, default=300, help="adaptation steps (default 300)")
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="learning rate (default 2e-3)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be a positive integer, got {args.steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        p.error(f"--minutes must be positive, got {args.minutes}")
+    return args
+
+
+def base_config(base: Path) -> HParams:
+    """The base voice's config; ValueError unless it is a multi-speaker model."""
+    from voice import read_voice
+
+    state = read_voice(base, use_ema=True)
+    if state.hps.data.n_speakers < 2:
+        raise ValueError(f"{base} is a single-speaker voice; adaptation needs a multi-speaker base model "
+                         f"(e.g. one trained with configs/multispeaker.json)")
+    return state.hps
+
+
+def prepare_data(dataset: Path, data_dir: Path, hps: HParams, minutes: Optional[float]) -> float:
+    """Check and phonemize the dataset into data_dir/train.txt and val.txt (with the new speaker's id);
+    returns the minutes of training audio kept."""
+    import preprocess
+
+    if not (dataset / "metadata.csv").is_file():
+        raise FileNotFoundError(f"{dataset} has no metadata.csv; give an LJSpeech-style folder "
+                                f"(metadata.csv with id|text|normalized lines, and wavs/<id>.wav)")
+    cfg = data_dir / "base_config.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    hps.replace(cache_dir=str(data_dir / "mel_cache")).save(cfg)  # not the base corpus's cache
+    if preprocess.main(["--dataset", str(dataset), "--out-dir", str(data_dir), "--config", str(cfg),
+                        "--val-size", "2"]) != 0:
+        raise ValueError(f"no usable clip in {dataset}; see the table above")
+    speaker = hps.data.n_speakers  # the new id
+    train = _lines(data_dir / "train.txt")
+    train.sort()  # a stable order, so --minutes takes the same clips every time
+    kept, seconds = [], 0.0
+    for line in train:
+        if minutes is not None and seconds >= minutes * 60:
+            break
+        kept.append(line)
+        seconds += sf.info(line.split("|", 1)[0]).duration
+    for name, lines in (("train.txt", kept), ("val.txt", _lines(data_dir / "val.txt"))):
+        write_text_atomic(data_dir / name, "".join(_with_speaker(line, speaker) + "\n" for line in lines))
+    return seconds / 60
+
+
+def _lines(path: Path) -> List[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _with_speaker(line: str, speaker: int) -> str:
+    wav, text = line.split("|", 1)
+    return f"{wav}|{speaker}|{text}"
+
+
+def expanded_base(base: Path, hps: HParams, out: Path) -> None:
+    """Write the base weights with one more speaker embedding row (the mean of the others) to `out`."""
+    from voice import read_voice
+
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in read_voice(base, use_ema=True).weights.items()}
+    table = weights["acoustic.emb_g.weight"]
+    weights["acoustic.emb_g.weight"] = torch.cat([table, table.mean(0, keepdim=True)])
+    save_checkpoint(out, {"ema": weights, "config": hps.to_dict()})
+
+
+def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps: int, lr: float) -> HParams:
+    d = hps.data
+    if name in d.speaker_names:
+        raise ValueError(f"the base model already has a speaker named {name!r}; choose another --name")
+    names = list(d.speaker_names) or [str(i) for i in range(d.n_speakers)]
+    return hps.replace(
+        n_speakers=d.n_speakers + 1, speaker_names=names + [name],
+        training_files=str((data_dir / "train.txt").resolve()), validation_files=str((data_dir / "val.txt").resolve()),
+        cache_dir=str((data_dir / "mel_cache").resolve()), durations_dir=None,
+        train_acoustic=True, train_vocoder=False, use_discriminator=False, init_checkpoint=str(init.resolve()),
+        init_parts=["acoustic", "vocoder"], trainable=ADAPTED, max_steps=steps, learning_rate=lr,
+        warmup_steps=min(20, steps), weight_decay=0.0,  # no decay: the other speakers' rows get no gradient
+        eval_interval=steps, log_interval=max(1, min(20, steps)), keep_ckpts=1,
+        cond_drop_rate=0.0, speaker_drop_rate=0.0)
+
+
+def export(run_dir: Path, steps: int, dataset: Path, minutes: float, base: Path, name: str) -> Path:
+    from export_voice import export_voice
+
+    metadata = {"cloned_from": {"dataset": dataset.resolve().name, "date": datetime.date.today().isoformat(),
+                                "minutes_of_audio": round(minutes, 2), "base": str(base), "speaker": name,
+                                "consent": "only clone a voice with its owner's consent"}}
+    out = run_dir / "voice.pth"
+    export_voice(run_dir / f"G_{steps}.pth", out, half=True, metadata=metadata)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    import train_flow_matching as train
+    from train_utils import resolve_run_dir
+
+    dataset, base = Path(args.dataset), Path(args.base)
+    run_dir = resolve_run_dir(args.model)
+    name = args.name or dataset.resolve().name
+    try:
+        hps = base_config(base)
+        minutes = prepare_data(dataset, run_dir / "data", hps, args.minutes)
+        init = run_dir / "base_with_new_speaker.pth"
+        expanded_base(base, hps, init)
+        cfg = adaptation_config(hps, name, run_dir / "data", init, args.steps, args.learning_rate)
+        cfg.save(run_dir / "adapt.json")
+        write_text_atomic(run_dir / "clone.json", json.dumps({"minutes": minutes, "speaker": name}) + "\n")
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"adapting {base} to {name!r} on {minutes:.1f} min of audio: {args.steps} steps, parameters "
+          f"{', '.join(ADAPTED)}")
+    train_args = ["-c", str(run_dir / "adapt.json"), "-m", str(run_dir)]
+    code = train.main(train_args + (["--device", args.device] if args.device else []))
+    if code != 0:
+        return code
+    try:
+        out = export(run_dir, args.steps, dataset, minutes, base, name)
+    except (CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}: speak with `python inference_flow_matching.py --checkpoint {out} --speaker {name} "
+          f"--text \"...\"`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
