@@ -77,7 +77,9 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
     synthesizer: a synthesize.Synthesizer, or None to score the reference audio only.
     A failing utterance (unreadable audio, unspeakable text) is reported in its row and skipped.
     """
-    multi_speaker = synthesizer is not None and synthesizer.n_speakers > 1
+    # A multi-speaker voice speaks each utterance's speaker, unless a reference clip sets the voice.
+    multi_speaker = (synthesizer is not None and synthesizer.n_speakers > 1
+                     and getattr(synthesizer, "reference", None) is None)
     settings = dict(sampling=sampling or SamplingConfig(), seed=seed)
     if synthesizer is not None:  # warm-up: first-call allocations and lazy init are not timed
         synthesizer.synthesize(utterances[0].text, speaker=utterances[0].speaker if multi_speaker else None,

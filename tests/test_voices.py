@@ -277,3 +277,37 @@ def test_clone_voice_refuses_a_single_speaker_base_and_a_folder_without_metadata
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r"),
                              "--name", "bob"]) == 1
     assert "already has a speaker named 'bob'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ benchmark
+
+def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_wavs):
+    """benchmarks/voices.py on a corpus of the four LJ clips posing as two voices: every row has WER, MCD,
+    RTF and a similarity on the scale the recordings set."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(data_dir.parents[1] / "benchmarks"))
+    import voices
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    texts = [line.split("|")[2] for line in (data_dir / "metadata.csv").read_text().splitlines()]
+    (corpus / "speakers.json").write_text(json.dumps({"names": ["ann", "bob"], "held_out": "cy"}))
+    (corpus / "train.txt").write_text("".join(f"{w}|{i % 2}|x\n" for i, w in enumerate(lj_wavs)))
+    for i, name in enumerate(["ann", "bob"]):
+        (corpus / f"test_{name}.txt").write_text("".join(f"{lj_wavs[j]}|{i}|{texts[j]}\n" for j in (i, i + 2)))
+    hps = make_tiny_hps(**{**MULTI, "n_speakers": 2, "speaker_names": ["ann", "bob"]})
+    torch.manual_seed(0)
+    voice = tmp_path / "multi.pth"
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, voice)
+    out = tmp_path / "report.json"
+    assert voices.main(["guidance", "--voice", str(voice), "--corpus", str(corpus), "--scales", "0", "2",
+                        "--limit", "2", "--steps", "2", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["scale"], r["voice"]) for r in report["rows"]] == [(0, "ann"), (0, "bob"), (2, "ann"), (2, "bob")]
+    for row in report["rows"]:
+        assert row["scored"] == 2 and 0 <= row["wer_synth"] and row["mcd_mean"] > 0 and row["nfe"] == 2
+        assert -1 <= row["similarity"] <= 1 and row["wer_ref"] < 0.5  # real LJ Speech: the recogniser's ceiling
+    for level in report["levels"].values():  # one real speaker posing as two: no order between the levels
+        assert -1 <= level["different"] <= 1 and -1 <= level["same"] <= 1

@@ -1,0 +1,221 @@
+"""Many voices, measured: guidance scales on the trained voices, and cloning a held-out voice.
+
+    python benchmarks/voices.py guidance --voice logs/multispeaker/G_4000.pth --scales 0 1 2 3 \
+        --limit 10 --output benchmarks/results/guidance.json
+    python benchmarks/voices.py clone --voice logs/multispeaker/G_4000.pth --minutes 1 5 \
+        --adapt-steps 200 --limit 10 --output benchmarks/results/cloning.json
+
+The corpus is build_voices.py's (datasets/multivoice): speakers.json names the trained voices and the
+held-out one, test_<voice>.txt holds each voice's held-out sentences (never trained on by any voice),
+unseen_<voice>.txt every clip of the held-out voice.
+
+Every row reports pocketsphinx WER (corpus level; beside it the recordings' own WER, the ceiling), MCD
+against the recording (dB, DTW) and speaker similarity: the cosine between an utterance's resemblyzer
+embedding and the centroid of the voice's real clips. The similarity scale is set by the recordings
+themselves: `same` (a held-out recording against its own voice's centroid) and `different` (against
+the other voices' centroids); `progress` places a result on it (0 = different voice, 1 = same).
+guidance: every trained voice at every --scales value (--cfg-scale). clone: the held-out voice by
+adaptation (clone_voice.py on the first --minutes of its non-test clips, timed) and by prompting (a
+reference clip of about --prompt-seconds and its transcript, no training).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import evaluate as evaluation  # noqa: E402
+from asr import Transcriber  # noqa: E402
+from atomic import write_text_atomic  # noqa: E402
+from data_utils import Utterance, read_filelist  # noqa: E402
+from sampling import SamplingConfig  # noqa: E402
+from speaker_similarity import SpeakerEncoder, progress  # noqa: E402
+
+CENTROID_CLIPS = 12  # real clips per voice for its centroid
+
+
+class Corpus:
+    """datasets/multivoice: trained voices, the held-out voice, their clips."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        info = json.loads((folder / "speakers.json").read_text())
+        self.names: List[str] = info["names"]
+        self.held_out: str = info["held_out"]
+        self.train = read_filelist(folder / "train.txt")
+
+    def test(self, voice: str, limit: Optional[int]) -> List[Utterance]:
+        return evaluation.load_utterances(self.folder / f"test_{voice}.txt", limit)
+
+    def train_clips(self, voice: str) -> List[str]:
+        speaker = self.names.index(voice)
+        return [u.wav_path for u in self.train if u.speaker == speaker]
+
+    def held_out_split(self, limit: Optional[int]):
+        """(test utterances: the sentences held out of all training, the rest: material to clone from)."""
+        test_ids = {Path(u.wav_path).stem for u in self.test(self.names[0], None)}
+        clips = evaluation.load_utterances(self.folder / f"unseen_{self.held_out}.txt")
+        test = [u for u in clips if Path(u.wav_path).stem in test_ids][:limit]
+        return test, [u for u in clips if Path(u.wav_path).stem not in test_ids]
+
+
+def score(utts, transcriber, tts, sampling, encoder, centroid, speaker=None) -> Dict:
+    """evaluate.evaluate's summary plus the mean similarity of the synthesized clips to `centroid`."""
+    if speaker is not None:
+        utts = [dataclasses.replace(u, speaker=speaker) for u in utts]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = evaluation.evaluate(utts, transcriber, tts, sampling, save_audio=Path(tmp), log=lambda *_: None)
+        sims = [encoder.similarity(encoder.embed_file(p), centroid) for p in sorted(Path(tmp).glob("*.wav"))]
+    s = report["summary"]
+    return {k: s.get(k) for k in ("wer_ref", "wer_synth", "mcd_mean", "rtf", "nfe", "scored")} | {
+        "similarity": statistics.fmean(sims) if sims else None}
+
+
+def similarity_levels(encoder, corpus: Corpus, voices: List[str], limit: int) -> Dict:
+    """Per voice: its centroid, `same` (its held-out recordings vs its centroid) and `different` (vs the
+    other voices' centroids)."""
+    centroids = {v: encoder.centroid(corpus.train_clips(v)[:CENTROID_CLIPS]) for v in voices}
+    levels = {}
+    for v in voices:
+        embs = [encoder.embed_file(u.wav_path) for u in corpus.test(v, limit)]
+        same = statistics.fmean(encoder.similarity(e, centroids[v]) for e in embs)
+        diff = statistics.fmean(encoder.similarity(e, centroids[o]) for e in embs for o in voices if o != v)
+        levels[v] = {"same": same, "different": diff}
+    return {"centroids": centroids, "levels": levels}
+
+
+def guidance(args) -> Dict:
+    from synthesize import Synthesizer
+
+    corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
+    voices = args.voices or [v for v in corpus.names if len(corpus.test(v, None)) >= args.limit]
+    tts = Synthesizer.from_checkpoint(args.voice)
+    ref = similarity_levels(encoder, corpus, voices, args.limit)
+    rows = []
+    for scale in args.scales:
+        sampling = SamplingConfig(steps=args.steps, cfg_scale=scale)
+        for v in voices:
+            row = {"scale": scale, "voice": v, **score(corpus.test(v, args.limit), transcriber, tts, sampling,
+                                                      encoder, ref["centroids"][v])}
+            row["progress"] = progress(row["similarity"], **ref["levels"][v])
+            rows.append(row)
+            print(_line(row), flush=True)
+    return {"rows": rows, "levels": ref["levels"]}
+
+
+def clone(args) -> Dict:
+    import clone_voice
+    from synthesize import Synthesizer
+
+    corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
+    test, pool = corpus.held_out_split(args.limit)
+    others = [v for v in corpus.names if len(corpus.test(v, None)) >= args.limit]
+    centroid = encoder.centroid([u.wav_path for u in pool[-CENTROID_CLIPS:]])
+    embs = [encoder.embed_file(u.wav_path) for u in test]
+    levels = {"same": statistics.fmean(encoder.similarity(e, centroid) for e in embs),
+              "different": statistics.fmean(encoder.similarity(e, encoder.centroid(corpus.train_clips(o)[:CENTROID_CLIPS]))
+                                            for e in embs for o in others)}
+    print(f"{corpus.held_out}: same-voice similarity {levels['same']:.3f}, different voices {levels['different']:.3f}")
+    sampling = SamplingConfig(steps=args.steps)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = Synthesizer.from_checkpoint(args.voice)
+        for seconds in args.prompt_seconds:
+            wav, text = _reference(pool, seconds, tmp / f"ref_{seconds:g}.wav")
+            base.set_reference(wav, text)
+            row = {"method": "prompt", "minutes": seconds / 60,
+                   **score(test, transcriber, base, sampling, encoder, centroid)}
+            rows.append(row | {"progress": progress(row["similarity"], **levels)})
+            print(_line(row), flush=True)
+        base.set_reference(None)
+        dataset = _ljspeech_folder(pool, tmp / corpus.held_out)
+        for minutes in args.minutes:
+            run = tmp / f"adapt_{minutes:g}"
+            t0 = time.perf_counter()
+            code = clone_voice.main(["--dataset", str(dataset), "--base", args.voice, "-m", str(run), "--name",
+                                     corpus.held_out, "--minutes", str(minutes), "--steps", str(args.adapt_steps),
+                                     "--device", "cpu"])
+            if code != 0:
+                raise RuntimeError(f"clone_voice.py failed with exit code {code}")
+            tts = Synthesizer.from_checkpoint(run / "voice.pth")
+            row = {"method": "adapt", "minutes": minutes, "adapt_steps": args.adapt_steps,
+                   "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
+                   **score(test, transcriber, tts, sampling, encoder, centroid, speaker=tts.n_speakers - 1)}
+            rows.append(row | {"progress": progress(row["similarity"], **levels)})
+            print(_line(row), flush=True)
+    return {"rows": rows, "levels": levels, "held_out": corpus.held_out}
+
+
+def _reference(pool: List[Utterance], seconds: float, out: Path):
+    """Join the first clips of the pool up to about `seconds` -> (wav path, transcript)."""
+    import numpy as np
+
+    waves, texts, total, rate = [], [], 0.0, None
+    for u in pool:
+        wav, rate = sf.read(u.wav_path, dtype="float32")
+        waves.append(wav)
+        texts.append(u.text)
+        total += len(wav) / rate
+        if total >= seconds:
+            break
+    sf.write(out, np.concatenate(waves), rate)
+    return out, " ".join(texts)
+
+
+def _ljspeech_folder(pool: List[Utterance], folder: Path) -> Path:
+    """An LJSpeech-style folder (metadata.csv + wavs/ links) of the pool, for clone_voice.py."""
+    (folder / "wavs").mkdir(parents=True)
+    lines = []
+    for u in pool:
+        stem = Path(u.wav_path).stem
+        (folder / "wavs" / f"{stem}.wav").symlink_to(Path(u.wav_path).resolve())
+        lines.append(f"{stem}|{u.text}|{u.text}\n")
+    (folder / "metadata.csv").write_text("".join(lines))
+    return folder
+
+
+def _line(row: Dict) -> str:
+    head = " ".join(f"{k}={row[k]}" for k in ("scale", "voice", "method") if k in row)
+    if "minutes" in row:
+        head += f" minutes={row['minutes']:.2f}"
+    return (f"{head}: WER {row['wer_synth']:.3f} (recordings {row['wer_ref']:.3f}), MCD {row['mcd_mean']:.2f}, "
+            f"RTF {row['rtf']:.3f}, similarity {row['similarity']:.3f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("guidance", "clone"))
+    p.add_argument("--voice", required=True, help="multi-speaker voice file or G_<step>.pth")
+    p.add_argument("--corpus", default=str(ROOT / "datasets" / "multivoice"), help="build_voices.py output folder")
+    p.add_argument("--voices", nargs="*", help="guidance: trained voices to score (default: all with test sets)")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument("--minutes", type=float, nargs="*", default=[1.0, 5.0], help="clone: minutes to adapt on")
+    p.add_argument("--adapt-steps", type=int, default=200)
+    p.add_argument("--prompt-seconds", type=float, nargs="*", default=[6.0, 20.0], help="clone: reference lengths")
+    p.add_argument("--steps", type=int, default=10, help="ODE steps (euler, sway)")
+    p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")
+    p.add_argument("--output", help="JSON report")
+    args = p.parse_args(argv)
+    import torch
+
+    report = {"what": args.what, "voice": args.voice, "steps": args.steps, "threads": torch.get_num_threads(),
+              "hardware": evaluation.hardware_info("cpu"), **(guidance(args) if args.what == "guidance" else clone(args))}
+    if args.output:
+        write_text_atomic(args.output, json.dumps(report, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
