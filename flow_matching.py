@@ -156,7 +156,6 @@ class ConditionalFlowMatching(nn.Module):
         x, nfe = ode.solve(velocity, x * state_mask, sampling.time_grid(mask.device), sampling.method)
         return x * state_mask, nfe
 
-
     def _guided_velocity(self, cond: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor], scale: float):
         """v(x_t, t) for the ODE. With scale > 0, classifier-free guidance v_c + scale * (v_c - v_u), where
         v_u sees no condition and no speaker (zeros, as condition dropout trained it); both halves run as one
