@@ -13,28 +13,52 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 import config as config_lib
-from checkpoint import CheckpointError, save_checkpoint
+from checkpoint import CheckpointError, check_state_fits, load_checkpoint, save_checkpoint
 from models import FlowMatchingSynthesizer
 from voice import VOCODER_PREFIX, read_voice
 
 
+def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int]]:
+    """The vocoder weights ('generator.*', EMA when present) of a voice, checkpoint or vocoder file, and its
+    step; CheckpointError unless it was trained on the same mel features as `hps`."""
+    ckpt = load_checkpoint(path, "cpu")
+    source = ckpt.get("ema") or ckpt.get("model") or {}
+    state = {k: v for k, v in source.items() if k.startswith(VOCODER_PREFIX)}
+    if not state:
+        raise CheckpointError(f"{path} has no vocoder weights (keys 'generator.*')")
+    theirs = config_lib.from_dict(ckpt["config"]).data if ckpt.get("config") else None
+    differ = [k for k in config_lib.MEL_KEYS if theirs is None or getattr(theirs, k) != getattr(hps.data, k)]
+    if differ:
+        raise CheckpointError(f"the vocoder {path} was trained on other mel features ({', '.join(differ)}): "
+                              f"it cannot vocode this voice's mels")
+    return state, ckpt.get("step")
+
+
 def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False,
-                 metadata: Optional[dict] = None) -> dict:
+                 metadata: Optional[dict] = None, vocoder: Optional[Path] = None) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict.
 
     vocoder_only: keep the MB-iSTFT generator alone (a shared vocoder file: voice.load_vocoder reads it,
     train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it). metadata: stored as
-    is under "metadata" (clone_voice.py records the source dataset and date there)."""
+    is under "metadata" (clone_voice.py records the source dataset and date there). vocoder: take the
+    vocoder from this file instead (e.g. a newer shared vocoder for a voice trained with a frozen one)."""
     state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
+    weights = dict(state.weights)
     with torch.device("meta"):
-        buffers = {name for name, _ in FlowMatchingSynthesizer(state.n_vocab, state.hps).named_buffers()}
+        skeleton = FlowMatchingSynthesizer(state.n_vocab, state.hps)
+    if vocoder is not None:
+        swapped, step = vocoder_from(vocoder, state.hps)
+        check_state_fits(skeleton.generator, {k[len(VOCODER_PREFIX):]: v for k, v in swapped.items()}, vocoder)
+        weights.update(swapped)
+        metadata = {**(metadata or {}), "vocoder": {"file": Path(vocoder).name, "step": step}}
+    buffers = {name for name, _ in skeleton.named_buffers()}
     weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v
-               for k, v in state.weights.items() if not vocoder_only or k.startswith(VOCODER_PREFIX)}
+               for k, v in weights.items() if not vocoder_only or k.startswith(VOCODER_PREFIX)}
     exported = {"ema": weights, "config": state.hps.to_dict(), "n_vocab": state.n_vocab,
                 "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32",
                 "parts": ["vocoder"] if vocoder_only else ["acoustic", "vocoder"], **({"metadata": metadata} if metadata else {})}
@@ -49,13 +73,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--half", action="store_true", help="store parameters in float16 (half the size)")
     p.add_argument("--vocoder-only", action="store_true",
                    help="export the vocoder alone (a shared vocoder such as pretrained/vocoder.pth)")
+    p.add_argument("--vocoder", help="take the vocoder from this voice / checkpoint / vocoder file instead")
     args = p.parse_args(argv)
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
         return 1
     try:
         exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half,
-                                vocoder_only=args.vocoder_only)
+                                vocoder_only=args.vocoder_only, vocoder=args.vocoder and Path(args.vocoder))
     except (CheckpointError, config_lib.ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

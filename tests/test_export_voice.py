@@ -101,3 +101,33 @@ def test_vocoder_only_export_is_a_shared_vocoder(tiny_checkpoint, tmp_path):
     assert set(trainer.optimizers) == {"acoustic"}  # the shared vocoder is not trained
     for k, v in state["ema"].items():
         assert torch.equal(trainer.model.state_dict()[k], v.float()), k
+
+
+def test_export_can_take_its_vocoder_from_another_file(tiny_checkpoint, tmp_path, capsys):
+    """--vocoder FILE: a voice trained beside a frozen shared vocoder ships with a newer one."""
+    from conftest import make_tiny_hps
+
+    import text
+    from models import FlowMatchingSynthesizer
+    from voice import read_voice
+
+    hps = make_tiny_hps()
+    torch.manual_seed(1)
+    other = FlowMatchingSynthesizer(len(text.symbols), hps)
+    newer = tmp_path / "newer_vocoder.pth"
+    torch.save({"ema": other.state_dict(), "config": hps.to_dict(), "step": 77}, newer)
+    out = tmp_path / "voice.pth"
+    assert export_voice.main([str(tiny_checkpoint), str(out), "--vocoder", str(newer)]) == 0
+    weights = read_voice(out).weights
+    original = read_voice(tiny_checkpoint).weights
+    for k, v in other.state_dict().items():
+        expected = v if k.startswith("generator.") else original[k]
+        assert torch.equal(weights[k], expected), k
+    assert torch.load(out, weights_only=True)["metadata"]["vocoder"] == {"file": "newer_vocoder.pth", "step": 77}
+
+    wide = make_tiny_hps(n_mel_channels=64)
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), wide).state_dict(), "config": wide.to_dict()},
+               tmp_path / "wide.pth")
+    assert export_voice.main([str(tiny_checkpoint), str(tmp_path / "x.pth"), "--vocoder",
+                              str(tmp_path / "wide.pth")]) == 1
+    assert "other mel features (n_mel_channels)" in capsys.readouterr().err
