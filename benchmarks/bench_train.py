@@ -1,4 +1,4 @@
-"""Training throughput: seconds per step, mel frames per second, and the share of a step spent in MAS.
+"""Training throughput: seconds per step, mel frames per second, and where a step's time goes.
 
     python benchmarks/bench_train.py                       # small + base configs, fp32 and bf16, CPU
     python benchmarks/bench_train.py --configs configs/small.json --dtypes bf16 --steps 5 --threads 2
@@ -8,7 +8,10 @@ Each measurement builds the trainer from the config (amp switched by --dtypes), 
 then times `--steps` full training steps (acoustic + vocoder, + discriminator when the config enables
 it) on one fixed batch of real clips (the test clips by default), with the real optimizer / EMA / loss
 code. "frames/s" counts mel frames of the batch (86 frames = 1 s of audio at 22.05 kHz / hop 256).
-MAS share = time inside monotonic_align.maximum_path (numba, CPU) / step time.
+MAS share = time inside monotonic_align.maximum_path (numba, CPU) / step time. "per step" splits a step
+into MAS, the text encoder, duration predictor, velocity net and vocoder forwards, the backward passes,
+optimizer + EMA updates and the rest (losses, discriminator, bookkeeping); "loading the batch" is what a
+data-loader worker spends reading, resampling and computing mels for one batch (no mel cache).
 """
 from __future__ import annotations
 
@@ -36,18 +39,54 @@ DTYPES = {"fp32": dict(fp16_run=False, bf16_run=False), "bf16": dict(fp16_run=Fa
           "fp16": dict(fp16_run=True, bf16_run=False)}
 
 
-class TimedMAS:
-    """Wraps monotonic_align.maximum_path to add up the seconds spent in it."""
+class PhaseTimer:
+    """Seconds per phase of a training step: module forwards (hooks), Trainer methods and MAS (wrapped)."""
 
     def __init__(self):
-        self.seconds = 0.0
-        self.inner = monotonic_align.maximum_path
+        self.seconds: dict = {}
+        self._undo = []
 
-    def __call__(self, *args, **kwargs):
-        t = time.perf_counter()
-        out = self.inner(*args, **kwargs)
-        self.seconds += time.perf_counter() - t
-        return out
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def module(self, module: torch.nn.Module, name: str) -> None:
+        def before(*_):
+            module._phase_t0 = time.perf_counter()
+
+        def after(*_):
+            self.add(name, time.perf_counter() - module._phase_t0)
+        self._undo += [module.register_forward_pre_hook(before).remove, module.register_forward_hook(after).remove]
+
+    def method(self, owner, attr: str, name: str) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t)
+        setattr(owner, attr, timed)
+        self._undo.append(lambda: setattr(owner, attr, inner))
+
+    def remove(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+
+def profile_phases(trainer, timer: PhaseTimer) -> None:
+    """Time the parts of a step named in the issue: MAS, text encoder, duration predictor, velocity net,
+    vocoder, backward passes, optimizer + EMA (the rest: losses, discriminator, bookkeeping)."""
+    acoustic = trainer.model.acoustic
+    timer.module(acoustic.encoder, "text encoder")
+    if acoustic.duration_predictor is not None:
+        timer.module(acoustic.duration_predictor, "duration predictor")
+    timer.module(acoustic.cfm.estimator, "velocity net")
+    timer.module(trainer.model.generator, "vocoder")
+    timer.method(monotonic_align, "maximum_path", "MAS")
+    timer.method(trainer, "_backward", "backward")
+    timer.method(trainer, "_optimizer_step", "optimizer")
+    timer.method(trainer.ema, "update", "optimizer")
 
 
 def make_batch(hps, filelist: str, items: int) -> dict:
@@ -59,16 +98,18 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
     hps = config_lib.load_config(config_path).replace(**DTYPES[dtype])
     if args.no_discriminator:
         hps = hps.replace(use_discriminator=False)
+    t0 = time.perf_counter()
     batch = make_batch(hps, args.filelist, args.batch_items)
+    data_seconds = time.perf_counter() - t0  # read, resample, mel (no cache), collate: a loader worker's job
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = train.Trainer(hps, Path(run_dir), DistContext(device=device), tensorboard=False, load_data=False)
-        timer = TimedMAS()
-        monotonic_align.maximum_path = timer
+        timer = PhaseTimer()
+        profile_phases(trainer, timer)
         try:
             for _ in range(args.warmup):
                 trainer.train_step(batch)
             synchronize(device)
-            timer.seconds = 0.0
+            timer.seconds.clear()
             t0 = time.perf_counter()
             skipped = 0
             for _ in range(args.steps):
@@ -76,7 +117,7 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
             synchronize(device)
             elapsed = time.perf_counter() - t0
         finally:
-            monotonic_align.maximum_path = timer.inner
+            timer.remove()
         n_params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         n_disc = sum(p.numel() for p in trainer.discriminator.parameters()) / 1e6 if trainer.discriminator else 0.0
     frames = int(batch["mel_lengths"].sum())
@@ -85,8 +126,11 @@ def measure(config_path: str, dtype: str, args, device: torch.device) -> dict:
                 disc_params_m=round(n_disc, 2), batch_items=args.batch_items, batch_frames=frames,
                 audio_seconds=round(frames * hps.data.hop_length / hps.data.sampling_rate, 2),
                 s_per_step=round(s_per_step, 3), frames_per_s=round(frames / s_per_step, 1),
-                mas_ms_per_step=round(1000 * timer.seconds / args.steps, 2),
-                mas_share=round(timer.seconds / elapsed, 5), skipped_steps=skipped)
+                mas_ms_per_step=round(1000 * timer.seconds.get("MAS", 0.0) / args.steps, 2),
+                mas_share=round(timer.seconds.get("MAS", 0.0) / elapsed, 5), skipped_steps=skipped,
+                data_ms_per_batch=round(1000 * data_seconds, 1),
+                phases_ms={k: round(1000 * v / args.steps, 1) for k, v in timer.seconds.items()}
+                | {"rest": round(1000 * (elapsed - sum(timer.seconds.values())) / args.steps, 1)})
 
 
 def main(argv=None) -> int:
@@ -120,6 +164,9 @@ def main(argv=None) -> int:
             print(f"{r['config']:<20} {dtype:<5} {r['params_m']:>6.1f}M {r['disc_params_m']:>5.1f}M "
                   f"{r['batch_frames']:>6} {r['s_per_step']:>8.3f} {r['frames_per_s']:>9.1f} "
                   f"{r['mas_ms_per_step']:>7.1f} {100 * r['mas_share']:>5.2f}%", flush=True)
+            print("    per step: " + ", ".join(f"{k} {v:.0f} ms ({100 * v / (1000 * r['s_per_step']):.0f}%)"
+                                             for k, v in r["phases_ms"].items())
+                  + f"; loading the batch once: {r['data_ms_per_batch']:.0f} ms", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=str(device), hardware=hardware,
                                                    threads=torch.get_num_threads(), rows=rows), indent=2))
