@@ -9,8 +9,8 @@ date it was made (metadata.cloned_from).
 and phonemized (preprocess.py) into RUN/data; --minutes keeps only the first minutes of them. The new
 speaker is appended to the base model's speakers (its embedding starts at the mean of theirs) and only
 a small set of conditioning parameters trains (ADAPTED: the new speaker's embedding, and the layers
-that map a speaker embedding into the text encoder, the duration predictor and the velocity network);
-everything else, the vocoder included, stays as in the base. Training runs train_flow_matching.py on
+that map a speaker embedding into the text encoder, the duration predictor and the velocity network;
+`--adapt acoustic` trains the whole acoustic model instead); the vocoder stays as in the base. Training runs train_flow_matching.py on
 RUN (a progress bar with an ETA; stop with Ctrl-C and run the same command to resume) and the result is
 exported as RUN/voice.pth, which the CLI and API load like any voice (`--speaker NAME`).
 """
@@ -31,6 +31,7 @@ from checkpoint import CheckpointError, save_checkpoint
 from config import ConfigError, HParams
 
 ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
+WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: the default, or the whole acoustic model
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -41,7 +42,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--name", help="speaker name of the new voice (default: the dataset folder's name)")
     p.add_argument("--minutes", type=float, default=None, help="use only the first N minutes of the dataset")
     p.add_argument("--steps", type=int, default=300, help="adaptation steps (default 300)")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="learning rate (default 2e-3)")
+    p.add_argument("--adapt", choices=sorted(WHAT_TRAINS), default="conditioning",
+                   help="conditioning (default): the new speaker's embedding and the speaker layers only; "
+                        "acoustic: the whole acoustic model (more capacity, the voice file then serves this "
+                        "speaker best)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="learning rate (default 2e-3 for --adapt conditioning, 2e-4 for acoustic)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -109,7 +115,8 @@ def expanded_base(base: Path, hps: HParams, out: Path) -> None:
     save_checkpoint(out, {"ema": weights, "config": hps.to_dict()})
 
 
-def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps: int, lr: float) -> HParams:
+def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps: int, lr: float,
+                      trainable: Sequence[str] = tuple(ADAPTED)) -> HParams:
     d = hps.data
     if name in d.speaker_names:
         raise ValueError(f"the base model already has a speaker named {name!r}; choose another --name")
@@ -119,7 +126,7 @@ def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps
         training_files=str((data_dir / "train.txt").resolve()), validation_files=str((data_dir / "val.txt").resolve()),
         cache_dir=str((data_dir / "mel_cache").resolve()), durations_dir=None,
         train_acoustic=True, train_vocoder=False, use_discriminator=False, init_checkpoint=str(init.resolve()),
-        init_parts=["acoustic", "vocoder"], trainable=ADAPTED, max_steps=steps, learning_rate=lr,
+        init_parts=["acoustic", "vocoder"], trainable=list(trainable), max_steps=steps, learning_rate=lr,
         warmup_steps=min(20, steps), weight_decay=0.0,  # no decay: the other speakers' rows get no gradient
         eval_interval=steps, log_interval=max(1, min(20, steps)), keep_ckpts=1,
         cond_drop_rate=0.0, speaker_drop_rate=0.0)
@@ -149,14 +156,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         minutes = prepare_data(dataset, run_dir / "data", hps, args.minutes)
         init = run_dir / "base_with_new_speaker.pth"
         expanded_base(base, hps, init)
-        cfg = adaptation_config(hps, name, run_dir / "data", init, args.steps, args.learning_rate)
+        lr = args.learning_rate or (2e-3 if args.adapt == "conditioning" else 2e-4)
+        cfg = adaptation_config(hps, name, run_dir / "data", init, args.steps, lr, WHAT_TRAINS[args.adapt])
         cfg.save(run_dir / "adapt.json")
         write_text_atomic(run_dir / "clone.json", json.dumps({"minutes": minutes, "speaker": name}) + "\n")
     except (CheckpointError, ConfigError, FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"adapting {base} to {name!r} on {minutes:.1f} min of audio: {args.steps} steps, parameters "
-          f"{', '.join(ADAPTED)}")
+          f"{', '.join(WHAT_TRAINS[args.adapt])}")
     train_args = ["-c", str(run_dir / "adapt.json"), "-m", str(run_dir)]
     code = train.main(train_args + (["--device", args.device] if args.device else []))
     if code != 0:
