@@ -483,6 +483,10 @@ def test_cli_bad_input(bad_results, name):
     ("cuda without gpu", ["--text", "Hi.", "--device", "cuda"], ["CUDA"]),
     ("zero threads", ["--text", "Hi.", "--threads", "0"], ["threads"]),
     ("zero duration scale", ["--text", "Hi.", "--duration-scale", "0"], ["duration scale"]),
+    ("negative guidance", ["--text", "Hi.", "--cfg-scale", "-1"], ["guidance scale"]),
+    ("reference without its words", ["--text", "Hi.", "--ref-audio", "{work}/ref.wav"], ["--ref-text"]),
+    ("reference on a voice without prompting", ["--text", "Hi.", "--ref-audio", "{clip}", "--ref-text", "Hello."],
+     ["prompt context"]),
 ])
 def test_cli_main_rare_mistakes(tiny_checkpoint, bad_env, capsys, name, argv, words):
     if name == "cuda without gpu" and torch.cuda.is_available():
@@ -490,7 +494,8 @@ def test_cli_main_rare_mistakes(tiny_checkpoint, bad_env, capsys, name, argv, wo
     import inference_flow_matching
 
     work, paths = bad_env
-    argv = [a.format(work=work, lines=paths["lines"]) for a in argv]
+    argv = [a.format(work=work, lines=paths["lines"], clip=ROOT / "tests" / "data" / "wavs" / "LJ001-0001.wav")
+            for a in argv]
     if "--checkpoint" not in argv:
         argv = ["--checkpoint", str(tiny_checkpoint)] + argv
     out = work / "rare.wav"
