@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import metrics
 from asr import Transcriber
@@ -71,19 +71,22 @@ def hardware_info(device: str) -> Dict:
 
 def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=None,
              sampling: Optional[SamplingConfig] = None, seed: int = 0, save_audio: Optional[Path] = None,
-             log=print) -> Dict:
+             log=print, speaker: Union[None, int, str] = None) -> Dict:
     """Score every utterance; returns {"utterances": [...], "summary": {...}}.
 
-    synthesizer: a synthesize.Synthesizer, or None to score the reference audio only.
+    synthesizer: a synthesize.Synthesizer, or None to score the reference audio only. speaker: speak every
+    utterance with this speaker (name or id) instead of the filelist's speaker column.
     A failing utterance (unreadable audio, unspeakable text) is reported in its row and skipped.
     """
     # A multi-speaker voice speaks each utterance's speaker, unless a reference clip sets the voice.
     multi_speaker = (synthesizer is not None and synthesizer.n_speakers > 1
                      and getattr(synthesizer, "reference", None) is None)
+
+    def speaker_of(utt: Utterance):
+        return (utt.speaker if speaker is None else speaker) if multi_speaker else None
     settings = dict(sampling=sampling or SamplingConfig(), seed=seed)
     if synthesizer is not None:  # warm-up: first-call allocations and lazy init are not timed
-        synthesizer.synthesize(utterances[0].text, speaker=utterances[0].speaker if multi_speaker else None,
-                               **settings)
+        synthesizer.synthesize(utterances[0].text, speaker=speaker_of(utterances[0]), **settings)
     rows = []
     for k, utt in enumerate(utterances, start=1):
         row = {"id": Path(utt.wav_path).stem, "text": utt.text, "words": len(metrics.normalize_for_wer(utt.text).split())}
@@ -96,8 +99,7 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
             row["ref_seconds"] = ref.seconds
             if synthesizer is not None:
                 t0 = time.perf_counter()
-                wav, sr, info = synthesizer.synthesize(
-                    utt.text, speaker=utt.speaker if multi_speaker else None, **settings)
+                wav, sr, info = synthesizer.synthesize(utt.text, speaker=speaker_of(utt), **settings)
                 compute = time.perf_counter() - t0
                 row["synth_seconds"] = len(wav) / sr
                 row["compute_seconds"] = compute
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speaker", help="multi-speaker voices: speak every line with this speaker (name or id) "
+                                     "instead of the filelist's speaker column")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -200,11 +204,12 @@ def main(argv=None) -> int:
         print(f"error: --limit must be a positive number, got {args.limit}", file=sys.stderr)
         return 2
     try:
+        from_args(args)  # a bad sampling flag fails before anything is loaded
         utterances = load_utterances(Path(args.filelist), args.limit)
     except (FileNotFoundError, FilelistError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    synthesizer = sampling = None
+    synthesizer = sampling = speaker = None
     try:
         # Outputs first: a report that cannot be written must fail now, not after the whole run.
         if args.output:
@@ -219,19 +224,22 @@ def main(argv=None) -> int:
             from synthesize import Synthesizer
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
-            sampling = from_args(args)
             synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
+            sampling = from_args(args, synthesizer.default_sampling)
+            speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
+            synthesizer.validate_speaker(speaker)
     except Exception as e:  # OSError, CheckpointError, ConfigError, ValueError: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    report = evaluate(utterances, Transcriber(), synthesizer, sampling, args.seed, save_audio)
+    report = evaluate(utterances, Transcriber(), synthesizer, sampling, args.seed, save_audio,
+                      speaker=speaker if synthesizer is not None else None)
     report["settings"] = {
         "checkpoint": args.checkpoint, "filelist": str(args.filelist), "limit": args.limit,
         "ground_truth_only": args.ground_truth_only, "asr": "pocketsphinx en-us (bundled model)",
         "wall_seconds": time.perf_counter() - t0,
         **({} if synthesizer is None else {
-            **dataclasses.asdict(sampling), "seed": args.seed,
+            **dataclasses.asdict(sampling), "seed": args.seed, "speaker": args.speaker,
             "ema": not args.no_ema,
             "vocoder_included": True, "warmup_syntheses": 1}),
         "hardware": hardware_info(args.device) if synthesizer is not None else
