@@ -69,31 +69,37 @@ def base_config(base: Path) -> HParams:
 
 
 def prepare_data(dataset: Path, data_dir: Path, hps: HParams, minutes: Optional[float]) -> float:
-    """Check and phonemize the dataset into data_dir/train.txt and val.txt (with the new speaker's id);
-    returns the minutes of training audio kept."""
+    """Check and phonemize the dataset (its first `minutes` of clips, in id order) into data_dir/train.txt
+    and val.txt with the new speaker's id; returns the minutes of training audio kept."""
     import preprocess
+    from data_utils import read_filelist
 
-    if not (dataset / "metadata.csv").is_file():
+    metadata = dataset / "metadata.csv"
+    if not metadata.is_file():
         raise FileNotFoundError(f"{dataset} has no metadata.csv; give an LJSpeech-style folder "
                                 f"(metadata.csv with id|text|normalized lines, and wavs/<id>.wav)")
-    cfg = data_dir / "base_config.json"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    hps.replace(cache_dir=str(data_dir / "mel_cache")).save(cfg)  # not the base corpus's cache
-    if preprocess.main(["--dataset", str(dataset), "--out-dir", str(data_dir), "--config", str(cfg),
-                        "--val-size", "2"]) != 0:
-        raise ValueError(f"no usable clip in {dataset}; see the table above")
-    speaker = hps.data.n_speakers  # the new id
-    train = _lines(data_dir / "train.txt")
-    train.sort()  # a stable order, so --minutes takes the same clips every time
-    kept, seconds = [], 0.0
-    for line in train:
+    chosen, seconds = [], 0.0
+    for utt in sorted(read_filelist(metadata), key=lambda u: u.wav_path):
         if minutes is not None and seconds >= minutes * 60:
             break
-        kept.append(line)
-        seconds += sf.info(line.split("|", 1)[0]).duration
-    for name, lines in (("train.txt", kept), ("val.txt", _lines(data_dir / "val.txt"))):
+        if Path(utt.wav_path).is_file():  # a missing clip is left to preprocess's report
+            seconds += sf.info(utt.wav_path).duration
+        chosen.append(utt)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    selection, cfg = data_dir / "selection.txt", data_dir / "base_config.json"
+    write_text_atomic(selection, "".join(f"{u.wav_path}|{u.text}\n" for u in chosen))
+    hps.replace(cache_dir=str(data_dir / "mel_cache")).save(cfg)  # not the base corpus's cache
+    if preprocess.main(["--filelists", str(selection), "--out-dir", str(data_dir), "--config", str(cfg),
+                        "--val-size", "1" if len(chosen) < 20 else "2"]) != 0:
+        raise ValueError(f"no usable clip in {dataset}; see the table above")
+    speaker = hps.data.n_speakers  # the new id
+    kept = 0.0
+    for name in ("train.txt", "val.txt"):
+        lines = _lines(data_dir / name)
         write_text_atomic(data_dir / name, "".join(_with_speaker(line, speaker) + "\n" for line in lines))
-    return seconds / 60
+        if name == "train.txt":
+            kept = sum(sf.info(line.split("|", 1)[0]).duration for line in lines)
+    return kept / 60
 
 
 def _lines(path: Path) -> List[str]:
