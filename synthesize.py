@@ -161,26 +161,30 @@ class Synthesizer(pipeline.TextToSpeech):
         like FlowMatchingSynthesizer.infer."""
         waves, durations, nfe, seconds = [], [], 0, [0.0, 0.0]
         for row, (ids, gen) in enumerate(zip(sequences, generators)):
-            full, lengths, prompt = self._after_reference(ids)
+            full, lengths, prompt = self._model_input(ids)
             spk = None if speakers is None else speakers[row:row + 1]
             audio, dur, _, extra = self.model.infer(full, lengths, sampling, spk, generator=[gen], prompt=prompt)
             waves.append(audio[0, 0, :int(extra["audio_lengths"][0])])
-            durations.append(dur[0, 1:])  # the space between transcript and text joins the first token
-            durations[-1][0] += dur[0, 0]
+            dur = dur[0].clone()
+            dur[1] += dur[0]  # the frames of the space after the transcript count for the first token
+            durations.append(dur[1:])
             nfe, seconds = extra["nfe"], [seconds[0] + extra["acoustic_seconds"], seconds[1] + extra["vocoder_seconds"]]
         audio = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).unsqueeze(1)
         extra = {"audio_lengths": torch.tensor([len(w) for w in waves]), "nfe": nfe,
                  "acoustic_seconds": seconds[0], "vocoder_seconds": seconds[1]}
         return audio, torch.nn.utils.rnn.pad_sequence(durations, batch_first=True), extra
 
-    def _after_reference(self, ids: Sequence[int]):
-        """ids to speak -> (reference transcript + space + ids (1, T_text), lengths (1,), flow_matching.Prompt)."""
-        from flow_matching import Prompt
-        from text.symbols import SPACE_ID
+    def _model_input(self, ids: Sequence[int]):
+        """One sentence's ids -> (text (1, T_text), lengths (1,), flow_matching.Prompt or None). With a
+        reference clip the text is its transcript, a space, then the ids."""
+        prompt = None
+        if self.reference is not None:
+            from flow_matching import Prompt
+            from text.symbols import SPACE_ID
 
-        ref_mel, ref_ids = self.reference
-        full = torch.tensor([ref_ids + [SPACE_ID] + list(ids)], device=self.device)
-        return full, torch.tensor([full.size(1)], device=self.device), Prompt(ref_mel, len(ref_ids))
+            ref_mel, ref_ids = self.reference
+            prompt, ids = Prompt(ref_mel, len(ref_ids)), ref_ids + [SPACE_ID] + list(ids)
+        return (torch.tensor([list(ids)], device=self.device), torch.tensor([len(ids)], device=self.device), prompt)
 
     def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
         """(mel_of, vocode) for pipeline.stream_sentences: one sentence's mel, then vocoder windows."""
@@ -188,14 +192,9 @@ class Synthesizer(pipeline.TextToSpeech):
 
         @torch.inference_mode()
         def mel_of(ids, sentence_seed):
-            generator = [torch.Generator().manual_seed(sentence_seed)]
-            if self.reference is not None:
-                full, lengths, prompt = self._after_reference(ids)
-                out = self.model.acoustic.infer(full, lengths, sampling, speakers, generator=generator, prompt=prompt)
-            else:
-                out = self.model.acoustic.infer(torch.tensor([ids], device=self.device),
-                                                torch.tensor([len(ids)], device=self.device), sampling, speakers,
-                                                generator=generator)
+            text, lengths, prompt = self._model_input(ids)
+            out = self.model.acoustic.infer(text, lengths, sampling, speakers, prompt=prompt,
+                                            generator=[torch.Generator().manual_seed(sentence_seed)])
             return out["mel"], speakers, out["nfe"]
 
         @torch.inference_mode()
