@@ -205,8 +205,9 @@ class Synthesizer(pipeline.TextToSpeech):
 
     def _speakers(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
         """A validated speaker id as a (1,) tensor for multi-speaker models, else None (also for a reference
-        clip without a speaker: the model's null speaker, the voice then comes from the clip)."""
-        if self.reference is not None and speaker is None:
+        clip without a speaker: the model's null speaker, the voice then comes from the clip; unless the
+        vocoder needs a speaker, which then is the first one)."""
+        if self.reference is not None and speaker is None and self.model.generator.cond is None:
             return None
         speaker = self.validate_speaker(speaker)
         return None if speaker is None else torch.tensor([speaker], dtype=torch.long, device=self.device)
