@@ -174,12 +174,12 @@ def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path
     for layer in (model.acoustic.cfm.estimator.mod_out, model.acoustic.cfm.estimator.out_proj):
         torch.nn.init.normal_(layer.weight, std=0.1)  # a velocity net that is not v = 0, so guidance shows
     voice = tmp_path / "multi.pth"
-    torch.save({"model": model.state_dict(), "config": hps.to_dict(), "step": 1}, voice)
+    torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, voice)
     out = tmp_path / "onnx"
     assert export_onnx.main([str(voice), str(out)]) == 0
     onnx = OnnxSynthesizer(out)
     assert onnx.default_sampling.cfg_scale == 1.5 and onnx.speaker_names == ["ann", "bob"]
-    torch_tts = Synthesizer.from_checkpoint(voice, use_ema=False)
+    torch_tts = Synthesizer.from_checkpoint(voice)
     for scale in (0.0, 1.5):
         sampling = SamplingConfig(steps=2, temperature=0.0, cfg_scale=scale)
         a, _, _ = onnx.synthesize(SENTENCE, sampling, speaker="bob")
