@@ -89,6 +89,7 @@ class DataConfig:
     mel_std: float = 1.0
     n_speakers: int = 0
     speaker_names: List[str] = field(default_factory=list)  # names of speaker ids 0..n_speakers-1 (optional)
+    default_speaker: str = ""  # the speaker name used when none is asked for (empty: id 0)
     resample: bool = True  # resample clips at another rate (False: refuse them)
     min_audio_seconds: float = 0.3
     max_audio_seconds: float = 20.0
@@ -297,6 +298,9 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError(f"train.segment_size ({t.segment_size}) must be a multiple of data.hop_length ({d.hop_length})")
     if d.speaker_names and (len(d.speaker_names) != d.n_speakers or len(set(d.speaker_names)) != d.n_speakers):
         raise ConfigError(f"data.speaker_names must hold {d.n_speakers} distinct names (one per speaker id), got "
+                          f"{d.speaker_names}")
+    if d.default_speaker and d.default_speaker not in d.speaker_names:
+        raise ConfigError(f"data.default_speaker {d.default_speaker!r} is not one of data.speaker_names "
                           f"{d.speaker_names}")
     if (m.gin_channels > 0) != (d.n_speakers > 1):
         raise ConfigError(f"model.gin_channels ({m.gin_channels}) must be > 0 exactly when data.n_speakers "

@@ -86,7 +86,7 @@ def voice_json(hps, step, sampling: SamplingConfig) -> dict:
             "language": d.language, "add_blank": d.add_blank, "sample_rate": d.sampling_rate,
             "hop_length": d.hop_length, "n_mel_channels": d.n_mel_channels, "mel_mean": float(d.mel_mean),
             "mel_std": float(d.mel_std), "prior_start": m.prior_start, "n_speakers": d.n_speakers,
-            "speaker_names": list(d.speaker_names),
+            "speaker_names": list(d.speaker_names), "default_speaker": d.default_speaker,
             "gin_channels": m.gin_channels if d.n_speakers > 1 else 0,
             "cond_channels": m.hidden_channels + d.n_mel_channels * (2 if m.prompt_context else 1),
             "sampling": dataclasses.asdict(sampling), "step": step}

@@ -155,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list_speakers:
         tts = _load(args, None if args.onnx else _resolve_checkpoint(args.checkpoint))[0]
         names = tts.speaker_names or [str(i) for i in range(tts.n_speakers)]
-        print("\n".join(f"{i}\t{name}" for i, name in enumerate(names)) if tts.n_speakers > 1
-              else "single speaker (no --speaker needed)")
+        default = tts.validate_speaker(None)
+        print("\n".join(f"{i}\t{name}" + ("\t(default)" if i == default else "") for i, name in enumerate(names))
+              if tts.n_speakers > 1 else "single speaker (no --speaker needed)")
         return 0
     # Check everything that can fail before the slow part: texts, outputs, then the checkpoint.
     if args.text_file is not None:

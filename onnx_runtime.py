@@ -39,6 +39,7 @@ class _Data:
     def __init__(self, info: dict):
         self.text_cleaners, self.language, self.add_blank = info["text_cleaners"], info["language"], info["add_blank"]
         self.speaker_names = info.get("speaker_names", [])
+        self.default_speaker = info.get("default_speaker", "")
 
 
 class OnnxSynthesizer(pipeline.TextToSpeech):

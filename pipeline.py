@@ -55,8 +55,8 @@ class TextToSpeech:
         return list(getattr(self.data, "speaker_names", []) or [])
 
     def validate_speaker(self, speaker: Union[None, int, str]) -> Optional[int]:
-        """The speaker id to use (None for a single-speaker model): an id or a name from speaker_names;
-        ValueError naming the valid ids or names."""
+        """The speaker id to use (None for a single-speaker model): an id or a name from speaker_names, and
+        for None data.default_speaker (id 0 when unset); ValueError naming the valid ids or names."""
         n = self.n_speakers
         if isinstance(speaker, str):
             names = self.speaker_names
@@ -68,7 +68,9 @@ class TextToSpeech:
             if speaker not in (None, 0):
                 raise ValueError(f"this model has a single speaker; got speaker {speaker} (leave it out)")
             return None
-        speaker = 0 if speaker is None else speaker
+        if speaker is None:
+            default = getattr(self.data, "default_speaker", "")
+            return self.speaker_names.index(default) if default else 0
         if isinstance(speaker, bool) or not isinstance(speaker, int) or not 0 <= speaker < n:
             raise ValueError(f"speaker must be an integer id in [0, {n - 1}], got {speaker!r}")
         return speaker

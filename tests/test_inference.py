@@ -269,7 +269,8 @@ def test_speaker_names(tiny_checkpoint, tmp_path):
     voice = tmp_path / "multi.pth"
     torch.save({"model": model.state_dict(), "config": hps.to_dict(), "n_vocab": len(text.symbols)}, voice)
     proc = run_cli("--checkpoint", str(voice), "--list-speakers")
-    assert proc.returncode == 0 and proc.stdout.splitlines()[:3] == ["0\tawb", "1\tslt", "2\tkal"], proc.stderr
+    assert proc.returncode == 0 and proc.stdout.splitlines()[:3] == ["0\tawb\t(default)", "1\tslt", "2\tkal"], \
+        proc.stderr
     proc = run_cli("--checkpoint", str(voice), "--text", "Hi.", "--speaker", "kal", "--steps", "1",
                    "--output", str(tmp_path / "kal.wav"))
     assert proc.returncode == 0 and (tmp_path / "kal.wav").is_file(), proc.stderr

@@ -311,3 +311,14 @@ def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_
         assert -1 <= row["similarity"] <= 1 and row["wer_ref"] < 0.5  # real LJ Speech: the recogniser's ceiling
     for level in report["levels"].values():  # one real speaker posing as two: no order between the levels
         assert -1 <= level["different"] <= 1 and -1 <= level["same"] <= 1
+
+
+def test_default_speaker_is_used_when_none_is_asked_for():
+    hps = make_tiny_hps(**MULTI, default_speaker="bob")
+    tts = Synthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
+    assert tts.validate_speaker(None) == 1 and tts.validate_speaker("cy") == 2
+    plain = make_tiny_hps(**MULTI)
+    assert Synthesizer(FlowMatchingSynthesizer(len(text.symbols), plain), plain, 1).validate_speaker(None) == 0
+    from config import ConfigError
+    with pytest.raises(ConfigError, match="default_speaker 'dee' is not one of"):
+        make_tiny_hps(**MULTI, default_speaker="dee")
