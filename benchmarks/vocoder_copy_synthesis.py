@@ -12,6 +12,7 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
   mcd    mel-cepstral distortion to the recording (dB, DTW)
   mrstft multi-resolution STFT distance to the recording (spectral convergence + log-magnitude L1, the
          vocoder training loss's full-band resolutions)
+  sim    (--similarity) speaker similarity of the output to its recording (resemblyzer embeddings)
 Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels.
 """
 from __future__ import annotations
@@ -58,8 +59,11 @@ def mrstft_distance(loss: MultiResolutionSTFTLoss, wav: np.ndarray, ref: np.ndar
     return float(sc + mag)
 
 
-def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transcriber, limit: int) -> Dict:
-    """{path name: {wer, mcd, mrstft}} for one voice's clips (path names: recording, griffin_lim, vocoders)."""
+def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transcriber, limit: int,
+                encoder=None) -> Dict:
+    """{path name: {wer, mcd, mrstft[, sim]}} for one voice's clips (path names: recording, griffin_lim,
+    vocoders). sim (with a speaker_similarity.SpeakerEncoder): cosine between the embeddings of the output
+    and of its recording, how much of the voice survives the path."""
     utterances = read_filelist(list_path)[:limit]
     d = next(iter(vocoders.values()))[1].data
     loss = MultiResolutionSTFTLoss()
@@ -76,9 +80,12 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         for name, wav in outputs.items():
             hyps.setdefault(name, []).append(transcriber.transcribe(wav, d.sampling_rate))
             if name != "recording":
-                scores = dist.setdefault(name, {"mcd": [], "mrstft": []})
+                scores = dist.setdefault(name, {"mcd": [], "mrstft": [], **({"sim": []} if encoder else {})})
                 scores["mcd"].append(metrics.mcd_dtw(ref, d.sampling_rate, wav, d.sampling_rate))
                 scores["mrstft"].append(mrstft_distance(loss, wav, ref))
+                if encoder is not None:
+                    scores["sim"].append(encoder.similarity(encoder.embed(wav, d.sampling_rate),
+                                                            encoder.embed(ref, d.sampling_rate)))
     result = {}
     for name, h in hyps.items():
         result[name] = {"wer": metrics.corpus_wer(refs, h)}
@@ -94,9 +101,11 @@ def format_table(report: Dict) -> str:
         cells = []
         for name in names:
             s = v["paths"][name]
-            cells.append(f"{s['wer']:.3f}" + (f" / {s['mcd']:.2f} / {s['mrstft']:.2f}" if "mcd" in s else ""))
+            cells.append(f"{s['wer']:.3f}" + (f" / {s['mcd']:.2f} / {s['mrstft']:.2f}" if "mcd" in s else "")
+                         + (f" / {s['sim']:.3f}" if "sim" in s else ""))
         lines.append(f"| {voice} | {v['clips']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", "cells: WER / MCD dB / MR-STFT distance (recording: WER only)"])
+    return "\n".join(lines + ["", "cells: WER / MCD dB / MR-STFT distance [/ speaker similarity to the recording] "
+                                  "(recording: WER only)"])
 
 
 def main(argv=None) -> int:
@@ -106,16 +115,22 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=20, help="clips per voice (default 20)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", help="write the JSON report here")
+    p.add_argument("--similarity", action="store_true",
+                   help="also score speaker similarity to the recording (resemblyzer; speaker_similarity.py)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     vocoders = {Path(v).stem: load_vocoder(v) for v in args.vocoder}
     t0 = time.perf_counter()
     transcriber = Transcriber()
+    encoder = None
+    if args.similarity:
+        from speaker_similarity import SpeakerEncoder
+        encoder = SpeakerEncoder()
     report = {"voices": {}, "settings": {"vocoders": args.vocoder, "limit": args.limit, "threads": args.threads,
                                          "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "processor": cpu_name()}}
     for list_path in args.lists:
         voice = Path(list_path).stem
-        report["voices"][voice] = score_voice(Path(list_path), vocoders, transcriber, args.limit)
+        report["voices"][voice] = score_voice(Path(list_path), vocoders, transcriber, args.limit, encoder)
         print(f"{voice}: {json.dumps(report['voices'][voice]['paths'])}", flush=True)
     report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
     print(format_table(report))
