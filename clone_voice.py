@@ -57,15 +57,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def base_config(base: Path) -> HParams:
-    """The base voice's config; ValueError unless it is a multi-speaker model."""
+def read_base(base: Path):
+    """The base voice (voice.VoiceState: weights, config); ValueError unless it is a multi-speaker model."""
     from voice import read_voice
 
     state = read_voice(base, use_ema=True)
     if state.hps.data.n_speakers < 2:
         raise ValueError(f"{base} is a single-speaker voice; adaptation needs a multi-speaker base model "
                          f"(e.g. one trained with configs/multispeaker.json)")
-    return state.hps
+    return state
 
 
 def prepare_data(dataset: Path, data_dir: Path, hps: HParams, minutes: Optional[float]) -> float:
@@ -111,14 +111,13 @@ def _with_speaker(line: str, speaker: int) -> str:
     return f"{wav}|{speaker}|{text}"
 
 
-def expanded_base(base: Path, hps: HParams, out: Path) -> None:
-    """Write the base weights with one more speaker embedding row (the mean of the others) to `out`."""
-    from voice import read_voice
-
-    weights = {k: v.float() if v.is_floating_point() else v for k, v in read_voice(base, use_ema=True).weights.items()}
+def expanded_base(state, out: Path) -> None:
+    """Write the base weights (a voice.VoiceState) with one more speaker embedding row (the mean of the
+    others) to `out`."""
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state.weights.items()}
     table = weights["acoustic.emb_g.weight"]
     weights["acoustic.emb_g.weight"] = torch.cat([table, table.mean(0, keepdim=True)])
-    save_checkpoint(out, {"ema": weights, "config": hps.to_dict()})
+    save_checkpoint(out, {"ema": weights, "config": state.hps.to_dict()})
 
 
 def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps: int, lr: float,
@@ -158,12 +157,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run_dir = resolve_run_dir(args.model)
     name = args.name or dataset.resolve().name
     try:
-        hps = base_config(base)
-        minutes = prepare_data(dataset, run_dir / "data", hps, args.minutes)
+        state = read_base(base)
         init = run_dir / "base_with_new_speaker.pth"
-        expanded_base(base, hps, init)
         lr = args.learning_rate or (2e-3 if args.adapt == "conditioning" else 2e-4)
-        cfg = adaptation_config(hps, name, run_dir / "data", init, args.steps, lr, WHAT_TRAINS[args.adapt])
+        # The config first: a taken --name fails before the slow data preparation.
+        cfg = adaptation_config(state.hps, name, run_dir / "data", init, args.steps, lr, WHAT_TRAINS[args.adapt])
+        minutes = prepare_data(dataset, run_dir / "data", state.hps, args.minutes)
+        expanded_base(state, init)
         cfg.save(run_dir / "adapt.json")
         write_text_atomic(run_dir / "clone.json", json.dumps({"minutes": minutes, "speaker": name}) + "\n")
     except (CheckpointError, ConfigError, FileNotFoundError, ValueError, OSError) as e:

@@ -82,17 +82,25 @@ def score(utts, transcriber, tts, sampling, encoder, centroid, speaker=None) -> 
         "similarity": statistics.fmean(sims) if sims else None}
 
 
+def voice_centroids(encoder, corpus: Corpus, voices: List[str]) -> Dict:
+    """{voice: unit centroid of its first CENTROID_CLIPS training clips}."""
+    return {v: encoder.centroid(corpus.train_clips(v)[:CENTROID_CLIPS]) for v in voices}
+
+
+def levels(encoder, embeddings, own, others) -> Dict:
+    """`same`: mean similarity of a voice's recordings to its own centroid; `different`: to other voices'."""
+    return {"same": statistics.fmean(encoder.similarity(e, own) for e in embeddings),
+            "different": statistics.fmean(encoder.similarity(e, o) for e in embeddings for o in others)}
+
+
 def similarity_levels(encoder, corpus: Corpus, voices: List[str], limit: int) -> Dict:
-    """Per voice: its centroid, `same` (its held-out recordings vs its centroid) and `different` (vs the
-    other voices' centroids)."""
-    centroids = {v: encoder.centroid(corpus.train_clips(v)[:CENTROID_CLIPS]) for v in voices}
-    levels = {}
+    """Per voice: its centroid and its levels (its held-out recordings against the centroids)."""
+    centroids = voice_centroids(encoder, corpus, voices)
+    result = {}
     for v in voices:
         embs = [encoder.embed_file(u.wav_path) for u in corpus.test(v, limit)]
-        same = statistics.fmean(encoder.similarity(e, centroids[v]) for e in embs)
-        diff = statistics.fmean(encoder.similarity(e, centroids[o]) for e in embs for o in voices if o != v)
-        levels[v] = {"same": same, "different": diff}
-    return {"centroids": centroids, "levels": levels}
+        result[v] = levels(encoder, embs, centroids[v], [c for o, c in centroids.items() if o != v])
+    return {"centroids": centroids, "levels": result}
 
 
 def guidance(args) -> Dict:
@@ -123,10 +131,9 @@ def clone(args) -> Dict:
     others = [v for v in corpus.names if len(corpus.test(v, None)) >= args.limit]
     centroid = encoder.centroid([u.wav_path for u in pool[-CENTROID_CLIPS:]])
     embs = [encoder.embed_file(u.wav_path) for u in test]
-    levels = {"same": statistics.fmean(encoder.similarity(e, centroid) for e in embs),
-              "different": statistics.fmean(encoder.similarity(e, encoder.centroid(corpus.train_clips(o)[:CENTROID_CLIPS]))
-                                            for e in embs for o in others)}
-    print(f"{corpus.held_out}: same-voice similarity {levels['same']:.3f}, different voices {levels['different']:.3f}")
+    held_out = levels(encoder, embs, centroid, list(voice_centroids(encoder, corpus, others).values()))
+    print(f"{corpus.held_out}: same-voice similarity {held_out['same']:.3f}, different voices "
+          f"{held_out['different']:.3f}")
     sampling = SamplingConfig(steps=args.steps)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +144,7 @@ def clone(args) -> Dict:
             base.set_reference(wav, text)
             row = {"method": "prompt", "minutes": seconds / 60,
                    **score(test, transcriber, base, sampling, encoder, centroid)}
-            rows.append(row | {"progress": progress(row["similarity"], **levels)})
+            rows.append(row | {"progress": progress(row["similarity"], **held_out)})
             print(_line(row), flush=True)
         base.set_reference(None)
         dataset = _ljspeech_folder(pool, tmp / corpus.held_out)
@@ -153,9 +160,9 @@ def clone(args) -> Dict:
             row = {"method": f"adapt {adapt}", "minutes": minutes, "adapt_steps": args.adapt_steps,
                    "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
                    **score(test, transcriber, tts, sampling, encoder, centroid, speaker=tts.n_speakers - 1)}
-            rows.append(row | {"progress": progress(row["similarity"], **levels)})
+            rows.append(row | {"progress": progress(row["similarity"], **held_out)})
             print(_line(row), flush=True)
-    return {"rows": rows, "levels": levels, "held_out": corpus.held_out}
+    return {"rows": rows, "levels": held_out, "held_out": corpus.held_out}
 
 
 def _reference(pool: List[Utterance], seconds: float, out: Path):
