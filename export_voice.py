@@ -18,25 +18,20 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 import config as config_lib
-from checkpoint import CheckpointError, check_state_fits, load_checkpoint, save_checkpoint
+from checkpoint import CheckpointError, check_state_fits, save_checkpoint
 from models import FlowMatchingSynthesizer
-from voice import VOCODER_PREFIX, read_voice
+from voice import VOCODER_PREFIX, read_vocoder, read_voice
 
 
 def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int]]:
     """The vocoder weights ('generator.*', EMA when present) of a voice, checkpoint or vocoder file, and its
     step; CheckpointError unless it was trained on the same mel features as `hps`."""
-    ckpt = load_checkpoint(path, "cpu")
-    source = ckpt.get("ema") or ckpt.get("model") or {}
-    state = {k: v for k, v in source.items() if k.startswith(VOCODER_PREFIX)}
-    if not state:
-        raise CheckpointError(f"{path} has no vocoder weights (keys 'generator.*')")
-    theirs = config_lib.from_dict(ckpt["config"]).data if ckpt.get("config") else None
-    differ = [k for k in config_lib.MEL_KEYS if theirs is None or getattr(theirs, k) != getattr(hps.data, k)]
+    state, theirs, ckpt = read_vocoder(path)
+    differ = [k for k in config_lib.MEL_KEYS if getattr(theirs.data, k) != getattr(hps.data, k)]
     if differ:
         raise CheckpointError(f"the vocoder {path} was trained on other mel features ({', '.join(differ)}): "
                               f"it cannot vocode this voice's mels")
-    return state, ckpt.get("step")
+    return {VOCODER_PREFIX + k: v for k, v in state.items()}, ckpt.get("step")
 
 
 def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False,

@@ -132,11 +132,9 @@ def _pick_weights(ckpt: dict, path, use_ema: bool, require_ema: bool) -> dict:
     return raw
 
 
-def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu"
-                 ) -> Tuple[MultiBandISTFTGenerator, HParams]:
-    """The MB-iSTFT generator of a voice file, training checkpoint or vocoder file (EMA weights, weight
-    norm folded, eval mode): mel (B, n_mels, T) log-mel -> (audio (B, 1, T * hop), sub-bands)."""
-    device = parse_device(device)
+def read_vocoder(path: Union[str, Path]) -> Tuple[dict, HParams, dict]:
+    """The vocoder of a voice file, training checkpoint or vocoder file without building it: (its weights,
+    EMA when present, keyed as in MultiBandISTFTGenerator; the file's config; the whole file's dict)."""
     ckpt = _read_file(path)
     try:
         hps = config_lib.from_dict(ckpt.get("config"))
@@ -146,6 +144,15 @@ def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     state = {k[len(VOCODER_PREFIX):]: v for k, v in weights.items() if k.startswith(VOCODER_PREFIX)}
     if not state:
         raise CheckpointError(f"{path} has no vocoder weights (keys 'generator.*')")
+    return state, hps, ckpt
+
+
+def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu"
+                 ) -> Tuple[MultiBandISTFTGenerator, HParams]:
+    """The MB-iSTFT generator of a voice file, training checkpoint or vocoder file (EMA weights, weight
+    norm folded, eval mode): mel (B, n_mels, T) log-mel -> (audio (B, 1, T * hop), sub-bands)."""
+    device = parse_device(device)
+    state, hps, _ = read_vocoder(path)
     generator = MultiBandISTFTGenerator(hps)
     load_state_checked(generator, state, path)
     generator.remove_weight_norm()
