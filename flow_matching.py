@@ -440,7 +440,7 @@ class FlowMatchingTTS(nn.Module):
                              f"it is too short for its transcript (or the transcript is wrong)")
         from monotonic_align import maximum_path
 
-        attn = maximum_path(gaussian_log_likelihood(mu[:, :, :n_ref], ref), torch.ones(1, n_ref, ref_frames))
+        attn = maximum_path(gaussian_log_likelihood(mu[:, :, :n_ref], ref), mu.new_ones(1, n_ref, ref_frames))
         ref_durations = attn.sum(2).long()
         predicted = torch.exp(self.duration_predictor(h, x_mask, g).float()[0])
         rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)
