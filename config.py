@@ -95,6 +95,9 @@ class DataConfig:
     max_audio_seconds: float = 20.0
     cache_dir: Optional[str] = None  # where mel features are cached (None: no cache)
     durations_dir: Optional[str] = None  # external aligner durations: <cache>/<wav stem>.npy
+    # mels the vocoder trains on instead of the recordings' own: <dir>/<wav stem>.npy, e.g. an acoustic
+    # model's teacher-forced output (teacher_forced_mels.py), so that it learns to vocode generated mels
+    vocoder_mel_dir: Optional[str] = None
 
 
 @dataclass(frozen=True)

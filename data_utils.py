@@ -161,7 +161,8 @@ class TextMelLoader(torch.utils.data.Dataset):
     data.resample is true and refused (AudioError) otherwise.
 
     Item: dict(text (T_text,) long, mel (n_mels, T_mel) float log-mel, wav (1, T_mel * hop) float,
-               speaker int, durations (T_text,) long or None, path str).
+               speaker int, durations (T_text,) long or None, path str; and vocoder_mel (n_mels, T_mel)
+               when data.vocoder_mel_dir is set).
     `lengths[i]` is the number of mel frames of item i (for DistributedBucketSampler).
     """
 
@@ -193,7 +194,8 @@ class TextMelLoader(torch.utils.data.Dataset):
             if info.samplerate != d.sampling_rate and not d.resample:
                 wrong_rate.append(f"{utt.wav_path} ({info.samplerate} Hz)")
             frames = int(info.frames * d.sampling_rate / info.samplerate) // d.hop_length
-            problem = self._durations_problem(utt.wav_path, len(seq), frames)
+            problem = (self._durations_problem(utt.wav_path, len(seq), frames)
+                       or self._vocoder_mel_problem(utt.wav_path, frames))
             if problem:
                 excluded.append((utt.wav_path, problem))
                 continue
@@ -261,6 +263,22 @@ class TextMelLoader(torch.utils.data.Dataset):
                     f"config's hop_length/sampling_rate)")
         return None
 
+    def _vocoder_mel_path(self, wav_path: str) -> Path:
+        return Path(self.hps.data.vocoder_mel_dir) / f"{Path(wav_path).stem}.npy"
+
+    def _vocoder_mel_problem(self, wav_path: str, frames: int) -> Optional[str]:
+        """Why the vocoder's mel of a clip is unusable (None when fine or data.vocoder_mel_dir is unset)."""
+        if not self.hps.data.vocoder_mel_dir:
+            return None
+        path = self._vocoder_mel_path(wav_path)
+        if not path.is_file():
+            return f"vocoder mel {path} is missing (data.vocoder_mel_dir is set)"
+        shape = np.load(path, mmap_mode="r").shape
+        if shape != (self.hps.data.n_mel_channels, frames):
+            return (f"vocoder mel {path} has shape {shape}, not ({self.hps.data.n_mel_channels}, {frames}) like "
+                    f"the clip's mel; make it again with teacher_forced_mels.py and this config")
+        return None
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -302,7 +320,7 @@ class TextMelLoader(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Dict:
         utt, seq = self.items[index]
         wav, mel = self.load_audio_and_mel(utt.wav_path)
-        return {
+        item = {
             "text": torch.tensor(seq, dtype=torch.long),
             "mel": mel.float(),
             "wav": wav.unsqueeze(0),
@@ -310,6 +328,9 @@ class TextMelLoader(torch.utils.data.Dataset):
             "durations": self.load_durations(utt.wav_path, len(seq)),
             "path": utt.wav_path,
         }
+        if self.hps.data.vocoder_mel_dir:
+            item["vocoder_mel"] = torch.from_numpy(np.load(self._vocoder_mel_path(utt.wav_path))).float()
+        return item
 
 
 class TextMelCollate:
@@ -320,7 +341,7 @@ class TextMelCollate:
       normalized, padded with LOG_MEL_FLOOR, the log-mel of silence: 0 would be a loud frame to a
       vocoder fed mel slices that reach into the padding), mel_lengths (B,) long, wav (B, 1, T_mel * hop) float, wav_lengths (B,)
       long, speakers (B,) long, durations (B, T_text) long or None (None unless every item has
-      durations), paths list[str].
+      durations), paths list[str]; vocoder_mel (B, n_mels, T_mel) when the items have it.
     """
 
     def __call__(self, batch: Sequence[Dict]) -> Dict:
@@ -341,12 +362,17 @@ class TextMelCollate:
             wavs[i, :, : wav_lengths[i]] = b["wav"]
             if durations is not None:
                 durations[i, : text_lengths[i]] = b["durations"]
-        return {
+        out = {
             "text": texts, "text_lengths": text_lengths, "mel": mels, "mel_lengths": mel_lengths,
             "wav": wavs, "wav_lengths": wav_lengths,
             "speakers": torch.tensor([int(b["speaker"]) for b in batch], dtype=torch.long),
             "durations": durations, "paths": [b["path"] for b in batch],
         }
+        if "vocoder_mel" in batch[0]:
+            out["vocoder_mel"] = torch.full_like(mels, LOG_MEL_FLOOR)
+            for i, b in enumerate(batch):
+                out["vocoder_mel"][i, :, : mel_lengths[i]] = b["vocoder_mel"]
+        return out
 
 
 def length_boundaries(lengths: Sequence[int], num_buckets: int = 8) -> List[int]:

@@ -216,6 +216,14 @@ def gaussian_log_likelihood(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.bmm(mu.transpose(1, 2), y) + y_sq + mu_sq + const
 
 
+def monotonic_alignment(mu: torch.Tensor, y: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    """Monotonic alignment search: prior means mu (B, n_mels, T_text), normalized mel y (B, n_mels, T_mel),
+    attn_mask (B, T_text, T_mel) -> hard alignment (B, T_text, T_mel) of the highest likelihood."""
+    from monotonic_align import maximum_path  # numba: not needed by plain inference
+
+    return maximum_path(gaussian_log_likelihood(mu, y), attn_mask)
+
+
 def reconcile_durations(durations: torch.Tensor, text_mask: torch.Tensor, mel_lengths: torch.Tensor
                         ) -> torch.Tensor:
     """Make external durations (B, T_text) sum exactly to mel_lengths (B,).
@@ -324,9 +332,7 @@ class FlowMatchingTTS(nn.Module):
                 durations = reconcile_durations(durations, x_mask.squeeze(1), mel_lengths)
                 attn = commons.durations_to_alignment(durations, x_mask.squeeze(1).bool(), mel.size(2))
             else:
-                from monotonic_align import maximum_path  # numba: needed for training only
-
-                attn = maximum_path(gaussian_log_likelihood(mu, y), attn_mask)
+                attn = monotonic_alignment(mu, y, attn_mask)
             attn = attn * attn_mask
             durations = attn.sum(2).long()
 
@@ -363,6 +369,16 @@ class FlowMatchingTTS(nn.Module):
         return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, attn=attn, durations=durations)
 
     # -- inference ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def align(self, text, text_lengths, mel, mel_lengths, speakers=None) -> torch.Tensor:
+        """Durations (B, T_text) long of a recording's log-mel (B, n_mels, T_mel), found by MAS as in training;
+        each row sums to its mel length. infer(durations=align(...)) makes a mel frame-aligned with the
+        recording (teacher forcing, for fine-tuning a vocoder on generated mels)."""
+        h, mu, x_mask, g = self._encode(text, text_lengths, speakers)
+        y_mask = commons.sequence_mask(mel_lengths, mel.size(2)).unsqueeze(1).to(x_mask)
+        attn = monotonic_alignment(mu, self.normalize(mel) * y_mask, x_mask.transpose(1, 2) * y_mask)
+        return attn.sum(2).long()
 
     def predict_durations(self, h, x_mask, g=None, duration_scale: float = 1.0) -> torch.Tensor:
         """Integer durations (B, T_text) = ceil(exp(logw) * duration_scale), at least 1 on valid tokens."""
@@ -438,9 +454,7 @@ class FlowMatchingTTS(nn.Module):
         if ref_frames < n_ref:
             raise ValueError(f"the reference clip has {ref_frames} frames for {n_ref} transcript tokens: "
                              f"it is too short for its transcript (or the transcript is wrong)")
-        from monotonic_align import maximum_path
-
-        attn = maximum_path(gaussian_log_likelihood(mu[:, :, :n_ref], ref), mu.new_ones(1, n_ref, ref_frames))
+        attn = monotonic_alignment(mu[:, :, :n_ref], ref, mu.new_ones(1, n_ref, ref_frames))
         ref_durations = attn.sum(2).long()
         predicted = torch.exp(self.duration_predictor(h, x_mask, g).float()[0])
         rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)

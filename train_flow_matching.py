@@ -289,7 +289,8 @@ class Trainer:
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
             if t.train_vocoder:
                 seg_frames = t.segment_size // d.hop_length
-                mel_seg, wav_seg, _ = commons.rand_slice_mel_and_wav(batch["mel"], batch["wav"], batch["mel_lengths"],
+                vocoder_mel = batch.get("vocoder_mel", batch["mel"])  # generated mels when data.vocoder_mel_dir
+                mel_seg, wav_seg, _ = commons.rand_slice_mel_and_wav(vocoder_mel, batch["wav"], batch["mel_lengths"],
                                                                      seg_frames, d.hop_length)
                 g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
                 audio_hat, sub_hat = self.generator_fwd(mel_seg, g)

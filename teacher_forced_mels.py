@@ -1,0 +1,104 @@
+"""Teacher-forced mels: what an acoustic model says for each training clip, frame-aligned with the recording.
+
+    python teacher_forced_mels.py --checkpoint logs/NAME/G_5000.pth --out-dir filelists/NAME/tf_mels
+    # then fine-tune a vocoder on them: in a copy of the run's config set
+    #   data.vocoder_mel_dir = "filelists/NAME/tf_mels", train.train_acoustic = false,
+    #   train.train_vocoder = true, train.init_checkpoint = the vocoder to start from
+
+Each clip's transcript is aligned to its recording by monotonic alignment search (as in training), and the
+model generates a mel with exactly those durations (FlowMatchingTTS.infer(durations=...)), so generated
+frame i lines up with recorded sample i * hop. A vocoder trained on (generated mel, recorded audio) pairs
+learns to undo the acoustic model's blur (HiFi-GAN's fine-tuning for Tacotron 2). Writes
+<out-dir>/<wav stem>.npy, float32 (n_mels, T_mel) log-mel; existing files are kept, so a stopped run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import config as config_lib
+import sampling as sampling_lib
+from checkpoint import CheckpointError
+from data_utils import TextMelCollate, TextMelLoader, save_npy_atomic
+from voice import load_voice
+
+
+def output_paths(dataset: TextMelLoader, out_dir: Path) -> list:
+    """<out_dir>/<wav stem>.npy for each item; two clips with the same stem would overwrite each other."""
+    paths = [out_dir / f"{Path(p).stem}.npy" for p in dataset.paths]
+    if len(set(paths)) != len(paths):
+        seen, twins = set(), []
+        for wav, path in zip(dataset.paths, paths):
+            if path in seen:
+                twins.append(wav)
+            seen.add(path)
+        raise ValueError(f"{len(twins)} clips share a file name with another clip (e.g. {twins[0]}); "
+                         f"data.vocoder_mel_dir is keyed by file name: rename them or use one list per folder")
+    return paths
+
+
+@torch.no_grad()
+def write_teacher_forced_mels(model, dataset: TextMelLoader, out_dir: Path, sampling, batch_size: int = 8,
+                              seed: int = 0, device: torch.device = torch.device("cpu")) -> int:
+    """Generate and write the mels of every item not written yet -> how many were written now."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(dataset, out_dir)
+    todo = sorted((i for i, p in enumerate(paths) if not p.is_file()), key=lambda i: dataset.lengths[i])
+    collate, acoustic = TextMelCollate(), model.acoustic
+    speakers_on = dataset.hps.data.n_speakers > 1
+    for start in tqdm(range(0, len(todo), batch_size), desc="teacher-forced mels", unit="batch"):
+        indices = todo[start:start + batch_size]
+        batch = collate([dataset[i] for i in indices])
+        text, text_lengths = batch["text"].to(device), batch["text_lengths"].to(device)
+        mel, mel_lengths = batch["mel"].to(device), batch["mel_lengths"].to(device)
+        speakers = batch["speakers"].to(device) if speakers_on else None
+        durations = acoustic.align(text, text_lengths, mel, mel_lengths, speakers)
+        generators = [torch.Generator(device).manual_seed(seed + i) for i in indices]
+        out = acoustic.infer(text, text_lengths, sampling, speakers, durations=durations, generator=generators)
+        for row, i in enumerate(indices):
+            frames = int(mel_lengths[row])
+            save_npy_atomic(paths[i], out["mel"][row, :, :frames].cpu().numpy().astype(np.float32))
+    return len(todo)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--checkpoint", "-m", required=True, help="the acoustic model: G_<step>.pth or a voice file")
+    p.add_argument("--out-dir", required=True, help="where <wav stem>.npy files are written")
+    p.add_argument("--filelist", help="clips to generate (default: the model config's data.training_files)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (item i uses seed + i)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    sampling_lib.add_sampling_arguments(p)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        sampling = sampling_lib.from_args(args)
+        model, hps = load_voice(args.checkpoint, args.device)
+        hps = hps.replace(durations_dir=None, vocoder_mel_dir=None)
+        filelist = args.filelist or hps.data.training_files
+        if not Path(filelist).is_file():
+            raise FileNotFoundError(f"filelist {filelist} not found; pass --filelist (a `wav|text` list)")
+        dataset = TextMelLoader(filelist, hps)
+        device = next(model.parameters()).device
+        written = write_teacher_forced_mels(model, dataset, Path(args.out_dir), sampling, args.batch_size,
+                                            args.seed, device)
+    except (CheckpointError, config_lib.ConfigError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.out_dir}: {written} mels written now, {len(dataset) - written} were already there "
+          f"({sampling.steps} {sampling.method} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
