@@ -68,6 +68,10 @@ class TrainConfig:
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
     # Train only the parameters whose names start with one of these (e.g. "acoustic.emb_g"); empty: all.
     trainable: List[str] = field(default_factory=list)
+    # > 0: guidance distillation. The velocity net learns init_checkpoint's guided velocity at this scale
+    # (a frozen copy is the teacher), so it speaks as if guided with one pass per ODE step; the rest of
+    # the model stays frozen.
+    guidance_distill_scale: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,27 @@ def check_generator_config(hps: HParams) -> None:
                           f"2 ** len(upsample_rates) = {2 ** len(m.upsample_rates)} (channels halve per stage)")
 
 
+def check_guidance_distillation(hps: HParams) -> None:
+    """train.guidance_distill_scale > 0 needs a teacher to start from and a student that needs no guidance."""
+    t, m = hps.train, hps.model
+    if t.guidance_distill_scale < 0:
+        raise ConfigError(f"train.guidance_distill_scale must be >= 0, got {t.guidance_distill_scale}")
+    if t.guidance_distill_scale == 0:
+        return
+    if not t.init_checkpoint or "acoustic" not in t.init_parts or not t.train_acoustic:
+        raise ConfigError("train.guidance_distill_scale > 0 distills init_checkpoint's velocity net: set "
+                          "train.init_checkpoint to the guided voice, 'acoustic' in train.init_parts and "
+                          "train.train_acoustic true")
+    if t.cond_drop_rate or t.speaker_drop_rate:
+        raise ConfigError("guidance distillation trains the conditional velocity only: set train.cond_drop_rate "
+                          "and train.speaker_drop_rate to 0")
+    if m.cfg_scale:
+        raise ConfigError("the distilled velocity net already includes guidance: set model.cfg_scale to 0")
+    if any(not p.startswith("acoustic.cfm.") for p in t.trainable):
+        raise ConfigError("guidance distillation trains the velocity net only: train.trainable may name only "
+                          "parameters under 'acoustic.cfm.' (or be empty)")
+
+
 def validate(hps: HParams) -> HParams:
     """Raise ConfigError for values that are individually valid but inconsistent together."""
     d, m, t = hps.data, hps.model, hps.train
@@ -292,6 +317,7 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError("train.speaker_drop_rate > 0 needs a multi-speaker model (data.n_speakers > 1)")
     if m.cfg_scale < 0:
         raise ConfigError(f"model.cfg_scale must be >= 0, got {m.cfg_scale}")
+    check_guidance_distillation(hps)
     if m.discriminator_channels < 16 or m.discriminator_channels % 16:
         raise ConfigError(f"model.discriminator_channels must be a multiple of 16 (grouped convs), got "
                           f"{m.discriminator_channels}")

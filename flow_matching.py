@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,7 @@ from modules import ConvNeXtBlock  # noqa: F401  (re-exported: the mission's nam
 from sampling import SamplingConfig
 
 Generators = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x_t (B, C, T), t (B,) or ()) -> (B, C, T)
 PROMPT_SPAN = (0.7, 1.0)  # fraction of a clip to fill when training with a prompt (Voicebox's 70-100%)
 PROMPT_RATE_RANGE = (0.5, 2.0)  # bounds on the speaking-rate match to a reference clip
 
@@ -109,7 +110,7 @@ class ConditionalFlowMatching(nn.Module):
 
     def loss(self, x1: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor, mu: Optional[torch.Tensor] = None,
              g: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-             loss_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+             loss_mask: Optional[torch.Tensor] = None, target: Optional[Velocity] = None) -> torch.Tensor:
         """Masked MSE between predicted and target velocity, averaged over valid frames and channels.
 
         x1 (B, C, T) normalized mel, mask (B, 1, T), cond (B, C_cond, T), loss_mask (B, 1, T): the frames the
@@ -117,6 +118,8 @@ class ConditionalFlowMatching(nn.Module):
         (required with prior_start; detached there: the prior is trained by the prior loss, not pulled around
         by the flow target). t ~ U(0, 1) per item; the noise is drawn item by item at its valid length
         (per_item_noise), so under a fixed seed the loss does not depend on how much padding the batch has.
+        target: a velocity function (x_t, t (B,)) -> (B, C, T) to regress instead of the path's velocity
+        (guidance distillation: a frozen teacher's guided velocity at the same x_t).
         """
         b = x1.size(0)
         t = torch.rand(b, generator=generator, device=generator.device if generator is not None else x1.device).to(x1)
@@ -127,6 +130,9 @@ class ConditionalFlowMatching(nn.Module):
                 raise ValueError("prior_start is on: ConditionalFlowMatching.loss needs mu (B, n_mels, T)")
             x0 = x0 + mu.detach()
         x_t, u = self.interpolate(x0, x1, t)
+        if target is not None:
+            with torch.no_grad():
+                u = target(x_t * mask, t)
         v = self.estimator(x_t * mask, mask, cond, t, g)
         return masked_mean((v.float() - u.float()) ** 2, mask if loss_mask is None else loss_mask)
 
@@ -168,10 +174,26 @@ class ConditionalFlowMatching(nn.Module):
         g2 = None if g is None else torch.cat([g, torch.zeros_like(g)])
 
         def velocity(x_t, t):
-            v = self.estimator(torch.cat([x_t, x_t]), mask2, cond2, t.expand(2 * b), g2).float()
+            t = t.expand(b)  # one time for the batch (the ODE) or one per item (distillation)
+            v = self.estimator(torch.cat([x_t, x_t]), mask2, cond2, torch.cat([t, t]), g2).float()
             v_cond, v_uncond = v[:b], v[b:]
             return v_cond + scale * (v_cond - v_uncond)
         return velocity
+
+
+class GuidanceTeacher:
+    """A frozen velocity net whose classifier-free guided velocity (at `scale`) is the training target of a
+    student (guidance distillation, as in ZipVoice-Distill): the student then speaks with guidance's quality
+    in one network pass per ODE step instead of a pass on twice the batch."""
+
+    def __init__(self, cfm: ConditionalFlowMatching, scale: float):
+        if scale <= 0:
+            raise ValueError(f"a guidance teacher needs a scale > 0, got {scale}")
+        self.cfm = cfm.eval().requires_grad_(False)
+        self.scale = float(scale)
+
+    def velocity(self, cond: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor]) -> Velocity:
+        return self.cfm._guided_velocity(cond, mask, g, self.scale)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -309,11 +331,13 @@ class FlowMatchingTTS(nn.Module):
     # -- training -----------------------------------------------------------------------------------------
 
     def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None,
-                max_flow_frames: Optional[int] = None, dropout: ConditionDropout = ConditionDropout()):
+                max_flow_frames: Optional[int] = None, dropout: ConditionDropout = ConditionDropout(),
+                teacher: Optional[GuidanceTeacher] = None):
         """text (B, T_text) long, text_lengths (B,), mel (B, n_mels, T_mel) log-mel (not normalized),
         mel_lengths (B,), speakers (B,) long or None, durations (B, T_text) long from an external aligner
         or None (then MAS). max_flow_frames: the flow loss sees a random crop of at most this many frames
         (train.max_mel_frames; None: whole clips). dropout: ConditionDropout (what the flow may not see).
+        teacher: regress its guided velocity instead of the path's (guidance distillation).
 
         Returns dict(loss_flow, loss_dur, loss_prior: scalar tensors; attn (B, T_text, T_mel) hard alignment;
         durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
@@ -365,7 +389,8 @@ class FlowMatchingTTS(nn.Module):
         if dropout.cond_drop_rate > 0:
             keep = keep_mask(cond.size(0), dropout.cond_drop_rate, cond)
             cond, g_flow = cond * keep, (None if g is None else g * keep)
-        loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g_flow, loss_mask=loss_mask)
+        target = None if teacher is None else teacher.velocity(cond, mask_f, g_flow)
+        loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g_flow, loss_mask=loss_mask, target=target)
         return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, attn=attn, durations=durations)
 
     # -- inference ----------------------------------------------------------------------------------------

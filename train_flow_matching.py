@@ -47,7 +47,7 @@ from config import ConfigError, HParams
 from data_utils import DistributedBucketSampler, TextMelCollate, TextMelLoader, length_boundaries
 from distributed import DistContext
 from ema import EMA
-from flow_matching import ConditionDropout
+from flow_matching import ConditionDropout, GuidanceTeacher
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
 from train_eval import EVAL_ITEMS
@@ -109,8 +109,9 @@ class Trainer:
         self.condition_dropout = ConditionDropout(t.cond_drop_rate, t.speaker_drop_rate, t.prompt_rate)
         self.model.acoustic.requires_grad_(t.train_acoustic)
         self.model.generator.requires_grad_(t.train_vocoder)
-        if t.trainable:
-            freeze_all_but(self.model, t.trainable)
+        self.guidance_teacher = self._guidance_teacher() if t.guidance_distill_scale > 0 else None
+        if t.trainable or self.guidance_teacher is not None:
+            freeze_all_but(self.model, t.trainable or ["acoustic.cfm."])
         self.ema = EMA(self.model, t.ema_decay)
 
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
@@ -148,6 +149,14 @@ class Trainer:
             self._build_data()
 
     # -- construction -----------------------------------------------------------------------------------
+
+    def _guidance_teacher(self) -> GuidanceTeacher:
+        """The frozen guided velocity net of train.init_checkpoint (re-read on resume: the student's own
+        weights move away from it). Built with this run's config, so a teacher of another shape is refused."""
+        from voice import load_voice
+
+        teacher, _ = load_voice(self.hps.train.init_checkpoint, self.device, config=self.hps)
+        return GuidanceTeacher(teacher.acoustic.cfm, self.hps.train.guidance_distill_scale)
 
     def _adamw(self, module: torch.nn.Module, lr: float) -> torch.optim.AdamW:
         t = self.hps.train
@@ -285,7 +294,8 @@ class Trainer:
         with self.autocast():
             if t.train_acoustic:
                 out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
-                                        speakers, batch.get("durations"), t.max_mel_frames, self.condition_dropout)
+                                        speakers, batch.get("durations"), t.max_mel_frames, self.condition_dropout,
+                                        self.guidance_teacher)
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
             if t.train_vocoder:
                 seg_frames = t.segment_size // d.hop_length

@@ -81,6 +81,86 @@ def test_guidance_scale_reaches_the_network_and_costs_no_extra_nfe():
     assert not torch.allclose(outs[0.0]["mel"], outs[2.0]["mel"])
 
 
+def test_guided_velocity_takes_one_time_per_item():
+    """Distillation asks the teacher at each item's own t: equal to asking item by item."""
+    model = tiny_acoustic()
+    cond, mask = torch.randn(2, model.cfm.estimator.in_proj.in_features - 80, 12), torch.ones(2, 1, 12)
+    g = model._speaker(torch.tensor([0, 2]))
+    x, t = torch.randn(2, 80, 12), torch.tensor([0.2, 0.9])
+    both = model.cfm._guided_velocity(cond, mask, g, 1.5)(x, t)
+    for i in range(2):
+        one = model.cfm._guided_velocity(cond[i:i + 1], mask[i:i + 1], g[i:i + 1], 1.5)(x[i:i + 1], t[i])
+        torch.testing.assert_close(both[i:i + 1], one, atol=1e-5, rtol=1e-5)
+
+
+def test_distillation_regresses_the_target_at_the_students_own_x_t_and_t():
+    model = tiny_acoustic()
+    recorder = Recorder(model.cfm.estimator)
+    model.cfm.estimator = recorder
+    asked = []
+
+    def target(x_t, t):
+        asked.append((x_t, t))
+        return torch.full_like(x_t, 0.5)
+
+    x1, mask = torch.randn(2, 80, 10), torch.ones(2, 1, 10)
+    mask[1, :, 7:] = 0
+    cond = torch.randn(2, recorder.estimator.in_proj.in_features - 80, 10)
+    loss = model.cfm.loss(x1, mask, cond, torch.zeros_like(x1), target=target)
+    (x_seen, _, _, t_seen, _), = recorder.calls
+    assert torch.equal(asked[0][0], x_seen) and torch.equal(asked[0][1], t_seen)
+    v = recorder.estimator(x_seen, mask, cond, t_seen, None)
+    torch.testing.assert_close(loss, ((v - 0.5) ** 2 * mask).sum() / (mask.sum() * 80))
+
+
+def distillation_hps(tmp_path, data_dir, **overrides):
+    """A tiny single-speaker teacher (text-condition guidance) saved as a voice, and a student config."""
+    torch.manual_seed(0)
+    base_hps = make_tiny_hps(cond_drop_rate=0.2)
+    teacher = FlowMatchingSynthesizer(len(text.symbols), base_hps)
+    for layer in (teacher.acoustic.cfm.estimator.mod_out, teacher.acoustic.cfm.estimator.out_proj):
+        torch.nn.init.normal_(layer.weight, std=0.1)
+    base = tmp_path / "teacher.pth"
+    torch.save({"ema": teacher.state_dict(), "config": base_hps.to_dict()}, base)
+    changes = dict(init_checkpoint=str(base), guidance_distill_scale=2.0, train_vocoder=False,
+                   training_files=str(data_dir / "filelist.txt"), validation_files=str(data_dir / "filelist.txt"))
+    return make_tiny_hps(**{**changes, **overrides}), teacher
+
+
+def test_guidance_distillation_trains_only_the_velocity_net_towards_the_frozen_teacher(tmp_path, data_dir):
+    import train_flow_matching as train
+
+    hps, teacher = distillation_hps(tmp_path, data_dir)
+    trainer = train.Trainer(hps, tmp_path / "run", tensorboard=False)
+    assert trainer.guidance_teacher.scale == 2.0
+    for name, p in trainer.model.named_parameters():
+        assert p.requires_grad == name.startswith("acoustic.cfm."), name
+    frozen = {k: v.clone() for k, v in trainer.guidance_teacher.cfm.state_dict().items()}
+    torch.testing.assert_close(frozen, teacher.acoustic.cfm.state_dict())
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.train_step(next(iter(trainer.train_loader(0))))
+    assert not result.skipped and result.losses["flow"] > 0
+    changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("acoustic.cfm.") for k in changed), changed
+    for k, v in trainer.guidance_teacher.cfm.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(init_checkpoint=None), "set train.init_checkpoint to the guided voice"),
+    (dict(cfg_scale=1.0), "set model.cfg_scale to 0"),
+    (dict(cond_drop_rate=0.1), "cond_drop_rate and train.speaker_drop_rate to 0"),
+    (dict(trainable=["acoustic.encoder."]), "only parameters under 'acoustic.cfm.'"),
+])
+def test_guidance_distillation_config_errors(tmp_path, data_dir, overrides, message):
+    import re
+
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        distillation_hps(tmp_path, data_dir, **overrides)
+
+
 @pytest.mark.parametrize("bad", [-1.0, 11.0, float("nan"), True])
 def test_bad_guidance_scale_is_refused(bad):
     with pytest.raises(ValueError, match="guidance scale"):
@@ -145,9 +225,9 @@ def test_prompted_training_counts_only_the_frames_to_fill(monkeypatch):
     seen = {}
     real_loss = model.cfm.loss
 
-    def spy(x1, mask, cond, mu=None, g=None, generator=None, loss_mask=None):
+    def spy(x1, mask, cond, mu=None, g=None, generator=None, loss_mask=None, target=None):
         seen.update(cond=cond, loss_mask=loss_mask, mask=mask)
-        return real_loss(x1, mask, cond, mu, g, generator, loss_mask)
+        return real_loss(x1, mask, cond, mu, g, generator, loss_mask, target)
     monkeypatch.setattr(model.cfm, "loss", spy)
     ids, lengths, mel, mel_lengths = training_batch(model)
     model(ids, lengths, mel, mel_lengths, torch.tensor([0]), dropout=ConditionDropout(prompt_rate=1.0))
