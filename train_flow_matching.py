@@ -196,7 +196,8 @@ class Trainer:
                 self.log.warning("validation file list %r not found: evaluation is skipped", path)
                 self._val_batch = {}
             else:
-                val_set = TextMelLoader(path, self.hps)
+                # Evaluation scores copy synthesis of the recordings' own mels: no generated vocoder mels needed.
+                val_set = TextMelLoader(path, self.hps.replace(vocoder_mel_dir=None))
                 items = [val_set[i] for i in range(min(EVAL_ITEMS, len(val_set)))]
                 self._val_batch = self.collate(items) if items else {}
         return self._val_batch or None
@@ -422,8 +423,8 @@ class Trainer:
                         self.log_scalars(meter)
                         meter.reset()
                     if self.step % t.eval_interval == 0:
+                        self.save()  # first: a failing evaluation must not cost the steps since the last save
                         self.evaluate()
-                        self.save()
                     if dist_lib.any_true(self.stop.requested, self.ctx):
                         if self.last_saved_step != self.step:
                             self.save()

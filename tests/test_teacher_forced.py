@@ -97,3 +97,16 @@ def test_missing_or_misshapen_generated_mels_skip_the_clip(tiny_checkpoint, tf_m
     assert len(dataset) == 1
     assert "is missing (data.vocoder_mel_dir is set)" in caplog.text
     assert "make it again with teacher_forced_mels.py" in caplog.text
+
+
+def test_validation_needs_no_generated_mels(tiny_checkpoint, tf_mels, tmp_path):
+    """Evaluation scores copy synthesis of the recordings' mels: validation clips without generated mels
+    (teacher_forced_mels.py makes them for the training list only) must not stop the run."""
+    mel_dir = tmp_path / "mels"
+    mel_dir.mkdir()
+    first = sorted(tf_mels.glob("*.npy"))[0]
+    np.save(mel_dir / first.name, np.load(first))
+    trainer = train.Trainer(vocoder_config(tiny_checkpoint, tmp_path, mel_dir), tmp_path / "run", tensorboard=False)
+    assert len(trainer.train_set) == 1
+    batch = trainer.validation_batch()
+    assert batch is not None and "vocoder_mel" not in batch and batch["mel"].size(0) > 1
