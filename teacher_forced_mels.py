@@ -1,15 +1,16 @@
 """Teacher-forced mels: what an acoustic model says for each training clip, frame-aligned with the recording.
 
-    python teacher_forced_mels.py --checkpoint logs/NAME/G_5000.pth --out-dir filelists/NAME/tf_mels
-    # then fine-tune a vocoder on them: in a copy of the run's config set
-    #   data.vocoder_mel_dir = "filelists/NAME/tf_mels", train.train_acoustic = false,
-    #   train.train_vocoder = true, train.init_checkpoint = the vocoder to start from
+    python teacher_forced_mels.py --checkpoint logs/NAME/G_4000.pth --out-dir filelists/NAME/tf_mels --steps 4
+    python train_flow_matching.py -c filelists/NAME/tf_mels/vocoder_finetune.json -m logs/NAME_vocoder
+    python export_voice.py logs/NAME/G_4000.pth voice.pth --half --vocoder logs/NAME_vocoder/G_800.pth
 
 Each clip's transcript is aligned to its recording by monotonic alignment search (as in training), and the
 model generates a mel with exactly those durations (FlowMatchingTTS.infer(durations=...)), so generated
 frame i lines up with recorded sample i * hop. A vocoder trained on (generated mel, recorded audio) pairs
 learns to undo the acoustic model's blur (HiFi-GAN's fine-tuning for Tacotron 2). Writes
 <out-dir>/<wav stem>.npy, float32 (n_mels, T_mel) log-mel; existing files are kept, so a stopped run resumes.
+Also writes <out-dir>/vocoder_finetune.json: the model's config set to fine-tune its own vocoder on these
+mels (FINETUNE below: the vocoder alone, mel + multi-resolution STFT losses, no discriminator).
 """
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ import sampling as sampling_lib
 from checkpoint import CheckpointError
 from data_utils import TextMelCollate, TextMelLoader, save_npy_atomic
 from voice import load_voice
+
+
+# What vocoder_finetune.json changes in the model's config (measured in README "A new voice").
+FINETUNE = dict(train_acoustic=False, train_vocoder=True, init_parts=["vocoder"], vocoder_learning_rate=1e-4,
+                warmup_steps=50, betas=[0.8, 0.99], max_steps=800, batch_size=16, max_frames_per_batch=None,
+                use_discriminator=False)
+
+
+def finetune_config(hps, checkpoint: Path, mel_dir: Path):
+    """The model's config set to fine-tune its vocoder (taken from `checkpoint`) on the mels in mel_dir."""
+    return hps.replace(**FINETUNE, init_checkpoint=str(checkpoint), vocoder_mel_dir=str(mel_dir))
 
 
 def output_paths(dataset: TextMelLoader, out_dir: Path) -> list:
@@ -90,13 +102,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise FileNotFoundError(f"filelist {filelist} not found; pass --filelist (a `wav|text` list)")
         dataset = TextMelLoader(filelist, hps)
         device = next(model.parameters()).device
-        written = write_teacher_forced_mels(model, dataset, Path(args.out_dir), sampling, args.batch_size,
-                                            args.seed, device)
+        out_dir = Path(args.out_dir)
+        written = write_teacher_forced_mels(model, dataset, out_dir, sampling, args.batch_size, args.seed, device)
+        finetune_config(hps, Path(args.checkpoint), out_dir).save(out_dir / "vocoder_finetune.json")
     except (CheckpointError, config_lib.ConfigError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.out_dir}: {written} mels written now, {len(dataset) - written} were already there "
-          f"({sampling.steps} {sampling.method} steps)")
+    print(f"{out_dir}: {written} mels written now, {len(dataset) - written} were already there "
+          f"({sampling.steps} {sampling.method} steps)\nnext: python train_flow_matching.py -c "
+          f"{out_dir / 'vocoder_finetune.json'} -m RUN_DIR, then python export_voice.py {args.checkpoint} "
+          f"VOICE.pth --half --vocoder RUN_DIR/G_{FINETUNE['max_steps']}.pth")
     return 0
 
 

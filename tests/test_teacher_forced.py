@@ -52,7 +52,12 @@ def test_script_writes_one_mel_per_clip_and_resumes(tiny_checkpoint, tf_mels, ca
         assert np.isfinite(mel).all() and not np.allclose(mel, recorded.numpy())  # generated, not copied
     capsys.readouterr()
     assert teacher_forced_mels.main(["-m", str(tiny_checkpoint), "--out-dir", str(tf_mels)]) == 0
-    assert "0 mels written now, 4 were already there" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 mels written now, 4 were already there" in out and "vocoder_finetune.json -m RUN_DIR" in out
+    finetune = config_lib.load_config(tf_mels / "vocoder_finetune.json")
+    assert finetune.data.vocoder_mel_dir == str(tf_mels) and finetune.train.init_checkpoint == str(tiny_checkpoint)
+    assert finetune.train.train_vocoder and not finetune.train.train_acoustic
+    assert finetune.model.flow_d_model == hps.model.flow_d_model  # the model's own config, not a default one
 
 
 def test_missing_filelist_is_one_line(tiny_checkpoint, tmp_path, capsys):
