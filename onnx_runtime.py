@@ -6,7 +6,7 @@
     python inference_flow_matching.py --onnx onnx/demo_voice --text "Hello there." --output out.wav
 
 Same path as the torch Synthesizer: sentences -> ids (text front end) -> encoder graph -> durations
-ceil(exp(logw) * duration_scale) -> length regulation -> the ODE loop (ode.py's solvers on numpy arrays,
+round(exp(logw) * duration_scale) -> length regulation -> the ODE loop (ode.py's solvers on numpy arrays,
 one velocity graph call per network evaluation) -> de-normalized mel -> vocoder graph -> sentences joined
 with pauses. Noise comes from numpy's generator, so a waveform is not bit-identical to the torch path
 (at temperature 0 it is, within float tolerance). Nothing here imports torch.
@@ -105,7 +105,7 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
             feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
         h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
         g = g[0] if g else None
-        durations = np.maximum(np.ceil(np.exp(logw[0].astype(np.float64)) * sampling.duration_scale), 1).astype(np.int64)
+        durations = np.maximum(np.round(np.exp(logw[0].astype(np.float64)) * sampling.duration_scale), 1).astype(np.int64)
         frames = np.repeat(np.arange(len(ids)), durations)  # length regulation: token index of every frame
         h_y, mu_y = h[:, :, frames], mu[:, :, frames]
         cond = np.concatenate([h_y, mu_y], axis=1)
