@@ -145,6 +145,11 @@ def _log_excluded(kind: str, excluded: List[Tuple[str, str]], total: int) -> Non
         logger.warning("%s: skipped %d of %d utterances: %s%s", kind, len(excluded), total, examples, more)
 
 
+def clip_file(folder: PathLike, wav_path: PathLike) -> Path:
+    """<folder>/<wav stem>.npy: where a clip's per-clip array lives (data.durations_dir, data.vocoder_mel_dir)."""
+    return Path(folder) / f"{Path(wav_path).stem}.npy"
+
+
 def duration_sum_tolerance(frames: int) -> int:
     """Largest |sum(durations) - mel frames| accepted from an external aligner: 10 % of the clip, at
     least 2 frames (aligners often round a frame or two differently; more means the wrong clip/config)."""
@@ -236,7 +241,7 @@ class TextMelLoader(torch.utils.data.Dataset):
         return ids, excluded
 
     def _durations_path(self, wav_path: str) -> Path:
-        return Path(self.hps.data.durations_dir) / f"{Path(wav_path).stem}.npy"
+        return clip_file(self.hps.data.durations_dir, wav_path)
 
     def _durations_problem(self, wav_path: str, n_tokens: int, frames: int) -> Optional[str]:
         """Why the external durations of a clip are unusable (None when fine or not configured).
@@ -264,7 +269,7 @@ class TextMelLoader(torch.utils.data.Dataset):
         return None
 
     def _vocoder_mel_path(self, wav_path: str) -> Path:
-        return Path(self.hps.data.vocoder_mel_dir) / f"{Path(wav_path).stem}.npy"
+        return clip_file(self.hps.data.vocoder_mel_dir, wav_path)
 
     def _vocoder_mel_problem(self, wav_path: str, frames: int) -> Optional[str]:
         """Why the vocoder's mel of a clip is unusable (None when fine or data.vocoder_mel_dir is unset)."""

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import config as config_lib
 import sampling as sampling_lib
 from checkpoint import CheckpointError
-from data_utils import TextMelCollate, TextMelLoader, save_npy_atomic
+from data_utils import TextMelCollate, TextMelLoader, clip_file, save_npy_atomic
 from voice import load_voice
 
 
@@ -43,7 +43,7 @@ def finetune_config(hps, checkpoint: Path, mel_dir: Path):
 
 def output_paths(dataset: TextMelLoader, out_dir: Path) -> list:
     """<out_dir>/<wav stem>.npy for each item; two clips with the same stem would overwrite each other."""
-    paths = [out_dir / f"{Path(p).stem}.npy" for p in dataset.paths]
+    paths = [clip_file(out_dir, p) for p in dataset.paths]
     if len(set(paths)) != len(paths):
         seen, twins = set(), []
         for wav, path in zip(dataset.paths, paths):

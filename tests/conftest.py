@@ -28,6 +28,13 @@ def make_tiny_hps(**overrides) -> HParams:
     return load_config(TINY_CONFIG).replace(**overrides)
 
 
+def wake_velocity_net(estimator) -> None:
+    """Give an untrained velocity net non-zero output layers (they start at zero, so v = 0 whatever the
+    input, and guidance or conditioning would change nothing)."""
+    for layer in (estimator.mod_out, estimator.out_proj):
+        torch.nn.init.normal_(layer.weight, std=0.1)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Run the block with `n` torch CPU threads, then restore the previous count."""

@@ -163,7 +163,7 @@ def test_vocoding_in_parallel_pieces_gives_the_same_samples(exported):
 def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path):
     """A voice of the multispeaker recipe (prompt context, speaker-free vocoder, guidance): the runtime pads
     the empty mel context, guides in one batched call and feeds the vocoder no speaker, as torch does."""
-    from conftest import make_tiny_hps
+    from conftest import make_tiny_hps, wake_velocity_net
 
     from models import FlowMatchingSynthesizer
 
@@ -171,8 +171,7 @@ def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path
                         speaker_conditioned_vocoder=False, cfg_scale=1.5)
     torch.manual_seed(0)
     model = FlowMatchingSynthesizer(len(text.symbols), hps)
-    for layer in (model.acoustic.cfm.estimator.mod_out, model.acoustic.cfm.estimator.out_proj):
-        torch.nn.init.normal_(layer.weight, std=0.1)  # a velocity net that is not v = 0, so guidance shows
+    wake_velocity_net(model.acoustic.cfm.estimator)  # not v = 0, so guidance shows
     voice = tmp_path / "multi.pth"
     torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, voice)
     out = tmp_path / "onnx"

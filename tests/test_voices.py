@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_tiny_hps
+from conftest import make_tiny_hps, wake_velocity_net
 
 import text
 from audio import AudioError
@@ -22,8 +22,7 @@ def tiny_acoustic(**overrides) -> FlowMatchingTTS:
     zero-initialised), so that guidance and conditioning change something."""
     torch.manual_seed(0)
     model = FlowMatchingTTS(len(text.symbols), make_tiny_hps(**{**MULTI, **overrides})).eval()
-    for layer in (model.cfm.estimator.mod_out, model.cfm.estimator.out_proj):
-        torch.nn.init.normal_(layer.weight, std=0.1)
+    wake_velocity_net(model.cfm.estimator)
     return model
 
 
@@ -118,8 +117,7 @@ def distillation_hps(tmp_path, data_dir, **overrides):
     torch.manual_seed(0)
     base_hps = make_tiny_hps(cond_drop_rate=0.2)
     teacher = FlowMatchingSynthesizer(len(text.symbols), base_hps)
-    for layer in (teacher.acoustic.cfm.estimator.mod_out, teacher.acoustic.cfm.estimator.out_proj):
-        torch.nn.init.normal_(layer.weight, std=0.1)
+    wake_velocity_net(teacher.acoustic.cfm.estimator)
     base = tmp_path / "teacher.pth"
     torch.save({"ema": teacher.state_dict(), "config": base_hps.to_dict()}, base)
     changes = dict(init_checkpoint=str(base), guidance_distill_scale=2.0, train_vocoder=False,
