@@ -35,6 +35,7 @@ class TrainConfig:
     seed: int = 1234
     epochs: int = 100000
     max_steps: Optional[int] = None  # stop after this many optimizer steps (None: run `epochs`)
+    max_minutes: Optional[float] = None  # stop after this much training wall time, summed over resumed runs
     learning_rate: float = 2e-4
     betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
@@ -304,6 +305,8 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError(f"data.win_length ({d.win_length}) must not exceed data.filter_length ({d.filter_length})")
     if d.mel_std <= 0:
         raise ConfigError(f"data.mel_std must be positive, got {d.mel_std}")
+    if t.max_minutes is not None and t.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes must be positive (or null for no time limit), got {t.max_minutes}")
     if t.fp16_run and t.bf16_run:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
     if not (t.train_acoustic or t.train_vocoder):

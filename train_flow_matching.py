@@ -74,6 +74,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="auto: every visible GPU if any, else the CPU")
     p.add_argument("--max-steps", type=int, default=None,
                    help="override train.max_steps (stop after this many steps in total)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="override train.max_minutes (stop after this much training wall time in total)")
     return p.parse_args(argv)
 
 
@@ -138,6 +140,9 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of `epoch` already trained on (exact mid-epoch resume)
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self.train_seconds = 0.0  # training wall time of earlier runs of this folder (from the checkpoint)
+        self._fit_start: Optional[float] = None
+        self._out_of_time = False
         self._unscaled = False  # GradScaler.unscale_ ran in this step (update() is then due)
         self.last_saved_step: Optional[int] = None
         self.stop = StopRequest(self.log)
@@ -399,6 +404,8 @@ class Trainer:
         meter = Meter()
         bar = tqdm(total=t.max_steps, initial=self.step, disable=not self.ctx.is_main, dynamic_ncols=True,
                    desc=self.run_dir.name, unit="step")
+        self._fit_start = time.perf_counter()
+        self._out_of_time = t.max_minutes is not None and self.train_seconds >= 60 * t.max_minutes
         try:
             while self.epoch < t.epochs and not self._finished():
                 loader = self.train_loader(self.epoch, self.batch_in_epoch)
@@ -425,6 +432,8 @@ class Trainer:
                     if self.step % t.eval_interval == 0:
                         self.save()  # first: a failing evaluation must not cost the steps since the last save
                         self.evaluate()
+                    if t.max_minutes is not None:  # one decision for all ranks: their clocks differ
+                        self._out_of_time = dist_lib.any_true(self.elapsed_seconds() >= 60 * t.max_minutes, self.ctx)
                     if dist_lib.any_true(self.stop.requested, self.ctx):
                         if self.last_saved_step != self.step:
                             self.save()
@@ -438,7 +447,8 @@ class Trainer:
                     self.batch_in_epoch = 0
             if self.last_saved_step != self.step:
                 self.save()
-            self.log.info("training finished at step %d (epoch %d)", self.step, self.epoch)
+            self.log.info("training finished at step %d (epoch %d, %.1f min of training)", self.step, self.epoch,
+                          self.elapsed_seconds() / 60)
             return None
         finally:
             bar.close()
@@ -447,7 +457,12 @@ class Trainer:
                 self.writer.flush()
 
     def _finished(self) -> bool:
-        return self.hps.train.max_steps is not None and self.step >= self.hps.train.max_steps
+        return self._out_of_time or (self.hps.train.max_steps is not None and self.step >= self.hps.train.max_steps)
+
+    def elapsed_seconds(self) -> float:
+        """Training wall time of this run folder: earlier runs plus this fit() so far."""
+        now = time.perf_counter()
+        return self.train_seconds + (now - self._fit_start if self._fit_start is not None else 0.0)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -41,6 +41,7 @@ def resume_or_init(trainer) -> None:
     trainer.epoch = int(s.get("epoch", 0))
     trainer.batch_in_epoch = int(s.get("batch_in_epoch", 0))
     trainer.skipped_steps = int(s.get("skipped_steps", 0))
+    trainer.train_seconds = float(s.get("train_seconds", 0.0))
     trainer.last_saved_step = trainer.step
     rng = s.get("rng") or []
     if len(rng) == trainer.ctx.world_size and s.get("world_size", 1) == trainer.ctx.world_size:
@@ -171,7 +172,7 @@ def save(trainer) -> Optional[Path]:
                  scheduler={k: trainer.schedulers[k].state_dict() for k in g_names},
                  scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
                  step=trainer.step, epoch=trainer.epoch, batch_in_epoch=trainer.batch_in_epoch,
-                 skipped_steps=trainer.skipped_steps, world_size=trainer.ctx.world_size, rng=rng_all,
+                 skipped_steps=trainer.skipped_steps, train_seconds=trainer.elapsed_seconds(), world_size=trainer.ctx.world_size, rng=rng_all,
                  config=trainer.hps.to_dict(), n_vocab=trainer.n_vocab)
     if trainer.discriminator is not None:
         # D first: G_<step>.pth appearing is what marks the step as complete.

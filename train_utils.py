@@ -92,6 +92,8 @@ def prepare_run(args: argparse.Namespace) -> tuple:
             notes = [f"{saved_path} has no checkpoints next to it: replaced by {args.config}"]
     if args.max_steps is not None:
         hps = hps.replace(max_steps=args.max_steps)
+    if args.max_minutes is not None:
+        hps = hps.replace(max_minutes=args.max_minutes)
     if not Path(hps.data.training_files).is_file():
         raise ConfigError(f"data.training_files {hps.data.training_files!r} not found (relative paths are taken "
                           f"from the current folder {os.getcwd()}); write the file lists first or fix the path")

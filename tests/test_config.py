@@ -89,3 +89,21 @@ def test_generator_rules_are_checked_by_validate(model, match):
     """The generator's rules run when the config is loaded, before any run folder is written."""
     with pytest.raises(ConfigError, match=match):
         config.from_dict({"model": model})
+
+
+def test_every_training_lever_is_a_valid_config():
+    """benchmarks/levers.py: a misspelt key in a lever must fail here, not after an hour of training."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import levers
+
+    base = json.loads((Path(__file__).resolve().parents[1] / "configs" / "small.json").read_text())
+    for name, changes in levers.LEVERS.items():
+        cfg = levers.lever_config(base, changes, minutes=30)
+        hps = config.from_dict(cfg)
+        assert hps.train.max_minutes == 30 and hps.train.keep_ckpts >= 100, name
+        for section, values in changes.items():
+            for key, value in values.items():
+                assert getattr(getattr(hps, section), key) == value, (name, key)
+    assert base["train"].get("max_minutes") is None  # the base config is not changed

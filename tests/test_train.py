@@ -232,6 +232,22 @@ def test_few_steps_write_checkpoint_and_tensorboard(tiny_config, tmp_path):
     assert {"gen/0", "vocoder/0", "gt/0"} <= set(tags["audio"])
 
 
+def test_time_budget_stops_saves_and_counts_across_resumes(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path, tiny_config, max_minutes=1e-4)  # 6 ms: spent within the first step
+    assert train.main(["-c", str(cfg), "-m", str(run)]) == 0
+    assert sorted(p.name for p in run.glob("G_*.pth")) == ["G_1.pth"]
+    spent = ckpt.load_checkpoint(run / "G_1.pth")["train_seconds"]
+    assert spent > 0.006
+    assert train.main(["-m", str(run)]) == 0  # budget already spent: no step, no new checkpoint
+    assert sorted(p.name for p in run.glob("G_*.pth")) == ["G_1.pth"]
+    assert train.main(["-m", str(run), "--max-minutes", "60", "--max-steps", "2"]) == 0
+    assert ckpt.load_checkpoint(run / "G_2.pth")["train_seconds"] > spent
+    assert "min of training" in (run / "train.log").read_text()
+    with pytest.raises(config_lib.ConfigError, match="max_minutes must be positive"):
+        config_lib.from_dict(json.loads(write_config(tmp_path, tiny_config, max_minutes=0).read_text()))
+
+
 def test_resume_equals_uninterrupted_training(resumed_run):
     straight, pieces = resumed_run
     a, b = ckpt.load_checkpoint(straight / "G_4.pth"), ckpt.load_checkpoint(pieces / "G_4.pth")
