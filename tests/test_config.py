@@ -107,3 +107,5 @@ def test_every_training_lever_is_a_valid_config():
             for key, value in values.items():
                 assert getattr(getattr(hps, section), key) == value, (name, key)
     assert base["train"].get("max_minutes") is None  # the base config is not changed
+    for section, values in levers.LEVERS["recipe"].items():  # the study's winner is what small.json holds
+        assert {k: base[section][k] for k in values} == values
