@@ -61,9 +61,9 @@ def train_all(runs: Dict[str, Path]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     procs = {}
     for name, run in runs.items():
-        out = open(run / "stdout.txt", "a", encoding="utf-8")
-        procs[name] = subprocess.Popen([sys.executable, str(ROOT / "train_flow_matching.py"), "-c",
-                                        str(run / "lever.json"), "-m", str(run)], stdout=out, stderr=out, env=env)
+        with open(run / "stdout.txt", "a", encoding="utf-8") as out:  # the child keeps its own handle
+            procs[name] = subprocess.Popen([sys.executable, str(ROOT / "train_flow_matching.py"), "-c",
+                                            str(run / "lever.json"), "-m", str(run)], stdout=out, stderr=out, env=env)
     failed = [name for name, p in procs.items() if p.wait() != 0]
     if failed:
         raise RuntimeError(f"training failed for {failed}: see stdout.txt in their run folders")
