@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from checkpoint import checkpoint_step, latest_checkpoint  # noqa: E402
 
 # name -> changes to the base config (train / model keys). Each lever sets all three studied keys, so the
 # study does not depend on what the base config holds: "baseline" is the recipe before the study,
@@ -50,10 +53,10 @@ def lever_config(base: dict, changes: Dict[str, Dict], minutes: float) -> dict:
 
 
 def last_checkpoint(run: Path) -> Path:
-    ckpts = sorted(run.glob("G_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
-    if not ckpts:
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
         raise FileNotFoundError(f"{run} has no G_<step>.pth: its training failed (see {run / 'train.log'})")
-    return ckpts[-1]
+    return ckpt
 
 
 def train_all(runs: Dict[str, Path]) -> None:
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     rows = []
     for name, run in runs.items():
         report = evaluate(run, args.test, args.ode_steps, args.threads)
-        rows.append(dict(lever=name, changes=_describe(LEVERS[name]), step=int(last_checkpoint(run).stem[2:]),
+        rows.append(dict(lever=name, changes=_describe(LEVERS[name]), step=checkpoint_step(last_checkpoint(run)),
                          summary=report["summary"]))
     (args.out_dir / "levers.json").write_text(json.dumps(dict(minutes=args.minutes, rows=rows), indent=2))
     print(f"{args.minutes:g} minutes of training each, all runs at once with one thread each; "
