@@ -238,6 +238,17 @@ def gaussian_log_likelihood(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.bmm(mu.transpose(1, 2), y) + y_sq + mu_sq + const
 
 
+def frames_per_token(expected: torch.Tensor) -> torch.Tensor:
+    """Whole frames (long) of expected durations (frames, float): rounded, at least 1 per token.
+
+    Rounded, not ceil'd as in Grad-TTS / VITS: the ceiling adds half a frame per token, and with blanks
+    between phonemes that made the demo voice speak 18% slower than its recordings (100 held-out sentences,
+    WER 0.220 at 4 steps; rounded 0.183, speech 9% faster). Matching the recordings' rate
+    (duration_scale 1.1) did not help the recogniser (2 steps: WER 0.167 -> 0.190). onnx_runtime.py applies
+    the same rule in numpy."""
+    return torch.round(expected).clamp(min=1).long()
+
+
 def monotonic_alignment(mu: torch.Tensor, y: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
     """Monotonic alignment search: prior means mu (B, n_mels, T_text), normalized mel y (B, n_mels, T_mel),
     attn_mask (B, T_text, T_mel) -> hard alignment (B, T_text, T_mel) of the highest likelihood."""
@@ -406,18 +417,13 @@ class FlowMatchingTTS(nn.Module):
         return attn.sum(2).long()
 
     def predict_durations(self, h, x_mask, g=None, duration_scale: float = 1.0) -> torch.Tensor:
-        """Integer durations (B, T_text) = round(exp(logw) * duration_scale), at least 1 on valid tokens.
-
-        Rounded, not ceil'd as in Grad-TTS / VITS: the ceiling adds half a frame per token, and with blanks
-        between phonemes that made the demo voice speak 18% slower than its recordings (100 held-out sentences,
-        WER 0.220 at 4 steps; rounded 0.183, speech 9% faster). Matching the recordings' rate
-        (duration_scale 1.1) did not help the recogniser (2 steps: WER 0.167 -> 0.190)."""
+        """Integer durations (B, T_text) = round(exp(logw) * duration_scale), at least 1 on valid tokens
+        (frames_per_token), 0 on padding."""
         if self.duration_predictor is None:
             raise ValueError("model.use_duration_predictor is false: infer() needs durations (B, T_text) "
                              "from an external aligner or another model")
         logw = self.duration_predictor(h, x_mask, g).float()
-        w = torch.round(torch.exp(logw) * duration_scale).clamp(min=1)
-        return (w * x_mask.squeeze(1)).long()
+        return frames_per_token(torch.exp(logw) * duration_scale) * x_mask.squeeze(1).long()
 
     @torch.no_grad()
     def infer(self, text, text_lengths, sampling: SamplingConfig = SamplingConfig(), speakers=None,
@@ -488,7 +494,7 @@ class FlowMatchingTTS(nn.Module):
         ref_durations = attn.sum(2).long()
         predicted = torch.exp(self.duration_predictor(h, x_mask, g).float()[0])
         rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)
-        new = torch.round(predicted[n_ref:] * rate * sampling.duration_scale).clamp(min=1).long()
+        new = frames_per_token(predicted[n_ref:] * rate * sampling.duration_scale)
         durations = torch.cat([ref_durations[0], new]).unsqueeze(0)
         x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, generator, context=ref)
         x = x[:, :, ref_frames:]

@@ -105,6 +105,7 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
             feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
         h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
         g = g[0] if g else None
+        # flow_matching.frames_per_token's rule (round, at least 1), in numpy
         durations = np.maximum(np.round(np.exp(logw[0].astype(np.float64)) * sampling.duration_scale), 1).astype(np.int64)
         frames = np.repeat(np.arange(len(ids)), durations)  # length regulation: token index of every frame
         h_y, mu_y = h[:, :, frames], mu[:, :, frames]
