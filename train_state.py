@@ -172,7 +172,8 @@ def save(trainer) -> Optional[Path]:
                  scheduler={k: trainer.schedulers[k].state_dict() for k in g_names},
                  scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
                  step=trainer.step, epoch=trainer.epoch, batch_in_epoch=trainer.batch_in_epoch,
-                 skipped_steps=trainer.skipped_steps, train_seconds=trainer.elapsed_seconds(), world_size=trainer.ctx.world_size, rng=rng_all,
+                 skipped_steps=trainer.skipped_steps, train_seconds=trainer.elapsed_seconds(),
+                 world_size=trainer.ctx.world_size, rng=rng_all,
                  config=trainer.hps.to_dict(), n_vocab=trainer.n_vocab)
     if trainer.discriminator is not None:
         # D first: G_<step>.pth appearing is what marks the step as complete.
