@@ -3,7 +3,7 @@
     python build_corpus.py --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
     python build_corpus.py --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
 
---voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16: flite), a
+--voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16, rms: flite), a
 Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
 
 Writes, under --out-dir:
@@ -56,6 +56,7 @@ VOICES = {
     "awb": "flite:awb",                  # flite, Scottish male
     "flite_slt": "flite:slt",            # flite, US female
     "kal16": "flite:kal16",              # flite, US male diphone
+    "rms": "flite:rms",                  # flite, US male
 }
 SAMPLE_RATE = 22050
 SYNTH_TIMEOUT_S = 120  # per sentence

@@ -1,6 +1,6 @@
 """Assemble the multi-voice corpus: one multi-speaker filelist from several single-voice corpora.
 
-    for v in slt_hts kal ked awb flite_slt kal16; do
+    for v in slt_hts kal ked awb flite_slt kal16 rms; do
         python build_corpus.py --voice $v --limit 600 --out-dir datasets/voices/$v
     done
     python build_voices.py --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
