@@ -26,14 +26,16 @@ sys.path.insert(0, str(ROOT))
 
 from checkpoint import checkpoint_step, latest_checkpoint  # noqa: E402
 
-# name -> changes to the base config (train / model keys). Each lever sets all three studied keys, so the
-# study does not depend on what the base config holds: "baseline" is the recipe before the study,
-# "recipe" the one configs/small.json took from it.
+
 def _recipe(learning_rate: float, max_frames_per_batch: int, flow_dropout: float) -> Dict[str, Dict]:
+    """The three studied keys as changes to a config (train / model sections)."""
     return {"train": {"learning_rate": learning_rate, "max_frames_per_batch": max_frames_per_batch},
             "model": {"flow_dropout": flow_dropout}}
 
 
+# name -> changes to the base config. Each lever sets all three studied keys, so the study does not depend
+# on what the base config holds: "baseline" is the recipe before the study, "recipe" the one
+# configs/small.json took from it.
 LEVERS: Dict[str, Dict[str, Dict]] = {
     "baseline": _recipe(5e-4, 3000, 0.1),
     "lr_1e-3": _recipe(1e-3, 3000, 0.1),
