@@ -108,13 +108,19 @@ def load_optim(trainer, state: dict, which: str) -> None:
                                 name)
 
 
+# Buffers that data.* sets (the corpus's mel statistics): the new run's config decides them, not the source.
+CONFIG_BUFFERS = (".mel_mean", ".mel_std")
+
+
 def init_from(trainer, path: str, parts: Sequence[str]) -> None:
     """Initialise weights of `parts` (acoustic / vocoder / discriminator) from another run's checkpoint, an
     exported voice or a vocoder file (export_voice.py --vocoder-only, e.g. pretrained/vocoder.pth).
 
     The EMA weights of that checkpoint are used when present (they are the better weights); tensors
     whose shape differs (e.g. a new symbol set or speaker count) keep their fresh initialisation,
-    with a warning listing them.
+    with a warning listing them. A weight that only gained input channels (dim 1, e.g. the velocity net's
+    input projection of a model that adds model.prompt_context) keeps the source's columns and zeros for
+    the new ones, so the grown model computes what the source did while the new inputs are zero.
     """
     known = {"acoustic": "acoustic.", "vocoder": "generator.", "discriminator": None}
     bad = [p for p in parts if p not in known]
@@ -131,9 +137,13 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
         if prefix is None:
             continue
         for k, v in source.items():
-            if k.startswith(prefix) and k in own:
+            if k.startswith(prefix) and k in own and not k.endswith(CONFIG_BUFFERS):
                 if own[k].shape == v.shape:
                     own[k] = v
+                    loaded += 1
+                elif gained_inputs(own[k], v):
+                    own[k] = torch.cat([v.to(own[k].dtype), own[k].new_zeros(
+                        own[k].size(0), own[k].size(1) - v.size(1), *own[k].shape[2:])], dim=1)
                     loaded += 1
                 else:
                     mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
@@ -151,6 +161,12 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
         raise CheckpointError(f"init_checkpoint {path} has no weights for parts {list(parts)}")
     trainer.ema.copy_from(trainer.model)
     trainer.log.info("initialised %s from %s (%d tensors)", ", ".join(parts), path, loaded)
+
+
+def gained_inputs(own: torch.Tensor, source: torch.Tensor) -> bool:
+    """True when `own` is `source` with more input channels (dim 1) and every other dim equal."""
+    return (own.dim() == source.dim() >= 2 and own.size(1) > source.size(1)
+            and own.shape[:1] + own.shape[2:] == source.shape[:1] + source.shape[2:])
 
 
 def save(trainer) -> Optional[Path]:

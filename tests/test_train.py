@@ -399,6 +399,20 @@ def test_init_checkpoint_copies_selected_parts(resumed_run, tiny_config, tmp_pat
     assert trainer.step == 0
 
 
+def test_init_checkpoint_grows_inputs_and_keeps_the_configs_mel_statistics(resumed_run, tiny_config, tmp_path):
+    """A prompt_context model started from one without: the velocity net's input projection keeps the
+    source's columns and gets zeros for the context; mel_mean / mel_std come from the new config."""
+    source = ckpt.load_checkpoint(resumed_run[0] / "G_4.pth")["ema"]
+    trainer = make_trainer(tiny_config, tmp_path / "run", init_checkpoint=str(resumed_run[0] / "G_4.pth"),
+                           init_parts=["acoustic"], prompt_context=True, mel_mean=-4.0)
+    trainer.resume_or_init()
+    key = next(k for k in source if k.endswith("estimator.in_proj.weight"))
+    grown, old = trainer.model.state_dict()[key], source[key]
+    assert grown.size(1) == old.size(1) + trainer.hps.data.n_mel_channels
+    assert torch.equal(grown[:, :old.size(1)], old) and not grown[:, old.size(1):].any()
+    assert trainer.model.acoustic.mel_mean.item() == -4.0
+
+
 class SmallDiscriminator(torch.nn.Module):
     """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
 
