@@ -18,13 +18,13 @@ from typing import List, Optional, Sequence, Tuple
 
 from sampling import SamplingConfig, add_sampling_arguments, from_args
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "demo_voice.pth"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "pretrained" / "multispeaker.pth"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Synthesize speech with a flow-matching TTS checkpoint.")
-    p.add_argument("--checkpoint", help="G_<step>.pth from training (default: the demo voice "
-                                        "pretrained/demo_voice.pth)")
+    p.add_argument("--checkpoint", help="G_<step>.pth from training or a voice file (default: the "
+                                        "multi-speaker voice pretrained/multispeaker.pth)")
     p.add_argument("--onnx", metavar="DIR", help="speak with an export_onnx.py folder instead: onnxruntime and "
                                                  "numpy only, no torch (sampling defaults from its voice.json)")
     p.add_argument("--int8", action="store_true", help="with --onnx: the int8-quantized velocity net and vocoder")
@@ -90,7 +90,7 @@ def _resolve_checkpoint(arg: Optional[str]) -> Path:
     if arg is not None:
         return Path(arg)
     if not DEFAULT_CHECKPOINT.is_file():
-        raise CheckpointError(f"no --checkpoint given and the demo voice {DEFAULT_CHECKPOINT} is not there; "
+        raise CheckpointError(f"no --checkpoint given and the default voice {DEFAULT_CHECKPOINT} is not there; "
                               "pass --checkpoint logs/NAME/G_<step>.pth or train one with "
                               "`python train_flow_matching.py -c configs/<config>.json -m NAME`")
     return DEFAULT_CHECKPOINT

@@ -1,6 +1,6 @@
 """An OpenAI-compatible speech server with a web page: one model instance, safe under concurrent requests.
 
-    python server.py                                     # the demo voice on http://127.0.0.1:8000
+    python server.py                                     # the default voice on http://127.0.0.1:8000
     python server.py --onnx onnx/demo_voice --name demo  # the torch-free runtime
     curl -s 127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json' \
         -d '{"model": "flow-tts", "input": "Hello there.", "voice": "demo"}' -o hello.wav
@@ -213,7 +213,7 @@ def load_voice_for_server(args) -> object:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="voice file or G_<step>.pth (default: the demo voice)")
+    p.add_argument("--checkpoint", help="voice file or G_<step>.pth (default: pretrained/multispeaker.pth)")
     p.add_argument("--onnx", metavar="DIR", help="serve an export_onnx.py folder with the torch-free runtime")
     p.add_argument("--int8", action="store_true", help="with --onnx: the int8 graphs")
     p.add_argument("--name", default="demo", help="the voice's name in requests (default demo)")

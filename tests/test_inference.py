@@ -384,7 +384,7 @@ def _bad_inputs(ckpt: Path, work: Path) -> dict:
     torch.save(state, paths["bigvocab"])
     paths["lines"].write_text("Hello there.\n!!! ???\n", encoding="utf-8")
     paths["nodemo"].parent.mkdir()
-    shutil.copy(CLI, paths["nodemo"])  # its default pretrained/demo_voice.pth does not exist there
+    shutil.copy(CLI, paths["nodemo"])  # its default pretrained/multispeaker.pth does not exist there
     return paths
 
 
@@ -405,7 +405,7 @@ def _subprocess_cases(ckpt: Path, p: dict, work: Path) -> dict:
         "missing checkpoint": (["--checkpoint", str(work / "nope.pth"), "--text", "Hi."] + o,
                                ["not found", "nope.pth"], [out]),
         "unreadable checkpoint": (["--checkpoint", str(p["garbage"]), "--text", "Hi."] + o, ["corrupt"], [out]),
-        "no default checkpoint": (["--text", "Hi."] + o, ["--checkpoint", "demo_voice.pth", "train"], [out]),
+        "no default checkpoint": (["--text", "Hi."] + o, ["--checkpoint", "multispeaker.pth", "train"], [out]),
         "vocabulary mismatch": (["--checkpoint", str(p["bigvocab"]), "--config", str(p["own"]), "--text", "Hi."] + o,
                                 ["vocabulary size", "216", "211"], [out]),
         "n_mels mismatch": (ck + ["--config", str(p["mels"]), "--text", "Hi."] + o,

@@ -1,0 +1,73 @@
+"""The shipped multi-speaker voice: small, named speakers, intelligible, and each speaker sounds like itself.
+
+pretrained/multispeaker.pth was trained on the multi-voice corpus (see pretrained/MULTISPEAKER.md). Every
+voice reads held-out sentences (corpus/test_ids.txt: no voice trained on them); the offline recogniser
+scores them and resemblyzer checks that a voice's sentences are closer to each other than to another
+voice's. Bounds come from the values measured when the voice was exported, with margin for another CPU.
+"""
+import numpy as np
+import pytest
+import torch
+
+from asr import Transcriber
+from conftest import ROOT
+import metrics
+from sampling import SamplingConfig
+from speaker_similarity import SpeakerEncoder
+from test_demo_voice import held_out_sentences
+
+VOICE = ROOT / "pretrained" / "multispeaker.pth"
+SPEAKERS = ["awb", "flite_slt", "kal", "kal16", "rms", "slt_hts", "ljspeech"]
+CHECKED = ["slt_hts", "awb", "rms"]  # a female and two male voices, two engines
+N_SENTENCES = 4
+MAX_WER = {"slt_hts": 0.30, "awb": 0.35, "rms": 0.30}  # measured: see synthesized()
+# Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured ...
+MIN_VOICE_MARGIN = 0.05
+
+
+@pytest.fixture(scope="module")
+def synthesized():
+    """{speaker: [waveform per held-out sentence]} at the voice's default sampling (its cfg_scale)."""
+    from synthesize import Synthesizer
+
+    tts = Synthesizer.from_checkpoint(VOICE)
+    sentences = held_out_sentences(N_SENTENCES)
+    sampling = SamplingConfig(steps=4, cfg_scale=tts.hps.model.cfg_scale)
+    out = {}
+    for speaker in CHECKED:
+        out[speaker] = [tts.synthesize(s, sampling, speaker=speaker, seed=i)[0] for i, s in enumerate(sentences)]
+    return sentences, out, tts.sample_rate
+
+
+def test_multispeaker_voice_is_small_ema_only_half_precision_with_named_speakers():
+    from synthesize import Synthesizer
+
+    assert VOICE.stat().st_size <= 30e6, f"{VOICE} is {VOICE.stat().st_size / 1e6:.1f} MB"
+    ckpt = torch.load(VOICE, map_location="cpu", weights_only=True)
+    assert "model" not in ckpt and "optimizer" not in ckpt, "a shipped voice holds EMA weights only"
+    tts = Synthesizer.from_checkpoint(VOICE)
+    assert tts.speaker_names == SPEAKERS and tts.validate_speaker(None) == SPEAKERS.index("slt_hts")
+    with pytest.raises(ValueError, match="known speakers: awb, flite_slt"):
+        tts.validate_speaker("ked")
+
+
+@pytest.mark.parametrize("speaker", CHECKED)
+def test_each_speaker_reads_held_out_sentences_intelligibly(synthesized, speaker):
+    sentences, audio, sr = synthesized
+    transcriber = Transcriber()
+    hyps = [transcriber.transcribe(wav, sr) for wav in audio[speaker]]
+    wer = metrics.corpus_wer(sentences, hyps)
+    print(f"{speaker}: WER {wer:.3f}: {hyps}")
+    assert wer <= MAX_WER[speaker], f"{speaker} WER {wer:.3f} > {MAX_WER[speaker]}; transcripts: {hyps}"
+
+
+def test_each_speaker_sounds_like_itself_not_like_the_others(synthesized):
+    _, audio, sr = synthesized
+    encoder = SpeakerEncoder()
+    emb = {s: [encoder.embed(wav, sr) for wav in waves] for s, waves in audio.items()}
+    same = np.mean([encoder.similarity(a, b) for s in CHECKED for i, a in enumerate(emb[s])
+                    for b in emb[s][i + 1:]])
+    other = np.mean([encoder.similarity(a, b) for i, s in enumerate(CHECKED) for t in CHECKED[i + 1:]
+                     for a in emb[s] for b in emb[t]])
+    print(f"same voice {same:.3f}, different voices {other:.3f}")
+    assert same - other >= MIN_VOICE_MARGIN, f"same voice {same:.3f} vs different voices {other:.3f}"
