@@ -10,9 +10,12 @@ and phonemized (preprocess.py) into RUN/data; --minutes keeps only the first min
 speaker is appended to the base model's speakers (its embedding starts at the mean of theirs) and only
 a small set of conditioning parameters trains (ADAPTED: the new speaker's embedding, and the layers
 that map a speaker embedding into the text encoder, the duration predictor and the velocity network;
-`--adapt acoustic` trains the whole acoustic model instead); the vocoder stays as in the base. Training runs train_flow_matching.py on
-RUN (a progress bar with an ETA; stop with Ctrl-C and run the same command to resume) and the result is
-exported as RUN/voice.pth, which the CLI and API load like any voice (`--speaker NAME`).
+`--adapt acoustic` trains the whole acoustic model instead). The vocoder stays as in the base unless
+--vocoder-steps N fine-tunes it afterwards on the same clips (ground-truth mels, in RUN/vocoder): the
+shared vocoder, never trained on this voice, is what caps a clone's speaker similarity. Training runs
+train_flow_matching.py on RUN (a progress bar with an ETA; stop with Ctrl-C and run the same command to
+resume) and the result is exported as RUN/voice.pth, which the CLI and API load like any voice
+(`--speaker NAME`).
 """
 from __future__ import annotations
 
@@ -29,9 +32,13 @@ import torch
 from atomic import write_text_atomic
 from checkpoint import CheckpointError, save_checkpoint
 from config import ConfigError, HParams
+from teacher_forced_mels import FINETUNE
 
 ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
 WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: the default, or the whole acoustic model
+# --vocoder-steps: teacher_forced_mels.FINETUNE on ground-truth mels, with the batch and rate measured for
+# cloning (README "Many voices": 600 steps on 5 minutes of audio)
+VOCODER_FINETUNE = dict(FINETUNE, batch_size=8, vocoder_learning_rate=2e-4, trainable=[])
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -46,12 +53,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="conditioning (default): the new speaker's embedding and the speaker layers only; "
                         "acoustic: the whole acoustic model (more capacity, the voice file then serves this "
                         "speaker best)")
+    p.add_argument("--vocoder-steps", type=int, default=0,
+                   help="then fine-tune the vocoder on the same clips for N steps (default 0: keep the base's)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="learning rate (default 2e-3 for --adapt conditioning, 2e-4 for acoustic)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error(f"--steps must be a positive integer, got {args.steps}")
+    if args.vocoder_steps < 0:
+        p.error(f"--vocoder-steps must be 0 or more, got {args.vocoder_steps}")
     if args.minutes is not None and args.minutes <= 0:
         p.error(f"--minutes must be positive, got {args.minutes}")
     return args
@@ -137,14 +148,22 @@ def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps
         cond_drop_rate=0.0, speaker_drop_rate=0.0)
 
 
-def export(run_dir: Path, steps: int, dataset: Path, minutes: float, base: Path, name: str) -> Path:
+def vocoder_config(adapted: HParams, acoustic_checkpoint: Path, steps: int) -> HParams:
+    """The adaptation config set to fine-tune the vocoder alone, from `acoustic_checkpoint`'s, on the same clips."""
+    return adapted.replace(**dict(VOCODER_FINETUNE, max_steps=steps), init_checkpoint=str(acoustic_checkpoint.resolve()),
+                           vocoder_mel_dir=None,  # ground-truth mels
+                           eval_interval=steps, log_interval=max(1, min(20, steps)), keep_ckpts=1)
+
+
+def export(run_dir: Path, steps: int, dataset: Path, minutes: float, base: Path, name: str,
+           vocoder: Optional[Path] = None) -> Path:
     from export_voice import export_voice
 
     metadata = {"cloned_from": {"dataset": dataset.resolve().name, "date": datetime.date.today().isoformat(),
                                 "minutes_of_audio": round(minutes, 2), "base": str(base), "speaker": name,
                                 "consent": "only clone a voice with its owner's consent"}}
     out = run_dir / "voice.pth"
-    export_voice(run_dir / f"G_{steps}.pth", out, half=True, metadata=metadata)
+    export_voice(run_dir / f"G_{steps}.pth", out, half=True, metadata=metadata, vocoder=vocoder)
     return out
 
 
@@ -172,11 +191,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"adapting {base} to {name!r} on {minutes:.1f} min of audio: {args.steps} steps, parameters "
           f"{', '.join(WHAT_TRAINS[args.adapt])}")
     train_args = ["-c", str(run_dir / "adapt.json"), "-m", str(run_dir)]
-    code = train.main(train_args + (["--device", args.device] if args.device else []))
+    device = ["--device", args.device] if args.device else []
+    code = train.main(train_args + device)
     if code != 0:
         return code
+    vocoder = None
+    if args.vocoder_steps:
+        print(f"fine-tuning the vocoder on the same clips: {args.vocoder_steps} steps")
+        vocoder_dir = run_dir / "vocoder"
+        vocoder_dir.mkdir(exist_ok=True)
+        vocoder_config(cfg, run_dir / f"G_{args.steps}.pth", args.vocoder_steps).save(vocoder_dir / "finetune.json")
+        code = train.main(["-c", str(vocoder_dir / "finetune.json"), "-m", str(vocoder_dir)] + device)
+        if code != 0:
+            return code
+        vocoder = vocoder_dir / f"G_{args.vocoder_steps}.pth"
     try:
-        out = export(run_dir, args.steps, dataset, minutes, base, name)
+        out = export(run_dir, args.steps, dataset, minutes, base, name, vocoder)
     except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

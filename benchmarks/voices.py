@@ -153,11 +153,13 @@ def clone(args) -> Dict:
             t0 = time.perf_counter()
             code = clone_voice.main(["--dataset", str(dataset), "--base", args.voice, "-m", str(run), "--name",
                                      corpus.held_out, "--minutes", str(minutes), "--steps", str(args.adapt_steps),
+                                     "--vocoder-steps", str(args.vocoder_steps),
                                      "--adapt", adapt, "--device", "cpu"])
             if code != 0:
                 raise RuntimeError(f"clone_voice.py failed with exit code {code}")
             tts = Synthesizer.from_checkpoint(run / "voice.pth")
             row = {"method": f"adapt {adapt}", "minutes": minutes, "adapt_steps": args.adapt_steps,
+                   "vocoder_steps": args.vocoder_steps,
                    "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
                    **score(test, transcriber, tts, sampling, encoder, centroid, speaker=tts.n_speakers - 1)}
             rows.append(row | {"progress": progress(row["similarity"], **held_out)})
@@ -210,6 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     p.add_argument("--minutes", type=float, nargs="*", default=[1.0, 5.0], help="clone: minutes to adapt on")
     p.add_argument("--adapt-steps", type=int, default=200)
+    p.add_argument("--vocoder-steps", type=int, default=0, help="clone: clone_voice.py --vocoder-steps")
     p.add_argument("--adapt", nargs="*", default=["conditioning"], choices=("conditioning", "acoustic"),
                    help="clone: what adaptation trains (clone_voice.py --adapt)")
     p.add_argument("--prompt-seconds", type=float, nargs="*", default=[6.0, 20.0], help="clone: reference lengths")

@@ -1,4 +1,5 @@
-"""The shipped demo voice speaks intelligibly through the README's run command.
+"""The shipped voices speak intelligibly: the README's run command (the default voice,
+pretrained/multispeaker.pth) and the single-voice demo voice.
 
 pretrained/demo_voice.pth was trained on the synthetic festival corpus (see pretrained/README.md). This
 runs the README's run command as written (only the output path moved to a temporary folder), then the
@@ -64,7 +65,7 @@ def test_demo_voice_is_small_ema_only_half_precision():
 def test_readme_run_command_speaks_intelligibly(tmp_path):
     argv = readme_run_command()
     assert argv[:2] == ["python", "inference_flow_matching.py"] and "--checkpoint" not in argv, \
-        "the README's run command must use the demo voice (no --checkpoint)"
+        "the README's run command must use the default voice (no --checkpoint)"
     readme_text, out = argv[argv.index("--text") + 1], tmp_path / "out.wav"
     argv[argv.index("--output") + 1] = str(out)
     run_cli(argv[2:] + ["--threads", "1"], cwd=ROOT)
@@ -82,8 +83,8 @@ def test_readme_run_command_speaks_intelligibly(tmp_path):
         audio, sr = sf.read(wav, dtype="float32")
         hyps.append(transcriber.transcribe(audio, sr))
     wer = metrics.corpus_wer([readme_text] + held_out, hyps)
-    print(f"demo voice WER {wer:.3f} on the README sentence + {N_HELD_OUT} held-out sentences: {hyps}")
-    assert wer <= MAX_WER, f"demo voice WER {wer:.3f} > {MAX_WER}; transcripts: {hyps}"
+    print(f"default voice WER {wer:.3f} on the README sentence + {N_HELD_OUT} held-out sentences: {hyps}")
+    assert wer <= MAX_WER, f"default voice WER {wer:.3f} > {MAX_WER}; transcripts: {hyps}"
 
 
 def test_shared_vocoder_speaks_the_demo_voices_mels(tmp_path):

@@ -339,6 +339,30 @@ def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, dat
     assert len(audio) > 0 and np.isfinite(audio).all()
 
 
+def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_dir):
+    import clone_voice
+    from voice import read_voice
+
+    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
+    torch.manual_seed(0)
+    base = tmp_path / "base.pth"
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
+    run = tmp_path / "run"
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
+                             "--steps", "2", "--vocoder-steps", "2", "--device", "cpu"]) == 0
+    def half(weights, prefix):
+        return {k: v.half().float() for k, v in weights.items() if k.startswith(prefix)}
+
+    before = read_voice(base).weights
+    tuned = read_voice(run / "vocoder" / "G_2.pth", use_ema=False).weights  # the vocoder run's raw weights
+    assert any(not torch.equal(v, before[k]) for k, v in tuned.items() if k.startswith("generator."))
+    after = read_voice(run / "voice.pth").weights
+    torch.testing.assert_close(half(after, "generator."), half(read_voice(run / "vocoder" / "G_2.pth").weights,
+                                                                "generator."))
+    torch.testing.assert_close(half(after, "acoustic."), half(read_voice(run / "G_2.pth").weights, "acoustic."))
+    assert read_voice(run / "voice.pth").checkpoint["metadata"]["cloned_from"]["speaker"] == "dee"
+
+
 def test_clone_voice_refuses_a_single_speaker_base_and_a_folder_without_metadata(tmp_path, data_dir, capsys):
     import clone_voice
 
