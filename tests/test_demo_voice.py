@@ -27,7 +27,7 @@ RUN_MARKER = "<!-- demo-run -->"
 N_HELD_OUT = 8
 MAX_MB = 30
 # Measured with this test's sentences, command and seed: see pretrained/README.md.
-MAX_WER = 0.25  # measured 0.100 (2026-12-02, Intel Xeon, 2 threads; with the earlier vocoder 0.200); a voice after 12 minutes of training scores about 0.55
+MAX_WER = 0.25  # the default voice (multispeaker.pth) measured 0.117 (2026-12-02, Intel Xeon; the demo voice 0.100); a voice after 12 minutes of training scores about 0.55
 MAX_WER_SHARED_VOCODER = 0.32  # measured 0.210 (2026-12-02, Intel Xeon; the step-4064 vocoder 0.248)
 
 

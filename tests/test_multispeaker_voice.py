@@ -20,9 +20,11 @@ VOICE = ROOT / "pretrained" / "multispeaker.pth"
 SPEAKERS = ["awb", "flite_slt", "kal", "kal16", "rms", "slt_hts", "ljspeech"]
 CHECKED = ["slt_hts", "awb", "rms"]  # a female and two male voices, two engines
 N_SENTENCES = 4
-MAX_WER = {"slt_hts": 0.30, "awb": 0.35, "rms": 0.30}  # measured: see synthesized()
-# Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured ...
-MIN_VOICE_MARGIN = 0.05
+# Measured 2026-12-02 (Intel Xeon, 4 Euler steps, guidance 1): slt_hts 0.244, awb 0.171, rms 0.073 (41 words)
+MAX_WER = {"slt_hts": 0.40, "awb": 0.35, "rms": 0.25}
+# Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured
+# 0.917 - 0.649 = 0.268
+MIN_VOICE_MARGIN = 0.15
 
 
 @pytest.fixture(scope="module")
