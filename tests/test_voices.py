@@ -1,6 +1,8 @@
 """Many voices on tiny models: condition dropout, classifier-free guidance, prompting with a reference clip."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -310,15 +312,20 @@ def test_bad_reference_clips_get_clear_errors(prompt_synthesizer, lj_wavs, tmp_p
 
 # ----------------------------------------------------------------------------------------------- adaptation
 
+def tiny_multi_speaker_base(path: Path) -> Path:
+    """A tiny untrained three-speaker voice file (ann, bob, cy) to adapt."""
+    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
+    torch.manual_seed(0)
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, path)
+    return path
+
+
 def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, data_dir):
     import clone_voice
     from checkpoint import load_checkpoint
     from voice import read_voice
 
-    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
-    torch.manual_seed(0)
-    base = tmp_path / "base.pth"
-    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
+    base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
                              "--steps", "3", "--device", "cpu"]) == 0
@@ -343,10 +350,7 @@ def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_
     import clone_voice
     from voice import read_voice
 
-    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
-    torch.manual_seed(0)
-    base = tmp_path / "base.pth"
-    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
+    base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
                              "--steps", "2", "--vocoder-steps", "2", "--device", "cpu"]) == 0
