@@ -37,7 +37,7 @@ from teacher_forced_mels import FINETUNE
 ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
 WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: the default, or the whole acoustic model
 # --vocoder-steps: teacher_forced_mels.FINETUNE on ground-truth mels, with the batch and rate measured for
-# cloning (README "Many voices": 600 steps on 5 minutes of audio)
+# cloning (README "Many voices": 600 and 1200 steps on 5 minutes of audio)
 VOCODER_FINETUNE = dict(FINETUNE, batch_size=8, vocoder_learning_rate=2e-4, trainable=[])
 
 
