@@ -1,7 +1,7 @@
 """The shipped multi-speaker voice: small, named speakers, intelligible, and each speaker sounds like itself.
 
-pretrained/multispeaker.pth was trained on the multi-voice corpus (see pretrained/MULTISPEAKER.md). Every
-voice reads held-out sentences (corpus/test_ids.txt: no voice trained on them); the offline recogniser
+pretrained/multispeaker.pth was trained on the multi-voice corpus (see pretrained/MULTISPEAKER.md). Three of
+its voices read held-out sentences (corpus/test_ids.txt: no voice trained on them); the offline recogniser
 scores them and resemblyzer checks that a voice's sentences are closer to each other than to another
 voice's. Bounds come from the values measured when the voice was exported, with margin for another CPU.
 """
