@@ -58,6 +58,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=None,
                    help="learning rate (default 2e-3 for --adapt conditioning, 2e-4 for acoustic)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--vocoder-bf16", action="store_true",
+                   help="fine-tune the vocoder in bfloat16 mixed precision (train.bf16_run): 1.3x faster on CPUs "
+                        "with AMX (the acoustic adaptation stays fp32: bf16 made it 1.4x slower there)")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error(f"--steps must be a positive integer, got {args.steps}")
@@ -148,8 +151,11 @@ def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps
         cond_drop_rate=0.0, speaker_drop_rate=0.0)
 
 
-def vocoder_config(adapted: HParams, acoustic_checkpoint: Path, steps: int) -> HParams:
-    """The adaptation config set to fine-tune the vocoder alone, from `acoustic_checkpoint`'s, on the same clips."""
+def vocoder_config(adapted: HParams, acoustic_checkpoint: Path, steps: int, bf16: bool = False) -> HParams:
+    """The adaptation config set to fine-tune the vocoder alone, from `acoustic_checkpoint`'s, on the same clips
+    (in bf16 mixed precision if `bf16`)."""
+    if bf16:
+        adapted = adapted.replace(bf16_run=True, fp16_run=False)
     return adapted.replace(**dict(VOCODER_FINETUNE, max_steps=steps), init_checkpoint=str(acoustic_checkpoint.resolve()),
                            vocoder_mel_dir=None,  # ground-truth mels
                            eval_interval=steps, log_interval=max(1, min(20, steps)), keep_ckpts=1)
@@ -200,7 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"fine-tuning the vocoder on the same clips: {args.vocoder_steps} steps")
         vocoder_dir = run_dir / "vocoder"
         vocoder_dir.mkdir(exist_ok=True)
-        vocoder_config(cfg, run_dir / f"G_{args.steps}.pth", args.vocoder_steps).save(vocoder_dir / "finetune.json")
+        vocoder_config(cfg, run_dir / f"G_{args.steps}.pth", args.vocoder_steps,
+                       args.vocoder_bf16).save(vocoder_dir / "finetune.json")
         code = train.main(["-c", str(vocoder_dir / "finetune.json"), "-m", str(vocoder_dir)] + device)
         if code != 0:
             return code

@@ -154,12 +154,12 @@ def clone(args) -> Dict:
             code = clone_voice.main(["--dataset", str(dataset), "--base", args.voice, "-m", str(run), "--name",
                                      corpus.held_out, "--minutes", str(minutes), "--steps", str(args.adapt_steps),
                                      "--vocoder-steps", str(args.vocoder_steps),
-                                     "--adapt", adapt, "--device", "cpu"])
+                                     "--adapt", adapt, "--device", "cpu"] + (["--vocoder-bf16"] if args.vocoder_bf16 else []))
             if code != 0:
                 raise RuntimeError(f"clone_voice.py failed with exit code {code}")
             tts = Synthesizer.from_checkpoint(run / "voice.pth")
             row = {"method": f"adapt {adapt}", "minutes": minutes, "adapt_steps": args.adapt_steps,
-                   "vocoder_steps": args.vocoder_steps,
+                   "vocoder_steps": args.vocoder_steps, "vocoder_bf16": args.vocoder_bf16,
                    "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
                    **score(test, transcriber, tts, sampling, encoder, centroid, speaker=tts.n_speakers - 1)}
             rows.append(row | {"progress": progress(row["similarity"], **held_out)})
@@ -215,6 +215,7 @@ def main(argv=None) -> int:
     p.add_argument("--vocoder-steps", type=int, default=0, help="clone: clone_voice.py --vocoder-steps")
     p.add_argument("--adapt", nargs="*", default=["conditioning"], choices=("conditioning", "acoustic"),
                    help="clone: what adaptation trains (clone_voice.py --adapt)")
+    p.add_argument("--vocoder-bf16", action="store_true", help="clone: clone_voice.py --vocoder-bf16")
     p.add_argument("--prompt-seconds", type=float, nargs="*", default=[6.0, 20.0], help="clone: reference lengths")
     p.add_argument("--steps", type=int, default=10, help="ODE steps (euler, sway)")
     p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")

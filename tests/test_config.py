@@ -1,5 +1,6 @@
 """Config loading: unknown keys, wrong types and inconsistent values are rejected with the key named."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,11 @@ def test_every_training_lever_is_a_valid_config():
     assert base["train"].get("max_minutes") is None  # the base config is not changed
     for section, values in levers.LEVERS["recipe"].items():  # the study's winner is what small.json holds
         assert {k: base[section][k] for k in values} == values
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_starts_from_a_shipped_file(path):
+    hps = config.load_config(path)
+    if hps.train.init_checkpoint:  # relative to the project root, where README's commands run
+        assert (path.parents[1] / hps.train.init_checkpoint).is_file()

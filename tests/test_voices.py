@@ -11,6 +11,7 @@ from conftest import make_tiny_hps, wake_velocity_net
 
 import text
 from audio import AudioError
+from config import load_config
 from flow_matching import ConditionDropout, FlowMatchingTTS, Prompt, prompt_spans
 from models import FlowMatchingSynthesizer
 from sampling import SamplingConfig
@@ -353,7 +354,10 @@ def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_
     base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
-                             "--steps", "2", "--vocoder-steps", "2", "--device", "cpu"]) == 0
+                             "--steps", "2", "--vocoder-steps", "2", "--vocoder-bf16", "--device", "cpu"]) == 0
+    assert load_config(run / "vocoder" / "finetune.json").train.bf16_run  # --vocoder-bf16: the vocoder only
+    assert not load_config(run / "adapt.json").train.bf16_run
+
     def half(weights, prefix):
         return {k: v.half().float() for k, v in weights.items() if k.startswith(prefix)}
 
