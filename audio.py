@@ -66,6 +66,15 @@ def resample_clip(clip: AudioClip, sampling_rate: int, resample: bool = True) ->
     return AudioClip(wav, sampling_rate, clip.source_rate, clip.source_channels)
 
 
+def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
+    """Play `wav` (T,) `factor` times faster -> (~T / factor,): pitch and formants rise by `factor` and the
+    clip shortens by it, as from a speaker with a shorter vocal tract (speed perturbation)."""
+    if factor == 1.0:
+        return wav
+    out = soxr.resample(wav, factor, 1.0, quality="HQ")  # only the ratio of the two rates matters
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
 def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.ndarray:
     """Read `path` as mono float32 (T,) at `sampling_rate` (resampled, or AudioError if resample=False)."""
     return resample_clip(read_audio(path), sampling_rate, resample).wav

@@ -103,6 +103,9 @@ class DataConfig:
     # mels the vocoder trains on instead of the recordings' own: <dir>/<wav stem>.npy, e.g. an acoustic
     # model's teacher-forced output (teacher_forced_mels.py), so that it learns to vocode generated mels
     vocoder_mel_dir: Optional[str] = None
+    # [low, high]: each training clip is played at a random speed factor in this range (pitch, formants
+    # and tempo scale together: new voices for a shared vocoder); null: off. Validation never is.
+    speed_perturb: Optional[List[float]] = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,17 @@ def check_guidance_distillation(hps: HParams) -> None:
                           "parameters under 'acoustic.cfm.' (or be empty)")
 
 
+def _check_speed_perturb(d: DataConfig) -> None:
+    sp = d.speed_perturb
+    if len(sp) != 2 or not 0.5 <= sp[0] <= sp[1] <= 2.0:
+        raise ConfigError(f"data.speed_perturb must be [low, high] with 0.5 <= low <= high <= 2.0 (e.g. [0.9, 1.1]), "
+                          f"or null, got {sp}")
+    if d.durations_dir or d.vocoder_mel_dir:
+        raise ConfigError("data.speed_perturb changes each clip's length, so it cannot be used with "
+                          "data.durations_dir or data.vocoder_mel_dir (both are tied to the original frames); "
+                          "set it to null or drop those")
+
+
 def validate(hps: HParams) -> HParams:
     """Raise ConfigError for values that are individually valid but inconsistent together."""
     d, m, t = hps.data, hps.model, hps.train
@@ -324,6 +338,8 @@ def validate(hps: HParams) -> HParams:
     if m.discriminator_channels < 16 or m.discriminator_channels % 16:
         raise ConfigError(f"model.discriminator_channels must be a multiple of 16 (grouped convs), got "
                           f"{m.discriminator_channels}")
+    if d.speed_perturb is not None:
+        _check_speed_perturb(d)
     if t.discriminator_start_step < 0:
         raise ConfigError(f"train.discriminator_start_step must be >= 0, got {t.discriminator_start_step}")
     if t.segment_size % d.hop_length:

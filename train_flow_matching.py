@@ -176,7 +176,7 @@ class Trainer:
     def _build_data(self) -> None:
         t = self.hps.train
         self.collate = TextMelCollate()
-        self.train_set = TextMelLoader(self.hps.data.training_files, self.hps)
+        self.train_set = TextMelLoader(self.hps.data.training_files, self.hps, augment=True)
         self.sampler = DistributedBucketSampler(
             self.train_set, t.batch_size, length_boundaries(self.train_set.lengths),
             num_replicas=self.ctx.world_size, rank=self.ctx.rank,
