@@ -60,10 +60,14 @@ def resample_clip(clip: AudioClip, sampling_rate: int, resample: bool = True) ->
     if not resample:
         raise AudioError(f"sample rate is {clip.sampling_rate} Hz but the config expects {sampling_rate} Hz "
                          f"(data.resample is false); convert the file or set data.resample to true")
-    wav = soxr.resample(clip.wav, clip.sampling_rate, sampling_rate, quality="HQ")
-    # The resampler's ringing can overshoot full scale slightly; keep the [-1, 1] contract.
-    wav = np.clip(wav, -1.0, 1.0).astype(np.float32)
+    wav = _soxr_resample(clip.wav, clip.sampling_rate, sampling_rate)
     return AudioClip(wav, sampling_rate, clip.source_rate, clip.source_channels)
+
+
+def _soxr_resample(wav: np.ndarray, in_rate: float, out_rate: float) -> np.ndarray:
+    """(T,) -> (~T * out_rate / in_rate,) float32 in [-1, 1]."""
+    # The resampler's ringing can overshoot full scale slightly; keep the [-1, 1] contract.
+    return np.clip(soxr.resample(wav, in_rate, out_rate, quality="HQ"), -1.0, 1.0).astype(np.float32)
 
 
 def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
@@ -71,8 +75,7 @@ def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
     clip shortens by it, as from a speaker with a shorter vocal tract (speed perturbation)."""
     if factor == 1.0:
         return wav
-    out = soxr.resample(wav, factor, 1.0, quality="HQ")  # only the ratio of the two rates matters
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+    return _soxr_resample(wav, factor, 1.0)  # only the ratio of the two rates matters
 
 
 def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.ndarray:

@@ -299,7 +299,7 @@ def check_guidance_distillation(hps: HParams) -> None:
 
 def _check_speed_perturb(d: DataConfig) -> None:
     sp = d.speed_perturb
-    if len(sp) != 2 or not 0.5 <= sp[0] <= sp[1] <= 2.0:
+    if not isinstance(sp, (list, tuple)) or len(sp) != 2 or not 0.5 <= sp[0] <= sp[1] <= 2.0:
         raise ConfigError(f"data.speed_perturb must be [low, high] with 0.5 <= low <= high <= 2.0 (e.g. [0.9, 1.1]), "
                           f"or null, got {sp}")
     if d.durations_dir or d.vocoder_mel_dir:

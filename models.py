@@ -206,19 +206,19 @@ class MultiBandISTFTGenerator(nn.Module):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
-        # conv_post in fp32 as well: its outputs (log-magnitudes and phases, mostly |x| < 1) are small sums of
-        # large terms, and bf16 rounding of those terms scrambles them (copy-synthesis mel L1 0.37 -> 0.47
-        # on the unseen voice).
+        return self.tail_to_audio(x)
+
+    def tail_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Last upsampling stage's output (B, C, F) -> conv_post -> (audio (B, 1, F * istft_hop * subbands), sub-bands).
+
+        All in fp32, also under autocast: conv_post's outputs (log-magnitudes and phases, mostly |x| < 1) are
+        small sums of large terms that bf16 rounding scrambles (copy-synthesis mel L1 of the unseen voice 0.37
+        -> 0.47), and bf16/fp16 exp and overlap-add lose too much precision.
+        """
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self.conv_post(F.leaky_relu(x.float()))
-        return self.spec_to_audio(x)
-
-    def spec_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """conv_post output (B, subbands * 2 * n_bins, F) -> (audio (B, 1, F * istft_hop * subbands), sub-bands)."""
-        batch, _, frames = x.shape
-        # exp, iSTFT and PQMF in fp32: bf16/fp16 exp and overlap-add lose too much precision.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float().reshape(batch * self.subbands, 2 * self.n_bins, frames)
+            batch, _, frames = x.shape
+            x = x.reshape(batch * self.subbands, 2 * self.n_bins, frames)
             magnitude = torch.exp(x[:, :self.n_bins].clamp(max=LOG_MAGNITUDE_MAX))
             phase = math.pi * torch.sin(x[:, self.n_bins:])
             subband_audio = self.istft(magnitude, phase).reshape(batch, self.subbands, frames * self.istft_hop)

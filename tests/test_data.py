@@ -157,7 +157,7 @@ def test_speed_perturbation_plays_training_clips_faster_with_matching_mels(tmp_p
     torch.testing.assert_close(unaugmented[0]["wav"], plain["wav"])
 
 
-@pytest.mark.parametrize("bad", [[0.9], [1.1, 0.9], [0.3, 1.0]])
+@pytest.mark.parametrize("bad", [1.1, [0.9], [1.1, 0.9], [0.3, 1.0]])
 def test_speed_perturbation_range_is_checked(tiny_hps, bad):
     from config import ConfigError
     with pytest.raises(ConfigError, match=r"speed_perturb must be \[low, high\]"):
