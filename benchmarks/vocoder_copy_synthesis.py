@@ -14,6 +14,9 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
          vocoder training loss's full-band resolutions)
   sim    (--similarity) speaker similarity of the output to its recording (resemblyzer embeddings)
 Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels.
+
+--references-from REPORT.json reuses the recording's and Griffin-Lim's scores of an earlier report made on the
+same clips (checked by clip ids) instead of recomputing them: scoring a new snapshot then costs a third as much.
 """
 from __future__ import annotations
 
@@ -59,11 +62,27 @@ def mrstft_distance(loss: MultiResolutionSTFTLoss, wav: np.ndarray, ref: np.ndar
     return float(sc + mag)
 
 
+REFERENCE_PATHS = ("recording", "griffin_lim")
+
+
+def clip_ids(list_path: Path, limit: int) -> List[str]:
+    return [u.wav_path for u in read_filelist(list_path)[:limit]]
+
+
+def reused_references(report: Dict, voice: str, ids: List[str], source: str) -> Dict:
+    """The recording's and Griffin-Lim's scores for `voice` from an earlier report, if made on exactly these clips."""
+    earlier = report.get("voices", {}).get(voice)
+    if earlier is None or earlier.get("clip_ids") != ids:
+        raise SystemExit(f"--references-from {source} has no scores for {voice} on these {len(ids)} clips "
+                         f"(reports before clip ids were recorded cannot be reused): run once without it")
+    return {name: earlier["paths"][name] for name in REFERENCE_PATHS}
+
+
 def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transcriber, limit: int,
-                encoder=None) -> Dict:
-    """{path name: {wer, mcd, mrstft[, sim]}} for one voice's clips (path names: recording, griffin_lim,
-    vocoders). sim (with a speaker_similarity.SpeakerEncoder): cosine between the embeddings of the output
-    and of its recording, how much of the voice survives the path."""
+                encoder=None, references: bool = True) -> Dict:
+    """{path name: {wer, mcd, mrstft[, sim]}} for one voice's clips (path names: recording, griffin_lim
+    (unless not `references`), vocoders). sim (with a speaker_similarity.SpeakerEncoder): cosine between the
+    embeddings of the output and of its recording, how much of the voice survives the path."""
     utterances = read_filelist(list_path)[:limit]
     d = next(iter(vocoders.values()))[1].data
     loss = MultiResolutionSTFTLoss()
@@ -72,7 +91,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
     for utt in utterances:
         ref = load_wav(utt.wav_path, d.sampling_rate, True)
         mel = mel_from_config(torch.from_numpy(ref).unsqueeze(0), d)
-        outputs = {"recording": ref, "griffin_lim": griffin_lim(mel[0].numpy(), d)}
+        outputs = {"recording": ref, "griffin_lim": griffin_lim(mel[0].numpy(), d)} if references else {}
         with torch.inference_mode():
             for name, (generator, _) in vocoders.items():
                 outputs[name] = generator(mel)[0][0, 0].numpy()
@@ -91,7 +110,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         result[name] = {"wer": metrics.corpus_wer(refs, h)}
         for key, values in dist.get(name, {}).items():
             result[name][key] = float(np.mean(values))
-    return {"clips": len(utterances), "paths": result}
+    return {"clips": len(utterances), "clip_ids": [u.wav_path for u in utterances], "paths": result}
 
 
 def format_table(report: Dict) -> str:
@@ -117,7 +136,12 @@ def main(argv=None) -> int:
     p.add_argument("--output", help="write the JSON report here")
     p.add_argument("--similarity", action="store_true",
                    help="also score speaker similarity to the recording (resemblyzer; speaker_similarity.py)")
+    p.add_argument("--references-from", metavar="REPORT.json",
+                   help="reuse the recording's and Griffin-Lim's scores of this earlier report (same clips)")
     args = p.parse_args(argv)
+    if args.references_from and not Path(args.references_from).is_file():
+        p.error(f"--references-from {args.references_from}: no such report")
+    earlier = json.loads(Path(args.references_from).read_text()) if args.references_from else None
     torch.set_num_threads(args.threads)
     vocoders = {Path(v).stem: load_vocoder(v) for v in args.vocoder}
     t0 = time.perf_counter()
@@ -130,7 +154,13 @@ def main(argv=None) -> int:
                                          "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "processor": cpu_name()}}
     for list_path in args.lists:
         voice = Path(list_path).stem
-        report["voices"][voice] = score_voice(Path(list_path), vocoders, transcriber, args.limit, encoder)
+        reused = None
+        if earlier is not None:
+            reused = reused_references(earlier, voice, clip_ids(Path(list_path), args.limit), args.references_from)
+        scores = score_voice(Path(list_path), vocoders, transcriber, args.limit, encoder, references=reused is None)
+        if reused is not None:
+            scores["paths"] = {**reused, **scores["paths"]}
+        report["voices"][voice] = scores
         print(f"{voice}: {json.dumps(report['voices'][voice]['paths'])}", flush=True)
     report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
     print(format_table(report))

@@ -376,3 +376,31 @@ def test_frozen_restores_each_flag_and_blocks_weight_gradients():
         net(x).sum().backward()
     assert x.grad is not None and all(p.grad is None for p in net.parameters())
     assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
+# ------------------------------------------------------------------------------------------------ benchmark
+
+def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, monkeypatch):
+    """benchmarks/vocoder_copy_synthesis.py --references-from: the recording's and Griffin-Lim's scores come from
+    the earlier report (Griffin-Lim is not run again), and a report made on other clips is refused."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(data_dir.parents[1] / "benchmarks"))
+    import vocoder_copy_synthesis as copy_synthesis
+
+    text = (data_dir / "metadata.csv").read_text().splitlines()[1].split("|")[2]
+    voice_list = tmp_path / "lj.txt"
+    voice_list.write_text(f"{lj_wavs[1]}|{text}\n")
+    vocoder = str(data_dir.parents[1] / "pretrained" / "vocoder.pth")
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    args = ["--vocoder", vocoder, "--lists", str(voice_list), "--limit", "1", "--threads", "1"]
+    assert copy_synthesis.main(args + ["--output", str(first)]) == 0
+    monkeypatch.setattr(copy_synthesis, "griffin_lim", lambda *a: pytest.fail("Griffin-Lim ran again"))
+    assert copy_synthesis.main(args + ["--output", str(second), "--references-from", str(first)]) == 0
+    a, b = (json.loads(p.read_text())["voices"]["lj"] for p in (first, second))
+    assert a["clip_ids"] == b["clip_ids"] == [str(lj_wavs[1])]
+    assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
+    voice_list.write_text(f"{lj_wavs[2]}|{text}\n")
+    with pytest.raises(SystemExit, match="run once without it"):
+        copy_synthesis.main(args + ["--references-from", str(first)])
