@@ -16,11 +16,12 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
 Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels.
 
 --references-from REPORT.json reuses the recording's and Griffin-Lim's scores of an earlier report made on the
-same clips (checked by clip ids) instead of recomputing them: scoring a new snapshot then costs a third as much.
+same clips (checked by content hashes) instead of recomputing them: scoring a new snapshot then costs a third as much.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -65,8 +66,13 @@ def mrstft_distance(loss: MultiResolutionSTFTLoss, wav: np.ndarray, ref: np.ndar
 REFERENCE_PATHS = ("recording", "griffin_lim")
 
 
+def clip_id(wav_path: str) -> str:
+    """The clip's content hash: the same recording wherever the corpus was built."""
+    return hashlib.sha1(Path(wav_path).read_bytes()).hexdigest()[:16]
+
+
 def clip_ids(list_path: Path, limit: int) -> List[str]:
-    return [u.wav_path for u in read_filelist(list_path)[:limit]]
+    return [clip_id(u.wav_path) for u in read_filelist(list_path)[:limit]]
 
 
 def reused_references(report: Dict, voice: str, ids: List[str], source: str) -> Dict:
@@ -110,7 +116,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         result[name] = {"wer": metrics.corpus_wer(refs, h)}
         for key, values in dist.get(name, {}).items():
             result[name][key] = float(np.mean(values))
-    return {"clips": len(utterances), "clip_ids": [u.wav_path for u in utterances], "paths": result}
+    return {"clips": len(utterances), "clip_ids": [clip_id(u.wav_path) for u in utterances], "paths": result}
 
 
 def format_table(report: Dict) -> str:

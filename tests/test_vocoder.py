@@ -399,7 +399,7 @@ def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, mon
     monkeypatch.setattr(copy_synthesis, "griffin_lim", lambda *a: pytest.fail("Griffin-Lim ran again"))
     assert copy_synthesis.main(args + ["--output", str(second), "--references-from", str(first)]) == 0
     a, b = (json.loads(p.read_text())["voices"]["lj"] for p in (first, second))
-    assert a["clip_ids"] == b["clip_ids"] == [str(lj_wavs[1])]
+    assert a["clip_ids"] == b["clip_ids"] == [copy_synthesis.clip_id(lj_wavs[1])]
     assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
     voice_list.write_text(f"{lj_wavs[2]}|{text}\n")
     with pytest.raises(SystemExit, match="run once without it"):
