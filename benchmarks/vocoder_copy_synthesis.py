@@ -116,7 +116,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         result[name] = {"wer": metrics.corpus_wer(refs, h)}
         for key, values in dist.get(name, {}).items():
             result[name][key] = float(np.mean(values))
-    return {"clips": len(utterances), "clip_ids": [clip_id(u.wav_path) for u in utterances], "paths": result}
+    return {"clips": len(utterances), "paths": result}
 
 
 def format_table(report: Dict) -> str:
@@ -160,13 +160,12 @@ def main(argv=None) -> int:
                                          "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "processor": cpu_name()}}
     for list_path in args.lists:
         voice = Path(list_path).stem
-        reused = None
-        if earlier is not None:
-            reused = reused_references(earlier, voice, clip_ids(Path(list_path), args.limit), args.references_from)
+        ids = clip_ids(Path(list_path), args.limit)
+        reused = reused_references(earlier, voice, ids, args.references_from) if earlier is not None else None
         scores = score_voice(Path(list_path), vocoders, transcriber, args.limit, encoder, references=reused is None)
         if reused is not None:
             scores["paths"] = {**reused, **scores["paths"]}
-        report["voices"][voice] = scores
+        report["voices"][voice] = {**scores, "clip_ids": ids}
         print(f"{voice}: {json.dumps(report['voices'][voice]['paths'])}", flush=True)
     report["settings"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
     print(format_table(report))
