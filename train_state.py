@@ -147,6 +147,11 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
                     loaded += 1
                 else:
                     mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
+    vocoder_misfits = [m for m in mismatched if m.startswith(known["vocoder"])]
+    if vocoder_misfits:
+        raise CheckpointError(f"init_checkpoint {path}: its vocoder has other shapes than this config's "
+                              f"({vocoder_misfits[0]}); set the run's generator keys to that file's: "
+                              f"{_generator_keys(state.get('config'))}")
     trainer.model.load_state_dict(own)
     if "discriminator" in parts and trainer.discriminator is not None:
         d_path = Path(path).with_name(Path(path).name.replace("G_", "D_", 1))
@@ -161,6 +166,14 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
         raise CheckpointError(f"init_checkpoint {path} has no weights for parts {list(parts)}")
     trainer.ema.copy_from(trainer.model)
     trainer.log.info("initialised %s from %s (%d tensors)", ", ".join(parts), path, loaded)
+
+
+def _generator_keys(config: Optional[dict]) -> str:
+    """The width and shape keys of the vocoder in a checkpoint's config dict, as `key=value` text."""
+    model = (config or {}).get("model", {})
+    keys = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock", "subbands",
+            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder")
+    return ", ".join(f"model.{k}={model[k]}" for k in keys if k in model) or "(the file holds no config)"
 
 
 def gained_inputs(own: torch.Tensor, source: torch.Tensor) -> bool:

@@ -413,6 +413,17 @@ def test_init_checkpoint_grows_inputs_and_keeps_the_configs_mel_statistics(resum
     assert trainer.model.acoustic.mel_mean.item() == -4.0
 
 
+def test_init_checkpoint_refuses_a_vocoder_of_another_width(resumed_run, tiny_config, tmp_path):
+    """A vocoder whose tensors do not fit (e.g. a widened shared vocoder and an old config) would train
+    from a fresh initialisation unnoticed: refused, naming the width to set."""
+    source = ckpt.load_checkpoint(resumed_run[0] / "G_4.pth")
+    width = source["config"]["model"]["upsample_initial_channel"]
+    trainer = make_trainer(tiny_config, tmp_path / "run", init_checkpoint=str(resumed_run[0] / "G_4.pth"),
+                           init_parts=["vocoder"], upsample_initial_channel=width * 2)
+    with pytest.raises(ckpt.CheckpointError, match=f"model.upsample_initial_channel={width}"):
+        trainer.resume_or_init()
+
+
 class SmallDiscriminator(torch.nn.Module):
     """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
 
