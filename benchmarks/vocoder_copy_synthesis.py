@@ -13,6 +13,8 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
   mrstft multi-resolution STFT distance to the recording (spectral convergence + log-magnitude L1, the
          vocoder training loss's full-band resolutions)
   sim    (--similarity) speaker similarity of the output to its recording (resemblyzer embeddings)
+  lock   frame-rate lock (metrics.frame_rate_lock): how much of the output's power sits at multiples of the
+         mel frame rate (sample rate / hop) instead of at the voice's pitch; recordings score near 0
 Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels.
 
 --references-from REPORT.json reuses the recording's and Griffin-Lim's scores of an earlier report made on the
@@ -86,7 +88,7 @@ def reused_references(report: Dict, voice: str, ids: List[str], source: str) -> 
 
 def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transcriber, limit: int,
                 encoder=None, references: bool = True) -> Dict:
-    """{path name: {wer, mcd, mrstft[, sim]}} for one voice's clips (path names: recording, griffin_lim
+    """{path name: {wer, lock, mcd, mrstft[, sim]}} for one voice's clips (path names: recording, griffin_lim
     (unless not `references`), vocoders). sim (with a speaker_similarity.SpeakerEncoder): cosine between the
     embeddings of the output and of its recording, how much of the voice survives the path."""
     utterances = read_filelist(list_path)[:limit]
@@ -94,6 +96,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
     loss = MultiResolutionSTFTLoss()
     refs, hyps = [], {}
     dist: Dict[str, Dict[str, List[float]]] = {}
+    locks: Dict[str, List[float]] = {}
     for utt in utterances:
         ref = load_wav(utt.wav_path, d.sampling_rate, True)
         mel = mel_from_config(torch.from_numpy(ref).unsqueeze(0), d)
@@ -104,6 +107,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         refs.append(utt.text)
         for name, wav in outputs.items():
             hyps.setdefault(name, []).append(transcriber.transcribe(wav, d.sampling_rate))
+            locks.setdefault(name, []).append(metrics.frame_rate_lock(wav, d.sampling_rate, d.hop_length))
             if name != "recording":
                 scores = dist.setdefault(name, {"mcd": [], "mrstft": [], **({"sim": []} if encoder else {})})
                 scores["mcd"].append(metrics.mcd_dtw(ref, d.sampling_rate, wav, d.sampling_rate))
@@ -113,7 +117,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
                                                             encoder.embed(ref, d.sampling_rate)))
     result = {}
     for name, h in hyps.items():
-        result[name] = {"wer": metrics.corpus_wer(refs, h)}
+        result[name] = {"wer": metrics.corpus_wer(refs, h), "lock": float(np.mean(locks[name]))}
         for key, values in dist.get(name, {}).items():
             result[name][key] = float(np.mean(values))
     return {"clips": len(utterances), "paths": result}
@@ -127,10 +131,11 @@ def format_table(report: Dict) -> str:
         for name in names:
             s = v["paths"][name]
             cells.append(f"{s['wer']:.3f}" + (f" / {s['mcd']:.2f} / {s['mrstft']:.2f}" if "mcd" in s else "")
-                         + (f" / {s['sim']:.3f}" if "sim" in s else ""))
+                         + (f" / {s['sim']:.3f}" if "sim" in s else "")
+                         + (f" / lock {s['lock']:.2f}" if "lock" in s else ""))
         lines.append(f"| {voice} | {v['clips']} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", "cells: WER / MCD dB / MR-STFT distance [/ speaker similarity to the recording] "
-                                  "(recording: WER only)"])
+                                  "/ frame-rate lock (recording: WER and lock only)"])
 
 
 def main(argv=None) -> int:

@@ -401,6 +401,7 @@ def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, mon
     a, b = (json.loads(p.read_text())["voices"]["lj"] for p in (first, second))
     assert a["clip_ids"] == b["clip_ids"] == [copy_synthesis.clip_id(lj_wavs[1])]
     assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
+    assert abs(a["paths"]["recording"]["lock"]) < 1 and "lock" in a["paths"]["vocoder"]
     voice_list.write_text(f"{lj_wavs[2]}|{text}\n")
     with pytest.raises(SystemExit, match="run once without it"):
         copy_synthesis.main(args + ["--references-from", str(first)])
