@@ -1,6 +1,6 @@
 """Widen a trained MB-iSTFT vocoder without losing what it learned (Net2WiderNet).
 
-    python widen_vocoder.py logs/vocC/G_20000.pth logs/wide_init.pth --channels 352
+    python widen_vocoder.py logs/vocoder/G_20000.pth logs/vocoder_wide_init.pth --channels 352
 
 A mel-only vocoder that stops improving while its training loss equals its validation loss is short of
 capacity, and a wider one trained from scratch costs many hours on a CPU. Net2WiderNet (Chen et al.,
