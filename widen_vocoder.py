@@ -36,25 +36,25 @@ def channel_map(old: int, new: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([torch.arange(old), extra])
 
 
-def widen_weight(weight: torch.Tensor, out_map: Optional[torch.Tensor], in_map: Optional[torch.Tensor],
-                 transposed: bool = False) -> torch.Tensor:
-    """A conv weight (out, in, k), or (in, out, k) when `transposed`, with copied output channels and
-    input channels split between each old channel's copies (so summed over copies they equal the old)."""
-    w = weight.transpose(0, 1) if transposed else weight
+def widen_weight(weight: torch.Tensor, out_map: Optional[torch.Tensor], in_map: Optional[torch.Tensor]
+                 ) -> torch.Tensor:
+    """A conv weight (out, in, k) with copied output channels and input channels split between each old
+    channel's copies (so summed over copies they equal the old)."""
     if out_map is not None:
-        w = w[out_map]
+        weight = weight[out_map]
     if in_map is not None:
-        copies = torch.bincount(in_map).to(w.dtype)
-        w = w[:, in_map] / copies[in_map].view(1, -1, 1)
-    return w.transpose(0, 1) if transposed else w
+        copies = torch.bincount(in_map).to(weight.dtype)
+        weight = weight[:, in_map] / copies[in_map].view(1, -1, 1)
+    return weight
 
 
-def add_noise_to_copies(weight: torch.Tensor, first_copy: int, scale: float, generator: torch.Generator,
-                        transposed: bool = False) -> torch.Tensor:
-    """Perturb the incoming weights of output channels first_copy.. (the copies) by scale x weight std."""
-    w = (weight.transpose(0, 1) if transposed else weight).clone()
-    w[first_copy:] += scale * float(weight.std()) * torch.randn(w[first_copy:].shape, generator=generator)
-    return w.transpose(0, 1) if transposed else w
+def add_noise_to_copies(weight: torch.Tensor, first_copy: int, scale: float, generator: torch.Generator
+                        ) -> torch.Tensor:
+    """A conv weight (out, in, k) whose output channels first_copy.. (the copies) are perturbed by
+    scale x weight std."""
+    weight = weight.clone()
+    weight[first_copy:] += scale * float(weight.std()) * torch.randn(weight[first_copy:].shape, generator=generator)
+    return weight
 
 
 def _conv_plan(generator: MultiBandISTFTGenerator) -> List[tuple]:
@@ -84,16 +84,18 @@ def widen_generator(narrow: MultiBandISTFTGenerator, wide: MultiBandISTFTGenerat
 
     Both may be weight-normed or not: weights are read and written through `module.weight`."""
     rng = torch.Generator().manual_seed(seed)
-    maps = [channel_map(o, n, rng) for o, n in zip(stage_widths(narrow), stage_widths(wide))]
+    widths = stage_widths(narrow)
+    maps = [channel_map(o, n, rng) for o, n in zip(widths, stage_widths(wide))]
     for name, out_idx, in_idx in _conv_plan(narrow):
         src, dst = narrow.get_submodule(name), wide.get_submodule(name)
-        transposed = isinstance(src, nn.ConvTranspose1d)
+        transposed = isinstance(src, nn.ConvTranspose1d)  # weight (in, out, k): swap to (out, in, k) and back
         out_map = None if out_idx is None else maps[out_idx]
         in_map = None if in_idx is None else maps[in_idx]
-        weight = widen_weight(src.weight, out_map, in_map, transposed)
+        weight = widen_weight(src.weight.transpose(0, 1) if transposed else src.weight, out_map, in_map)
         if out_map is not None and noise > 0:
-            weight = add_noise_to_copies(weight, stage_widths(narrow)[out_idx], noise, rng, transposed)
-        dst.weight = weight.contiguous()  # through weight norm's right_inverse when parametrized
+            weight = add_noise_to_copies(weight, widths[out_idx], noise, rng)
+        # Assigned through weight norm's right_inverse when parametrized.
+        dst.weight = (weight.transpose(0, 1) if transposed else weight).contiguous()
         dst.bias.copy_(src.bias if out_map is None else src.bias[out_map])
     return wide
 
