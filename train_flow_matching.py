@@ -51,8 +51,9 @@ from flow_matching import ConditionDropout, GuidanceTeacher
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
 from train_eval import EVAL_ITEMS
-from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, param_groups, prepare_run,
-                         resolve_amp, seed_everything, setup_logging, to_device)
+from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
+                         param_groups, prepare_run, resolve_amp, seed_everything, setup_logging,
+                         start_data_workers, to_device)
 
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
 MAX_CONSECUTIVE_SKIPS = 50  # non-finite steps in a row before training stops as diverged
@@ -191,7 +192,7 @@ class Trainer:
         workers = self.hps.train.num_workers
         return torch.utils.data.DataLoader(self.train_set, batch_sampler=batches, collate_fn=self.collate,
                                            num_workers=workers, pin_memory=self.device.type == "cuda",
-                                           generator=g, persistent_workers=False, worker_init_fn=_ignore_stop_signals)
+                                           generator=g, persistent_workers=False, worker_init_fn=ignore_stop_signals)
 
     def validation_batch(self) -> Optional[dict]:
         """The first EVAL_ITEMS validation clips as one batch (cached); None without a validation set."""
@@ -410,7 +411,7 @@ class Trainer:
             while self.epoch < t.epochs and not self._finished():
                 loader = self.train_loader(self.epoch, self.batch_in_epoch)
                 tic = time.perf_counter()
-                for batch in loader:
+                for batch in start_data_workers(loader):
                     result = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
@@ -468,13 +469,6 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def _ignore_stop_signals(_worker_id: int) -> None:
-    """Data workers ignore SIGINT / SIGTERM: a stop sent to the whole process group (pkill -f, systemd,
-    Ctrl-C) must reach the trainer, which saves a checkpoint, and not kill a worker under it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------------------------------------

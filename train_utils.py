@@ -27,6 +27,7 @@ from distributed import DistContext
 LOGGER_NAME = "train_flow_matching"
 # Model keys that may change between runs of one folder (they do not change the acoustic/vocoder weights).
 MUTABLE_MODEL_KEYS = ("flow_dropout", "use_discriminator", "discriminator_channels", "cfg_scale")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPEAT_SIGNAL_GRACE_S = 2.0  # a second Ctrl-C later than this aborts without saving
 
 
@@ -158,7 +159,7 @@ class StopRequest:
         import threading
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
@@ -175,6 +176,30 @@ class StopRequest:
         elif signum == signal.SIGINT and now - self._since > REPEAT_SIGNAL_GRACE_S:
             raise KeyboardInterrupt
         # A repeat within the grace period is the same stop request arriving twice (terminal + parent).
+
+
+def start_data_workers(loader: torch.utils.data.DataLoader):
+    """iter(loader) with SIGINT / SIGTERM held while its workers fork. A forked worker inherits the mask,
+    so a stop sent to the whole process group (pkill -f, systemd, Ctrl-C) in the moment before the worker
+    ignores it (torch's own SIGTERM handler would kill it) waits, and is dropped once the worker ignores it;
+    in the trainer it is delivered when the mask is lifted here."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks (and no fork)
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: data workers ignore SIGINT / SIGTERM, which must reach the trainer (it
+    saves a checkpoint), not kill a worker under it. Lifts the mask start_data_workers set (a stop that
+    arrived meanwhile is dropped)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def resolve_amp(train_cfg, device: torch.device, logger: logging.Logger) -> Optional[torch.dtype]:

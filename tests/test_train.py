@@ -482,6 +482,17 @@ def test_two_gloo_processes_keep_identical_parameters(tiny_config, tmp_path):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
 
 
+def test_a_data_worker_signalled_while_starting_survives():
+    """SIGTERM to a worker just forked, before torch runs its worker_init_fn (torch's own SIGTERM handler
+    kills it then): start_data_workers holds the signal until the worker ignores it, so the epoch loads."""
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=2, num_workers=2, timeout=30,
+                                         worker_init_fn=train_utils.ignore_stop_signals)
+    batches = train_utils.start_data_workers(loader)
+    for worker in batches._workers:
+        os.kill(worker.pid, signal.SIGTERM)
+    assert torch.cat(list(batches)).tolist() == list(range(8))
+
+
 @pytest.mark.parametrize("to_group", [False, True], ids=["trainer", "process-group"])
 def test_sigterm_writes_a_checkpoint_before_exiting(tiny_config, tmp_path, to_group):
     """to_group: SIGTERM to the trainer and its data worker at once (pkill -f, systemd): still a clean save."""
