@@ -59,6 +59,7 @@ class TrainConfig:
     c_mel: float = 45.0
     c_stft: float = 1.0
     c_fm: float = 2.0
+    c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
     # Condition dropout of the flow (flow_matching.ConditionDropout): guidance, the null speaker, prompting.
@@ -143,6 +144,7 @@ class ModelConfig:
     prompt_context: bool = False  # the velocity net also sees a mel context (reference-clip prompting)
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
+    harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a

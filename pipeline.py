@@ -127,8 +127,9 @@ def stream_sentences(sentences: List[str], to_ids: Callable, mel_of: Callable, v
     """Yield float32 audio chunks for `sentences`, with SENTENCE_PAUSE_SECONDS of silence between them.
 
     to_ids(sentence) -> ids; mel_of(ids, sentence_seed) -> (mel (1, n_mels, T), vocoder conditioning, NFE);
-    vocode(mel window, conditioning) -> float32 (T_window * hop,). Sentence i draws its noise from seed
-    SeedSequence(seed)[i], as the whole-text synthesizers do, so the joined stream equals their output.
+    vocode(mel, conditioning, left, right) -> float32 ((right - left) * hop,): frames [left, right) of the mel.
+    Sentence i draws its noise from seed SeedSequence(seed)[i], as the whole-text synthesizers do, so the joined
+    stream equals their output.
     stats (optional dict) is filled as the stream goes: nfe, acoustic_seconds, vocoder_seconds,
     audio_seconds, sentences.
     """
@@ -145,7 +146,7 @@ def stream_sentences(sentences: List[str], to_ids: Callable, mel_of: Callable, v
         stats["acoustic_seconds"] += time.perf_counter() - t0
         for start, end, left, right in streaming.vocoder_windows(mel.shape[-1]):
             t0 = time.perf_counter()
-            audio = vocode(mel[..., left:right], cond)[(start - left) * hop:(end - left) * hop]
+            audio = vocode(mel, cond, left, right)[(start - left) * hop:(end - left) * hop]
             stats["vocoder_seconds"] += time.perf_counter() - t0
             stats["audio_seconds"] += len(audio) / sample_rate
             yield audio

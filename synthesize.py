@@ -198,8 +198,8 @@ class Synthesizer(pipeline.TextToSpeech):
             return out["mel"], speakers, out["nfe"]
 
         @torch.inference_mode()
-        def vocode(mel, spk):
-            return self.model.vocode(mel, spk)[0][0, 0].float().cpu().numpy()
+        def vocode(mel, spk, left, right):
+            return self.model.vocode(mel, spk, (left, right))[0][0, 0].float().cpu().numpy()
 
         return mel_of, vocode
 

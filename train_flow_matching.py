@@ -50,6 +50,7 @@ from ema import EMA
 from flow_matching import ConditionDropout, GuidanceTeacher
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
+from pitch import pitch_loss
 from train_eval import EVAL_ITEMS
 from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
                          param_groups, prepare_run, resolve_amp, seed_everything, setup_logging,
@@ -166,7 +167,8 @@ class Trainer:
 
     def _adamw(self, module: torch.nn.Module, lr: float) -> torch.optim.AdamW:
         t = self.hps.train
-        return torch.optim.AdamW(param_groups(module, t.weight_decay), lr=lr, betas=tuple(t.betas), eps=t.eps)
+        groups = [dict(group, lr=lr * group["lr_scale"]) for group in param_groups(module, t.weight_decay)]
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(t.betas), eps=t.eps)
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.ctx.distributed:
@@ -310,7 +312,9 @@ class Trainer:
                 mel_seg, wav_seg, _ = commons.rand_slice_mel_and_wav(vocoder_mel, batch["wav"], batch["mel_lengths"],
                                                                      seg_frames, d.hop_length)
                 g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
-                audio_hat, sub_hat = self.generator_fwd(mel_seg, g)
+                audio_hat, sub_hat, raw_pitch = self.generator_fwd(mel_seg, g, return_pitch=True)
+                if raw_pitch is not None:
+                    terms["pitch"] = pitch_loss(raw_pitch, wav_seg, d) * t.c_pitch
 
         adversarial = self.discriminator is not None and self.step >= t.discriminator_start_step
         if t.train_vocoder and adversarial:

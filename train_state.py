@@ -85,11 +85,12 @@ def apply_optimizer_config(trainer) -> None:
             "discriminator": t.vocoder_learning_rate}
     for name, opt in trainer.optimizers.items():
         sched = trainer.schedulers[name]
-        sched.base_lrs = [base[name]] * len(opt.param_groups)
         factor = sched.lr_lambdas[0](sched.last_epoch)
         for group in opt.param_groups:
-            group.update(initial_lr=base[name], lr=base[name] * factor, betas=tuple(t.betas), eps=t.eps,
+            initial = base[name] * group.get("lr_scale", 1.0)
+            group.update(initial_lr=initial, lr=initial * factor, betas=tuple(t.betas), eps=t.eps,
                          weight_decay=t.weight_decay if group.get("decay", True) else 0.0)
+        sched.base_lrs = [g["initial_lr"] for g in opt.param_groups]
         sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
@@ -147,6 +148,8 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
                     loaded += 1
                 else:
                     mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
+    if "vocoder" in parts:  # a vocoder's weights without their harmonic source would speak wrongly
+        mismatched += [f"{k} (absent)" for k in source if k.startswith(known["vocoder"]) and k not in own]
     vocoder_misfits = [m for m in mismatched if m.startswith(known["vocoder"])]
     if vocoder_misfits:
         raise CheckpointError(f"init_checkpoint {path}: its vocoder has other shapes than this config's "
@@ -172,7 +175,7 @@ def _generator_keys(config: Optional[dict]) -> str:
     """The width and shape keys of the vocoder in a checkpoint's config dict, as `key=value` text."""
     model = (config or {}).get("model", {})
     keys = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock", "subbands",
-            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder")
+            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder", "harmonic_source")
     return ", ".join(f"model.{k}={model[k]}" for k in keys if k in model) or "(the file holds no config)"
 
 

@@ -218,13 +218,19 @@ def resolve_amp(train_cfg, device: torch.device, logger: logging.Logger) -> Opti
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> List[dict]:
-    """AdamW groups: decay matrices / conv kernels, not biases, norms, scales and embeddings' 1-D params."""
-    decay, no_decay = [], []
+    """AdamW groups: decay matrices / conv kernels, not biases, norms, scales and embeddings' 1-D params.
+
+    Parameters of submodules with an `lr_scale` attribute (new parts joined to a trained network, e.g. the
+    vocoder's pitch predictor) get groups of their own after those, at that multiple of the learning rate.
+    """
+    scales = {id(p): m.lr_scale for m in module.modules() if hasattr(m, "lr_scale") for p in m.parameters()}
+    groups: Dict[tuple, list] = {}
     for p in module.parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [g for g in (dict(params=decay, weight_decay=weight_decay, decay=True),
-                        dict(params=no_decay, weight_decay=0.0, decay=False)) if g["params"]]
+            groups.setdefault((p.dim() >= 2, scales.get(id(p), 1.0)), []).append(p)
+    order = sorted(groups, key=lambda key: (key[1] != 1.0, not key[0], key[1]))
+    return [dict(params=groups[key], weight_decay=weight_decay if key[0] else 0.0, decay=key[0], lr_scale=key[1])
+            for key in order]
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from checkpoint import save_checkpoint
 from models import MultiBandISTFTGenerator
@@ -68,6 +69,7 @@ def _conv_plan(generator: MultiBandISTFTGenerator) -> List[tuple]:
             block = generator.resblocks[j]
             plan += [(f"resblocks.{j}.{name}", i + 1, i + 1) for name, module in block.named_modules()
                      if isinstance(module, nn.Conv1d)]
+    plan += [(f"source_convs.{i}", i + 1, None) for i in range(len(generator.source_convs))]  # added to stage i's x
     plan.append(("conv_post", None, len(generator.ups)))
     return plan
 
@@ -94,9 +96,14 @@ def widen_generator(narrow: MultiBandISTFTGenerator, wide: MultiBandISTFTGenerat
         weight = widen_weight(src.weight.transpose(0, 1) if transposed else src.weight, out_map, in_map)
         if out_map is not None and noise > 0:
             weight = add_noise_to_copies(weight, widths[out_idx], noise, rng)
-        # Assigned through weight norm's right_inverse when parametrized.
-        dst.weight = (weight.transpose(0, 1) if transposed else weight).contiguous()
+        weight = (weight.transpose(0, 1) if transposed else weight).contiguous()
+        if parametrize.is_parametrized(dst, "weight"):
+            dst.weight = weight  # through weight norm's right_inverse
+        else:
+            dst.weight.copy_(weight)
         dst.bias.copy_(src.bias if out_map is None else src.bias[out_map])
+    if narrow.pitch is not None:  # reads the mel only: no width to grow
+        wide.pitch.load_state_dict(narrow.pitch.state_dict())
     return wide
 
 

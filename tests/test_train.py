@@ -424,6 +424,21 @@ def test_init_checkpoint_refuses_a_vocoder_of_another_width(resumed_run, tiny_co
         trainer.resume_or_init()
 
 
+def test_init_checkpoint_refuses_a_harmonic_vocoder_for_a_config_without_one(resumed_run, tiny_config, tmp_path):
+    """Weights trained beside a harmonic source would speak wrongly without it: refused, naming the key; a
+    plain vocoder may grow one (its convolutions start at zero, so it speaks as before)."""
+    harmonic = make_trainer(tiny_config, tmp_path / "harmonic", harmonic_source=True)
+    harmonic.save()
+    trainer = make_trainer(tiny_config, tmp_path / "run", init_checkpoint=str(tmp_path / "harmonic" / "G_0.pth"),
+                           init_parts=["vocoder"])
+    with pytest.raises(ckpt.CheckpointError, match="model.harmonic_source=True"):
+        trainer.resume_or_init()
+    grown = make_trainer(tiny_config, tmp_path / "grown", init_checkpoint=str(resumed_run[0] / "G_4.pth"),
+                         init_parts=["vocoder"], harmonic_source=True)
+    grown.resume_or_init()
+    assert not any(conv.weight.any() for conv in grown.model.generator.source_convs)
+
+
 class SmallDiscriminator(torch.nn.Module):
     """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
 

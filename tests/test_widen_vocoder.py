@@ -55,6 +55,22 @@ def test_widened_shipped_vocoder_speaks_the_same_waveform():
     assert not any(torch.equal(c, s) for c in copy for s in source)
 
 
+def test_a_harmonic_source_widens_with_its_stages():
+    """The source convolutions add to each stage's channels, so they widen with them; the pitch predictor,
+    which reads only the mel, is copied."""
+    narrow, hps = shipped_generator()
+    narrow = MultiBandISTFTGenerator(hps.replace(harmonic_source=True)).eval()
+    torch.manual_seed(0)
+    for conv in narrow.source_convs:
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    wide_hps = hps.replace(harmonic_source=True, upsample_initial_channel=hps.model.upsample_initial_channel + 32)
+    mel = real_mel(hps)
+    with torch.no_grad(), torch_threads(1):
+        wide = widen_generator(narrow, MultiBandISTFTGenerator(wide_hps), noise=0.0).eval()
+        reference = narrow(mel)[0]
+        assert (wide(mel)[0] - reference).abs().max() < 1e-4 * reference.abs().max()
+
+
 def test_cli_writes_a_vocoder_file_that_loads_at_the_new_width(tmp_path):
     narrow, hps = shipped_generator()
     out = tmp_path / "wide.pth"

@@ -1,0 +1,108 @@
+"""Pitch for the vocoder: a harmonic source driven by F0 predicted from the mel (NSF / HiFTNet style).
+
+Why: a convolutional upsampler fed a steady mel repeats itself every hop_length samples, so without a
+pitch signal the MB-iSTFT generator's harmonics snap to multiples of sr / hop (86 Hz) instead of the
+voice's F0 (metrics.frame_rate_lock measures this). A sine at the predicted F0 gives it the period.
+
+PitchPredictor: log-mel (B, n_mels, T) -> F0 (B, T) in Hz, learned from YIN estimates on the training audio
+(`yin_targets`), so the vocoder still needs only a mel.
+harmonic_source: F0 (B, T) frames -> sin(2 pi k phase), k = 1..n_harmonics, (B, n_harmonics, T * hop).
+The phase is integrated over frames with F0 held constant within each frame, so a chunk that starts at
+frame j continues the full clip's phase exactly when given `start_cycles(f0, j, ...)` (streaming).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modules import LRELU_SLOPE
+
+F0_MIN, F0_MAX = 50.0, 600.0  # Hz: the search range of YIN and the clamp of the predictor
+F0_REF = 100.0  # the predictor outputs log(F0 / F0_REF)
+N_HARMONICS = 8  # sines at F0 .. 8 F0
+SINE_AMPLITUDE = 0.1  # as NSF: the zero-initialised convolutions that read the sines learn gently
+QUIET_DB = -50.0  # frames below this RMS (dB full scale) are unvoiced
+PERIODICITY = 0.5  # normalised autocorrelation at the YIN period above which a loud frame is voiced
+
+
+class PitchPredictor(nn.Module):
+    """log-mel (B, n_mels, T) -> (B, 2, T): log(F0 / F0_REF) and the voicing logit (see `pitch_from_raw`)."""
+
+    def __init__(self, n_mels: int, channels: int = 128, layers: int = 4, kernel: int = 5):
+        super().__init__()
+        sizes = [n_mels] + [channels] * layers
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(sizes, sizes[1:]))
+        self.out = nn.Conv1d(channels, 2, 1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = mel
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        return self.out(x)
+
+
+def pitch_from_raw(raw: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """PitchPredictor output (B, 2, T) -> (F0 (B, T) Hz, voicing (B, T) in [0, 1])."""
+    return (F0_REF * torch.exp(raw[:, 0])).clamp(F0_MIN, F0_MAX), torch.sigmoid(raw[:, 1])
+
+
+def start_cycles(f0: torch.Tensor, start: int, hop_length: int, sampling_rate: int) -> torch.Tensor:
+    """f0 (B, T) -> (B,) phase in cycles (mod 1) at the start of frame `start` of the whole clip."""
+    cycles = f0[:, :start].double().sum(1) * (hop_length / sampling_rate)
+    return (cycles - torch.floor(cycles)).float()
+
+
+def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sampling_rate: int, n_harmonics: int,
+                    cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """f0 (B, T) Hz, voicing (B, T) -> (B, n_harmonics, T * hop_length): SINE_AMPLITUDE * voicing * sin(2 pi k F0 t),
+    k = 1..n_harmonics, starting at phase `cycles0` (B,) cycles."""
+    step = (f0 / sampling_rate).repeat_interleave(hop_length, dim=1)  # cycles per sample, (B, T * hop)
+    # Cycles before each frame, summed in float64 and reduced mod 1: the phase keeps its resolution over long
+    # clips, and a chunk started with start_cycles matches the whole clip to float32 rounding.
+    per_frame = f0.double() * (hop_length / sampling_rate)
+    frame_start = torch.cumsum(per_frame, dim=1) - per_frame
+    if cycles0 is not None:
+        frame_start = frame_start + cycles0.double().unsqueeze(1)
+    frame_start = (frame_start - torch.floor(frame_start)).to(f0.dtype).repeat_interleave(hop_length, dim=1)
+    within = torch.arange(hop_length, device=f0.device, dtype=f0.dtype).repeat(f0.size(1)) * step
+    phase = 2 * np.pi * (frame_start + within)
+    k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
+    gain = (SINE_AMPLITUDE * voicing).repeat_interleave(hop_length, dim=1).unsqueeze(1)
+    return gain * torch.sin(k * phase.unsqueeze(1))
+
+
+def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Training targets for PitchPredictor from audio segments.
+
+    wav (B, 1, T * hop) -> (log(F0 / F0_REF) (B, T), voiced (B, T) bool). F0 by YIN (librosa) on frames of
+    4 * hop centred like the mel frames; a frame is voiced when it is louder than QUIET_DB and its normalised
+    autocorrelation at the YIN period exceeds PERIODICITY. About 20 ms per second of audio.
+    """
+    audio = wav.squeeze(1).detach().float().cpu().numpy()
+    frames, frame_length = audio.shape[1] // hop_length, 4 * hop_length
+    f0 = librosa.yin(audio, fmin=F0_MIN, fmax=F0_MAX, sr=sampling_rate, frame_length=frame_length,
+                     hop_length=hop_length)[:, :frames]
+    padded = np.pad(audio, ((0, 0), (frame_length // 2, frame_length // 2)))
+    windows = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop_length)[..., :frames]
+    windows = windows * np.hanning(frame_length)[:, None]
+    acf = np.fft.irfft(np.abs(np.fft.rfft(windows, n=2 * frame_length, axis=1)) ** 2, axis=1)  # (B, lag, T)
+    lag = np.round(sampling_rate / f0).astype(int)[:, None, :]
+    periodicity = np.take_along_axis(acf, lag, axis=1)[:, 0] / np.maximum(acf[:, 0], 1e-12)
+    rms_db = 10 * np.log10(np.maximum(np.mean(windows ** 2, axis=1) / np.mean(np.hanning(frame_length) ** 2), 1e-12))
+    voiced = (rms_db > QUIET_DB) & (periodicity > PERIODICITY)
+    target = np.log(f0 / F0_REF)
+    return torch.from_numpy(target).float().to(wav.device), torch.from_numpy(voiced).to(wav.device)
+
+
+def pitch_loss(raw: torch.Tensor, wav: torch.Tensor, data_cfg) -> torch.Tensor:
+    """PitchPredictor output (B, 2, T) against YIN on the segments' audio wav (B, 1, T * hop): L1 of log F0 on
+    voiced frames plus the voicing's binary cross-entropy on all frames."""
+    target, voiced = yin_targets(wav, data_cfg.sampling_rate, data_cfg.hop_length)
+    raw = raw.float()
+    f0_error = ((raw[:, 0] - target).abs() * voiced).sum() / voiced.sum().clamp(min=1)
+    return f0_error + F.binary_cross_entropy_with_logits(raw[:, 1], voiced.float())
