@@ -4,11 +4,11 @@ Why: a convolutional upsampler fed a steady mel repeats itself every hop_length 
 pitch signal the MB-iSTFT generator's harmonics snap to multiples of sr / hop (86 Hz) instead of the
 voice's F0 (metrics.frame_rate_lock measures this). A sine at the predicted F0 gives it the period.
 
-PitchPredictor: log-mel (B, n_mels, T) -> F0 (B, T) in Hz, learned from YIN estimates on the training audio
-(`yin_targets`), so the vocoder still needs only a mel.
-harmonic_source: F0 (B, T) frames -> sin(2 pi k phase), k = 1..n_harmonics, (B, n_harmonics, T * hop).
-The phase is integrated over frames with F0 held constant within each frame, so a chunk that starts at
-frame j continues the full clip's phase exactly when given `start_cycles(f0, j, ...)` (streaming).
+PitchPredictor: log-mel (B, n_mels, T) -> log F0 and voicing per frame (`pitch_from_raw`: Hz and [0, 1]),
+learned from YIN on the training audio (`yin_targets`, `pitch_loss`), so the vocoder still needs only a mel.
+harmonic_source: F0, voicing (B, T) frames -> voiced sines at k * F0, k = 1..n_harmonics, (B, n_harmonics,
+T * hop). The phase is integrated over frames with F0 held constant within each frame, so a chunk that
+starts at frame j continues the whole clip's phase when given `start_cycles(f0, j, ...)` (streaming).
 """
 from __future__ import annotations
 
