@@ -1,4 +1,4 @@
-"""Export a voice to ONNX: three graphs and one JSON, everything the torch-free runtime needs.
+"""Export a voice to ONNX: three graphs (four with a harmonic source) and one JSON, everything the torch-free runtime needs.
 
     python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice            # fp32
     python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder

@@ -1,4 +1,4 @@
-"""Torch-free synthesis from an export_onnx.py folder: onnxruntime for the three graphs, numpy for the rest.
+"""Torch-free synthesis from an export_onnx.py folder: onnxruntime for the graphs, numpy for the rest.
 
     from onnx_runtime import OnnxSynthesizer
     tts = OnnxSynthesizer("onnx/demo_voice", threads=2)
