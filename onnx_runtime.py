@@ -29,6 +29,17 @@ import text as text_lib
 from sampling import SamplingConfig
 
 
+def _session(path: Path, threads: int):
+    """An onnxruntime CPU session on `threads` intra-op threads that do not spin."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxVoiceError(ValueError):
     """An export folder is missing a file or does not fit this code."""
 
@@ -47,8 +58,6 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
     text front end come from pipeline.TextToSpeech. Sampling defaults: voice.json's."""
 
     def __init__(self, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False):
-        import onnxruntime as ort
-
         folder = Path(folder)
         info_path = folder / "voice.json"
         if not info_path.is_file():
@@ -72,14 +81,9 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
             if not path.is_file():
                 hint = " (export with --int8)" if int8 else ""
                 raise OnnxVoiceError(f"{path} is missing{hint}")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.workers if role == "velocity" else 1
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.sessions[role] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.sessions[role] = _session(path, self.workers if role == "velocity" else 1)
         pitch = folder / "pitch.onnx"  # a vocoder with a harmonic source
-        self._pitch = ort.InferenceSession(str(pitch), options, providers=["CPUExecutionProvider"]) \
-            if pitch.is_file() else None  # options: the vocoder's (one thread)
+        self._pitch = _session(pitch, 1) if pitch.is_file() else None
         self.data = _Data(self.info)
         self._vocoder_takes_speaker = "g" in {i.name for i in self.sessions["vocoder"].get_inputs()}
         self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
