@@ -3,8 +3,8 @@
     python build_corpus.py --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
     python build_corpus.py --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
 
---voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16, rms: flite), a
-Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
+--voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16, rms: flite) or
+EXTRA_VOICES (other languages' Festival voices, for the vocoder only), a Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
 
 Writes, under --out-dir:
     wavs/<id>.wav          22050 Hz mono 16-bit PCM, leading/trailing silence trimmed to ~0.1 s
@@ -21,6 +21,8 @@ Resumable: a clip whose wav already exists and reads back as valid 22050 Hz mono
 A clip that fails is reported at the end and left out of the metadata; the others are still written.
 Needs Debian's festival and its voices, or flite:
     apt-get update && apt-get install -y festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k flite
+and, for EXTRA_VOICES (FESTIVAL_PACKAGES names each voice's package):
+    apt-get install -y festvox-itapc16k festvox-italp16k festvox-czech-machac festvox-czech-ph festvox-suopuhe-mv festvox-ru
 """
 from __future__ import annotations
 
@@ -44,7 +46,6 @@ import soxr
 from atomic import atomic_write, write_text_atomic
 from metrics import spell_out
 
-INSTALL_HINT = "apt-get update && apt-get install -y festival festvox-us-slt-hts"
 FLITE_INSTALL_HINT = "apt-get update && apt-get install -y flite"
 DEFAULT_VOICE = "cmu_us_slt_arctic_hts"
 FLITE_PREFIX = "flite:"
@@ -58,6 +59,24 @@ VOICES = {
     "kal16": "flite:kal16",              # flite, US male diphone
     "rms": "flite:rms",                  # flite, US male
 }
+# More voices for the shared vocoder only (a vocoder does not care which language it hears): Festival's
+# voices of other languages, reading the same English sentences with their own language's rules.
+EXTRA_VOICES = {
+    "ita_pc": "pc_diphone",              # Italian male diphone
+    "ita_lp": "lp_diphone",              # Italian female diphone
+    "cz_machac": "czech_machac",         # Czech male
+    "cz_ph": "czech_ph",                 # Czech male
+    "fi_mv": "hy_fi_mv_diphone",         # Finnish male diphone
+    "ru_nsh": "msu_ru_nsh_clunits",      # Russian male
+}
+# The Debian package of each Festival voice (named in the error when one is missing).
+FESTIVAL_PACKAGES = {
+    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts", "kal_diphone": "festvox-kallpc16k",
+    "ked_diphone": "festvox-kdlpc16k", "pc_diphone": "festvox-itapc16k", "lp_diphone": "festvox-italp16k",
+    "czech_machac": "festvox-czech-machac", "czech_ph": "festvox-czech-ph", "hy_fi_mv_diphone": "festvox-suopuhe-mv",
+    "msu_ru_nsh_clunits": "festvox-ru",
+}
+ALL_VOICES = {**VOICES, **EXTRA_VOICES}
 SAMPLE_RATE = 22050
 SYNTH_TIMEOUT_S = 120  # per sentence
 
@@ -164,8 +183,8 @@ def run_flite(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> s
 
 
 def resolve_voice(voice: str) -> str:
-    """A short name from VOICES -> its engine voice; other names pass through unchanged."""
-    return VOICES.get(voice, voice)
+    """A short name from VOICES or EXTRA_VOICES -> its engine voice; other names pass through unchanged."""
+    return ALL_VOICES.get(voice, voice)
 
 
 def synthesize(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
@@ -181,10 +200,15 @@ def flite_voices() -> List[str]:
     return out.partition(":")[2].split()
 
 
+def festival_install_hint(voice: str) -> str:
+    """The apt-get line that installs Festival with `voice` (its slt_hts voice for names it does not know)."""
+    return f"apt-get update && apt-get install -y festival {FESTIVAL_PACKAGES.get(voice, 'festvox-us-slt-hts')}"
+
+
 def check_voice(voice: str) -> Optional[str]:
     """None when the synthesiser can speak with `voice`, else a message saying how to fix it."""
     flite = voice.startswith(FLITE_PREFIX)
-    program, hint = ("flite", FLITE_INSTALL_HINT) if flite else ("festival", INSTALL_HINT)
+    program, hint = ("flite", FLITE_INSTALL_HINT) if flite else ("festival", festival_install_hint(voice))
     if shutil.which(program) is None:
         return f"{program.capitalize()} is not installed. Install it with:\n    {hint}"
     if flite and voice[len(FLITE_PREFIX):] not in flite_voices():
@@ -194,7 +218,7 @@ def check_voice(voice: str) -> Optional[str]:
         err = synthesize(voice, [("Hello.", out)], Path(tmp))
         if not out.is_file():
             where = ("`flite -lv` lists its voices" if flite else
-                     "installed voices live in /usr/share/festival/voices/*/; short names: " + ", ".join(VOICES))
+                     "installed voices live in /usr/share/festival/voices/*/; short names: " + ", ".join(ALL_VOICES))
             return (f"{program.capitalize()} cannot synthesize with voice {voice!r}: {err or 'no audio written'}\n"
                     f"Install it with:\n    {hint}\n({where})")
     return None
@@ -332,7 +356,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel festival processes")
     ap.add_argument("--chunk-size", type=int, default=20, help="sentences per festival process")
     ap.add_argument("--voice", default=DEFAULT_VOICE,
-                    help=f"{', '.join(VOICES)}, a festival voice name (without 'voice_') or flite:NAME")
+                    help=f"{', '.join(ALL_VOICES)}, a festival voice name (without 'voice_') or flite:NAME")
     ap.add_argument("--trim-db", type=float, default=40.0, help="silence threshold below the peak, dB")
     ap.add_argument("--pad", type=float, default=0.1, help="silence kept at each end, seconds")
     args = ap.parse_args(argv)

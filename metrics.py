@@ -98,18 +98,38 @@ def wer(reference: str, hypothesis: str) -> float:
     return (c["substitutions"] + c["deletions"] + c["insertions"]) / c["ref_words"]
 
 
+def word_errors(reference: str, hypothesis: str) -> int:
+    """S + D + I of one utterance after `normalize_for_wer` (the numerator of its WER)."""
+    c = wer_counts(reference, hypothesis)
+    return c["substitutions"] + c["deletions"] + c["insertions"]
+
+
+def wer_difference_interval(errors_a: Sequence[int], errors_b: Sequence[int], words: Sequence[int],
+                            resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Dict[str, float]:
+    """Corpus WER of path a minus path b on the same clips, with a paired bootstrap interval over clips.
+
+    errors_a / errors_b: word errors per clip of the two paths; words: reference words per clip. Clips are
+    resampled with replacement, both paths together, so what the clips share (hard sentences) cancels.
+    Returns {"difference", "low", "high"}: an interval that excludes 0 says the paths differ on such clips.
+    """
+    a, b, n = (np.asarray(x, dtype=np.float64) for x in (errors_a, errors_b, words))
+    if not (len(a) == len(b) == len(n)) or len(n) == 0:
+        raise ValueError(f"need the same non-zero number of clips: {len(a)}, {len(b)}, {len(n)}")
+    picks = np.random.default_rng(seed).integers(0, len(n), size=(resamples, len(n)))
+    diffs = (a[picks].sum(1) - b[picks].sum(1)) / n[picks].sum(1)
+    tail = (1.0 - level) / 2 * 100
+    return {"difference": float((a.sum() - b.sum()) / n.sum()),
+            "low": float(np.percentile(diffs, tail)), "high": float(np.percentile(diffs, 100 - tail))}
+
+
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus WER: total errors over total reference words (long utterances weigh more)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     if not references:
         raise ValueError("no utterances to score")
-    errors = words = 0
-    for r, h in zip(references, hypotheses):
-        c = wer_counts(r, h)
-        errors += c["substitutions"] + c["deletions"] + c["insertions"]
-        words += c["ref_words"]
-    return errors / words
+    errors = sum(word_errors(r, h) for r, h in zip(references, hypotheses))
+    return errors / sum(len(normalize_for_wer(r).split()) for r in references)
 
 
 # ----------------------------------------------------------------------------------------------------

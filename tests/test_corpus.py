@@ -125,6 +125,14 @@ def test_short_voice_names_resolve_to_engines():
     assert build_corpus.resolve_voice("awb") == "flite:awb"
     assert build_corpus.resolve_voice("kal") == "kal_diphone"
     assert build_corpus.resolve_voice("cmu_us_slt_arctic_hts") == "cmu_us_slt_arctic_hts"
+    assert build_corpus.resolve_voice("ita_pc") == "pc_diphone"
+
+
+def test_a_missing_festival_voice_names_its_package(monkeypatch):
+    monkeypatch.setattr(build_corpus.shutil, "which", lambda name: None)
+    assert "apt-get install -y festival festvox-itapc16k" in build_corpus.check_voice("pc_diphone")
+    for engine in {**build_corpus.VOICES, **build_corpus.EXTRA_VOICES}.values():
+        assert engine.startswith(build_corpus.FLITE_PREFIX) or engine in build_corpus.FESTIVAL_PACKAGES
 
 
 def test_missing_flite_message_says_how_to_install(monkeypatch):

@@ -9,7 +9,8 @@ import soundfile as sf
 import soxr
 
 import metrics
-from metrics import corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer
+from metrics import (corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer,
+                     wer_difference_interval, word_errors)
 
 # ------------------------------------------------------------------------------------------ WER
 
@@ -49,6 +50,24 @@ def test_spell_out_keeps_case_and_punctuation():
 def test_wer_rejects_empty_reference():
     with pytest.raises(ValueError, match="no words"):
         wer(" ... ", "hello")
+
+
+def test_word_errors_count_edits():
+    assert word_errors("the cat sat on the mat", "the cat sad on mat today") == 3
+
+
+def test_wer_difference_interval_is_paired_over_clips():
+    words = [10] * 40
+    same = wer_difference_interval([2] * 40, [2] * 40, words)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}
+    # one more error on every clip: 0.1 worse, and no resample can say otherwise
+    worse = wer_difference_interval([3, 1] * 20, [2, 0] * 20, words)
+    assert worse["difference"] == pytest.approx(0.1) and worse["low"] == pytest.approx(0.1)
+    # errors traded between clips: the same total, an interval around 0
+    traded = wer_difference_interval([2, 0] * 20, [0, 2] * 20, words)
+    assert traded["difference"] == 0.0 and traded["low"] < 0 < traded["high"]
+    with pytest.raises(ValueError, match="same non-zero number"):
+        wer_difference_interval([1], [1, 2], [5, 5])
 
 
 def test_corpus_wer_weights_by_reference_words():

@@ -402,6 +402,9 @@ def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, mon
     assert a["clip_ids"] == b["clip_ids"] == [copy_synthesis.clip_id(lj_wavs[1])]
     assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
     assert abs(a["paths"]["recording"]["lock"]) < 1 and "lock" in a["paths"]["vocoder"]
+    gap = a["versus_griffin_lim"]["vocoder"]
+    assert gap["difference"] == pytest.approx(a["paths"]["vocoder"]["wer"] - a["paths"]["griffin_lim"]["wer"])
+    assert gap["low"] <= gap["difference"] <= gap["high"] and b["versus_griffin_lim"] == a["versus_griffin_lim"]
     voice_list.write_text(f"{lj_wavs[2]}|{text}\n")
     with pytest.raises(SystemExit, match="run once without it"):
         copy_synthesis.main(args + ["--references-from", str(first)])
