@@ -306,12 +306,23 @@ def write_metadata(path: Path, rows: Sequence[Tuple[str, str, str]]) -> None:
     write_text_atomic(path, "".join(f"{i}|{t}|{s}\n" for i, t, s in rows))
 
 
+def sentences_to_build(rows: Sequence[Tuple[str, str]], held_out: set, limit: Optional[int],
+                       test_only: bool) -> List[Tuple[str, str]]:
+    """The first `limit` (id, text) rows, of the held-out ones only if `test_only`."""
+    return [r for r in rows if r[0] in held_out or not test_only][:limit]
+
+
 def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None,
           test_ids: Optional[Path] = None, voice: str = DEFAULT_VOICE, trim_db: float = 40.0,
-          pad_s: float = 0.1, chunk_size: int = 20, log=print) -> Dict:
-    """Synthesize every sentence (skipping valid existing wavs); returns the build summary."""
+          pad_s: float = 0.1, chunk_size: int = 20, test_only: bool = False, log=print) -> Dict:
+    """Synthesize every sentence (skipping valid existing wavs); returns the build summary.
+
+    test_only: only the held-out sentences (`test_ids`), a test set larger than the few that fall within
+    the training build's `limit`: none of them is in any training list.
+    """
     t0 = time.perf_counter()
-    rows = read_sentences(sentences)[:limit]
+    held_out = read_ids(test_ids)
+    rows = sentences_to_build(read_sentences(sentences), held_out, limit, test_only)
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     spoken = {i: spell_out(t) for i, t in rows}
@@ -326,7 +337,6 @@ def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None
                     log(f"FAILED {res.utt_id}: {res.error}")
             log(f"{len(results)}/{len(work)} done ({time.perf_counter() - t0:.0f} s)")
     ok = [(i, t, spoken[i]) for i, t in rows if not results[i].error]
-    held_out = read_ids(test_ids)
     write_metadata(out_dir / "metadata.csv", ok)
     write_metadata(out_dir / "metadata_train.csv", [r for r in ok if r[0] not in held_out])
     write_metadata(out_dir / "metadata_test.csv", [r for r in ok if r[0] in held_out])
@@ -353,6 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-ids", type=Path, default=here / "corpus" / "test_ids.txt",
                     help="held-out ids, one per line (rows go to metadata_test.csv)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    ap.add_argument("--test-only", action="store_true",
+                    help="only the held-out sentences (--test-ids) of the whole file: a larger test set")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel festival processes")
     ap.add_argument("--chunk-size", type=int, default=20, help="sentences per festival process")
     ap.add_argument("--voice", default=DEFAULT_VOICE,
@@ -371,7 +383,7 @@ def main(argv=None) -> int:
         print(problem, file=sys.stderr)
         return 2
     summary = build(args.sentences, args.out_dir, args.jobs, args.limit, args.test_ids, voice,
-                    args.trim_db, args.pad, args.chunk_size)
+                    args.trim_db, args.pad, args.chunk_size, args.test_only)
     print(f"\n{summary['written']}/{summary['sentences']} clips in {args.out_dir} "
           f"({summary['synthesized_now']} synthesized, {summary['skipped_existing']} already there), "
           f"{summary['audio_hours']:.2f} h of audio, {summary['test_clips']} held out, "

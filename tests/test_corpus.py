@@ -121,6 +121,12 @@ def test_cli_explains_how_to_install_a_missing_voice(tmp_path):
     assert "no_such_voice" in proc.stderr and "apt-get install -y festival festvox-us-slt-hts" in proc.stderr
 
 
+def test_test_only_builds_the_held_out_sentences_beyond_the_limit():
+    rows = [(f"s{i}", f"Sentence {i}.") for i in range(10)]
+    assert build_corpus.sentences_to_build(rows, {"s2", "s8"}, 5, test_only=False) == rows[:5]
+    assert build_corpus.sentences_to_build(rows, {"s2", "s8"}, None, test_only=True) == [rows[2], rows[8]]
+
+
 def test_short_voice_names_resolve_to_engines():
     assert build_corpus.resolve_voice("awb") == "flite:awb"
     assert build_corpus.resolve_voice("kal") == "kal_diphone"
