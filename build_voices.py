@@ -6,6 +6,9 @@
     python build_voices.py --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
         --held-out ked --out-dir datasets/multivoice
 
+Several --voices-dir folders join in the order given: the shared vocoder's corpus adds the other-language
+voices of datasets/voices_extra (build_corpus.py EXTRA_VOICES) after the English ones.
+
 Each voice folder is what build_corpus.py writes (metadata_train.csv / metadata_test.csv + wavs/). The
 held-out voice is left out of every training list: it is the unseen-voice test. Writes to --out-dir:
     train.txt            `/abs/clip.wav|speaker id|text` for the training voices (raw text: run
@@ -42,12 +45,17 @@ def read_metadata(csv: Path) -> List[Row]:
 Split = Tuple[List[Row], List[Row]]  # (train rows, test rows)
 
 
-def voice_splits(voices_dir: Path, ljspeech: Optional[Path], ljspeech_test: int) -> Dict[str, Split]:
-    """{voice name: (train rows, test rows)} for every built voice folder (and LJ Speech if given)."""
+def voice_splits(voices_dirs: Sequence[Path], ljspeech: Optional[Path], ljspeech_test: int) -> Dict[str, Split]:
+    """{voice name: (train rows, test rows)} for every built voice folder (and LJ Speech if given), the folders
+    of each of `voices_dirs` in name order, one after the other (so voices added in a later one keep the
+    earlier voices' speaker ids)."""
     splits = {}
-    for folder in sorted(p for p in voices_dir.iterdir() if (p / "metadata_train.csv").is_file()):
-        splits[folder.name] = (read_metadata(folder / "metadata_train.csv"),
-                               read_metadata(folder / "metadata_test.csv"))
+    for voices_dir in voices_dirs:
+        for folder in sorted(p for p in voices_dir.iterdir() if (p / "metadata_train.csv").is_file()):
+            if folder.name in splits:
+                raise ValueError(f"two voices are named {folder.name!r} ({folder}); rename one folder")
+            splits[folder.name] = (read_metadata(folder / "metadata_train.csv"),
+                                   read_metadata(folder / "metadata_test.csv"))
     if ljspeech is not None:
         rows = read_metadata(ljspeech / "metadata.csv")
         if len(rows) <= ljspeech_test:
@@ -60,15 +68,15 @@ def write_list(path: Path, rows: Sequence[Row], speaker: int) -> None:
     write_text_atomic(path, "".join(f"{wav}|{speaker}|{text}\n" for wav, text in rows))
 
 
-def assemble(voices_dir: Path, out_dir: Path, held_out: str, ljspeech: Optional[Path] = None,
+def assemble(voices_dirs: Sequence[Path], out_dir: Path, held_out: str, ljspeech: Optional[Path] = None,
              ljspeech_test: int = 4) -> Dict:
     """Write the filelists (see the module docstring); returns speakers.json's content."""
-    splits = voice_splits(voices_dir, ljspeech, ljspeech_test)
+    splits = voice_splits(voices_dirs, ljspeech, ljspeech_test)
     if held_out not in splits:
         raise ValueError(f"held-out voice {held_out!r} not found; built voices: {', '.join(splits) or 'none'}")
     names = [name for name in splits if name != held_out]
     if not names:
-        raise ValueError(f"no training voice besides the held-out {held_out!r} in {voices_dir}")
+        raise ValueError(f"no training voice besides the held-out {held_out!r} in {', '.join(map(str, voices_dirs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     train: List[str] = []
     for speaker, name in enumerate(names):
@@ -86,16 +94,17 @@ def assemble(voices_dir: Path, out_dir: Path, held_out: str, ljspeech: Optional[
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--voices-dir", type=Path, required=True, help="folder of build_corpus.py outputs, one per voice")
+    ap.add_argument("--voices-dir", type=Path, nargs="+", required=True,
+                    help="folder(s) of build_corpus.py outputs, one subfolder per voice")
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--held-out", required=True, help="voice left out of all training (the unseen-voice test)")
     ap.add_argument("--ljspeech", type=Path, default=None, help="LJSpeech-style folder added as voice 'ljspeech'")
     ap.add_argument("--ljspeech-test", type=int, default=4, help="last N LJ Speech clips held out (default 4)")
     args = ap.parse_args(argv)
-    if not args.voices_dir.is_dir():
-        print(f"error: --voices-dir {args.voices_dir} is not a folder (build voices with build_corpus.py)",
-              file=sys.stderr)
-        return 2
+    for folder in args.voices_dir:
+        if not folder.is_dir():
+            print(f"error: --voices-dir {folder} is not a folder (build voices with build_corpus.py)", file=sys.stderr)
+            return 2
     try:
         info = assemble(args.voices_dir, args.out_dir, args.held_out, args.ljspeech, args.ljspeech_test)
     except (ValueError, OSError) as e:

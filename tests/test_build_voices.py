@@ -23,7 +23,7 @@ def test_assemble_keeps_the_held_out_voice_out_of_training(tmp_path):
     lj = tmp_path / "lj"
     _voice(tmp_path, "lj", [], [])
     (lj / "metadata.csv").write_text("".join(f"L{i}|t{i}|n{i}\n" for i in range(5)))
-    info = build_voices.assemble(voices, tmp_path / "out", "ked", ljspeech=lj, ljspeech_test=2)
+    info = build_voices.assemble([voices], tmp_path / "out", "ked", ljspeech=lj, ljspeech_test=2)
     assert info["names"] == ["awb", "slt", "ljspeech"] and info["held_out"] == "ked"
     train = (tmp_path / "out" / "train.txt").read_text().splitlines()
     assert [line.split("|")[1:] for line in train] == [
@@ -39,6 +39,19 @@ def test_assemble_keeps_the_held_out_voice_out_of_training(tmp_path):
 def test_unknown_held_out_voice_is_named(tmp_path):
     _voice(tmp_path / "voices", "awb", ["a1"], [])
     with pytest.raises(ValueError, match="held-out voice 'nope' not found; built voices: awb"):
-        build_voices.assemble(tmp_path / "voices", tmp_path / "out", "nope")
+        build_voices.assemble([tmp_path / "voices"], tmp_path / "out", "nope")
     assert build_voices.main(["--voices-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "o"),
                               "--held-out", "awb"]) == 2
+
+
+def test_voices_from_a_second_folder_follow_and_keep_the_first_ones_ids(tmp_path):
+    _voice(tmp_path / "voices", "slt", ["s1"], [])
+    _voice(tmp_path / "voices", "ked", ["k1"], [])
+    _voice(tmp_path / "extra", "ita", ["i1"], [])
+    info = build_voices.assemble([tmp_path / "voices", tmp_path / "extra"], tmp_path / "out", "ked")
+    assert info["names"] == ["slt", "ita"]
+    train = (tmp_path / "out" / "train.txt").read_text().splitlines()
+    assert [line.split("|")[1] for line in train] == ["0", "1"]
+    _voice(tmp_path / "more", "slt", ["x1"], [])
+    with pytest.raises(ValueError, match="two voices are named 'slt'"):
+        build_voices.assemble([tmp_path / "voices", tmp_path / "more"], tmp_path / "out", "ked")
