@@ -374,6 +374,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be a positive number of sentences")
+    if args.test_only and not read_ids(args.test_ids):
+        ap.error(f"--test-only builds the held-out sentences, but --test-ids {args.test_ids} lists none")
     if not args.sentences.is_file():
         print(f"sentence file not found: {args.sentences} (make it with corpus/make_sentences.py)", file=sys.stderr)
         return 2

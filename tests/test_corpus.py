@@ -125,6 +125,8 @@ def test_test_only_builds_the_held_out_sentences_beyond_the_limit():
     rows = [(f"s{i}", f"Sentence {i}.") for i in range(10)]
     assert build_corpus.sentences_to_build(rows, {"s2", "s8"}, 5, test_only=False) == rows[:5]
     assert build_corpus.sentences_to_build(rows, {"s2", "s8"}, None, test_only=True) == [rows[2], rows[8]]
+    with pytest.raises(SystemExit):  # nothing to build: said, not an empty corpus
+        build_corpus.main(["--test-only", "--test-ids", "/nonexistent/ids.txt"])
 
 
 def test_short_voice_names_resolve_to_engines():
