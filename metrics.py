@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import jiwer
 import librosa
@@ -98,10 +98,13 @@ def wer(reference: str, hypothesis: str) -> float:
     return (c["substitutions"] + c["deletions"] + c["insertions"]) / c["ref_words"]
 
 
-def word_errors(reference: str, hypothesis: str) -> int:
-    """S + D + I of one utterance after `normalize_for_wer` (the numerator of its WER)."""
-    c = wer_counts(reference, hypothesis)
-    return c["substitutions"] + c["deletions"] + c["insertions"]
+def clip_word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> Tuple[List[int], List[int]]:
+    """Per utterance: (S + D + I, reference words) after `normalize_for_wer`, as two lists."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    counts = [wer_counts(r, h) for r, h in zip(references, hypotheses)]
+    return ([c["substitutions"] + c["deletions"] + c["insertions"] for c in counts],
+            [c["ref_words"] for c in counts])
 
 
 def wer_difference_interval(errors_a: Sequence[int], errors_b: Sequence[int], words: Sequence[int],
@@ -124,12 +127,10 @@ def wer_difference_interval(errors_a: Sequence[int], errors_b: Sequence[int], wo
 
 def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus WER: total errors over total reference words (long utterances weigh more)."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    if not references:
+    errors, words = clip_word_errors(references, hypotheses)
+    if not words:
         raise ValueError("no utterances to score")
-    errors = sum(word_errors(r, h) for r, h in zip(references, hypotheses))
-    return errors / sum(len(normalize_for_wer(r).split()) for r in references)
+    return sum(errors) / sum(words)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -117,13 +117,12 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
                 if encoder is not None:
                     scores["sim"].append(encoder.similarity(encoder.embed(wav, d.sampling_rate),
                                                             encoder.embed(ref, d.sampling_rate)))
-    result = {}
+    result, words = {}, []
     for name, h in hyps.items():
-        result[name] = {"wer": metrics.corpus_wer(refs, h), "lock": float(np.mean(locks[name])),
-                        "clip_errors": [metrics.word_errors(r, x) for r, x in zip(refs, h)]}
+        errors, words = metrics.clip_word_errors(refs, h)
+        result[name] = {"wer": sum(errors) / sum(words), "lock": float(np.mean(locks[name])), "clip_errors": errors}
         for key, values in dist.get(name, {}).items():
             result[name][key] = float(np.mean(values))
-    words = [len(metrics.normalize_for_wer(r).split()) for r in refs]
     return {"clips": len(utterances), "clip_words": words, "paths": result}
 
 

@@ -139,7 +139,7 @@ def test_short_voice_names_resolve_to_engines():
 def test_a_missing_festival_voice_names_its_package(monkeypatch):
     monkeypatch.setattr(build_corpus.shutil, "which", lambda name: None)
     assert "apt-get install -y festival festvox-itapc16k" in build_corpus.check_voice("pc_diphone")
-    for engine in {**build_corpus.VOICES, **build_corpus.EXTRA_VOICES}.values():
+    for engine in build_corpus.ALL_VOICES.values():
         assert engine.startswith(build_corpus.FLITE_PREFIX) or engine in build_corpus.FESTIVAL_PACKAGES
 
 

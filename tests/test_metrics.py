@@ -9,8 +9,8 @@ import soundfile as sf
 import soxr
 
 import metrics
-from metrics import (corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer,
-                     wer_difference_interval, word_errors)
+from metrics import (clip_word_errors, corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer,
+                     wer_difference_interval)
 
 # ------------------------------------------------------------------------------------------ WER
 
@@ -52,8 +52,8 @@ def test_wer_rejects_empty_reference():
         wer(" ... ", "hello")
 
 
-def test_word_errors_count_edits():
-    assert word_errors("the cat sat on the mat", "the cat sad on mat today") == 3
+def test_clip_word_errors_count_edits_and_words_per_clip():
+    assert clip_word_errors(["the cat sat on the mat", "a b"], ["the cat sad on mat today", "a b"]) == ([3, 0], [6, 2])
 
 
 def test_wer_difference_interval_is_paired_over_clips():
