@@ -15,7 +15,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 class ConfigError(ValueError):
@@ -62,6 +62,13 @@ class TrainConfig:
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
+    # None: vocoder_learning_rate. A fresh discriminator beside a trained generator may learn faster.
+    discriminator_learning_rate: Optional[float] = None
+
+    def base_learning_rates(self) -> Dict[str, float]:
+        """Each optimizer's base learning rate, by the name the trainer gives it."""
+        disc = self.vocoder_learning_rate if self.discriminator_learning_rate is None else self.discriminator_learning_rate
+        return {"acoustic": self.learning_rate, "vocoder": self.vocoder_learning_rate, "discriminator": disc}
     # Condition dropout of the flow (flow_matching.ConditionDropout): guidance, the null speaker, prompting.
     cond_drop_rate: float = 0.0
     speaker_drop_rate: float = 0.0
@@ -323,6 +330,10 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError(f"data.mel_std must be positive, got {d.mel_std}")
     if t.max_minutes is not None and t.max_minutes <= 0:
         raise ConfigError(f"train.max_minutes must be positive (or null for no time limit), got {t.max_minutes}")
+    rates = t.base_learning_rates()
+    if min(rates.values()) <= 0:
+        raise ConfigError(f"learning rates must be positive, got {rates} (train.learning_rate, "
+                          "vocoder_learning_rate, discriminator_learning_rate)")
     if t.fp16_run and t.bf16_run:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
     if not (t.train_acoustic or t.train_vocoder):

@@ -119,12 +119,13 @@ class Trainer:
         self.ema = EMA(self.model, t.ema_decay)
 
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        rates = t.base_learning_rates()
         if t.train_acoustic:
-            self.optimizers["acoustic"] = self._adamw(self.model.acoustic, t.learning_rate)
+            self.optimizers["acoustic"] = self._adamw(self.model.acoustic, rates["acoustic"])
         if t.train_vocoder:
-            self.optimizers["vocoder"] = self._adamw(self.model.generator, t.vocoder_learning_rate)
+            self.optimizers["vocoder"] = self._adamw(self.model.generator, rates["vocoder"])
         if self.discriminator is not None:
-            self.optimizers["discriminator"] = self._adamw(self.discriminator, t.vocoder_learning_rate)
+            self.optimizers["discriminator"] = self._adamw(self.discriminator, rates["discriminator"])
         self.schedulers = {k: build_scheduler(o, t.warmup_steps, t.lr_decay) for k, o in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.recon_loss = None

@@ -81,8 +81,7 @@ def apply_optimizer_config(trainer) -> None:
     values are identical (exact resume).
     """
     t = trainer.hps.train
-    base = {"acoustic": t.learning_rate, "vocoder": t.vocoder_learning_rate,
-            "discriminator": t.vocoder_learning_rate}
+    base = t.base_learning_rates()
     for name, opt in trainer.optimizers.items():
         sched = trainer.schedulers[name]
         factor = sched.lr_lambdas[0](sched.last_epoch)

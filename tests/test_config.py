@@ -92,6 +92,12 @@ def test_generator_rules_are_checked_by_validate(model, match):
         config.from_dict({"model": model})
 
 
+@pytest.mark.parametrize("key", ["learning_rate", "vocoder_learning_rate", "discriminator_learning_rate"])
+def test_learning_rates_must_be_positive(key):
+    with pytest.raises(ConfigError, match=key):
+        config.from_dict({"train": {key: 0.0}})
+
+
 def test_every_training_lever_is_a_valid_config():
     """benchmarks/levers.py: a misspelt key in a lever must fail here, not after an hour of training."""
     import sys

@@ -478,6 +478,20 @@ def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_pat
     assert again.optimizers["discriminator"].state_dict()["state"]  # Adam moments restored
 
 
+def test_discriminator_learning_rate_defaults_to_the_vocoders(tiny_config, tmp_path, monkeypatch):
+    import discriminators
+    monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, warmup_steps=0)
+
+    def base_rate(trainer, name):
+        return trainer.optimizers[name].param_groups[0]["initial_lr"]
+    same = train.Trainer(hps, tmp_path / "a", tensorboard=False)
+    assert base_rate(same, "discriminator") == base_rate(same, "vocoder") == hps.train.vocoder_learning_rate
+    own = train.Trainer(hps.replace(discriminator_learning_rate=3e-4), tmp_path / "b", tensorboard=False)
+    assert base_rate(own, "discriminator") == 3e-4
+    assert base_rate(own, "vocoder") == hps.train.vocoder_learning_rate
+
+
 # ----------------------------------------------------------------------------------------------------------
 # separate processes: DDP and signals
 
