@@ -64,11 +64,6 @@ class TrainConfig:
     vocoder_learning_rate: float = 2e-4
     # None: vocoder_learning_rate. A fresh discriminator beside a trained generator may learn faster.
     discriminator_learning_rate: Optional[float] = None
-
-    def base_learning_rates(self) -> Dict[str, float]:
-        """Each optimizer's base learning rate, by the name the trainer gives it."""
-        disc = self.vocoder_learning_rate if self.discriminator_learning_rate is None else self.discriminator_learning_rate
-        return {"acoustic": self.learning_rate, "vocoder": self.vocoder_learning_rate, "discriminator": disc}
     # Condition dropout of the flow (flow_matching.ConditionDropout): guidance, the null speaker, prompting.
     cond_drop_rate: float = 0.0
     speaker_drop_rate: float = 0.0
@@ -81,6 +76,11 @@ class TrainConfig:
     # (a frozen copy is the teacher), so it speaks as if guided with one pass per ODE step; the rest of
     # the model stays frozen.
     guidance_distill_scale: float = 0.0
+
+    def base_learning_rates(self) -> Dict[str, float]:
+        """Each optimizer's base learning rate, by the name the trainer gives it."""
+        disc = self.vocoder_learning_rate if self.discriminator_learning_rate is None else self.discriminator_learning_rate
+        return {"acoustic": self.learning_rate, "vocoder": self.vocoder_learning_rate, "discriminator": disc}
 
 
 @dataclass(frozen=True)

@@ -485,6 +485,7 @@ def test_discriminator_learning_rate_defaults_to_the_vocoders(tiny_config, tmp_p
 
     def base_rate(trainer, name):
         return trainer.optimizers[name].param_groups[0]["initial_lr"]
+
     same = train.Trainer(hps, tmp_path / "a", tensorboard=False)
     assert base_rate(same, "discriminator") == base_rate(same, "vocoder") == hps.train.vocoder_learning_rate
     own = train.Trainer(hps.replace(discriminator_learning_rate=3e-4), tmp_path / "b", tensorboard=False)
