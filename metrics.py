@@ -219,6 +219,23 @@ def frame_rate_lock(wav: np.ndarray, sample_rate: int, hop_length: int, fmin: fl
     return float(np.log(max(on, 1e-20) / max(between, 1e-20)))
 
 
+def loud_band_log_mel_error(ref_mel: np.ndarray, out_mel: np.ndarray, bands: int = 4) -> List[float]:
+    """Mean signed log-mel error (output minus recording) over the louder half of the recording's frames, per
+    band of n_mels / bands mel channels, low to high. ref_mel, out_mel (n_mels, T) natural-log mels (the
+    longer is cut to the shorter).
+
+    Where a vocoder loses energy (negative) or adds it: the frame-rate lock shows as a deficit in the low
+    bands (harmonics snapped to the frame rate leave the channels between them empty), and an adversarial
+    phase that mutes the locked band as a larger one (Griffin-Lim: within about 0.2 of zero in every band).
+    """
+    frames = min(ref_mel.shape[1], out_mel.shape[1])
+    ref, out = ref_mel[:, :frames], out_mel[:, :frames]
+    energy = ref.mean(0)
+    loud = energy >= np.median(energy)
+    error = (out - ref)[:, loud]
+    return [float(part.mean()) for part in np.array_split(error, bands, axis=0)]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Duration
 # ----------------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
   sim    (--similarity) speaker similarity of the output to its recording (resemblyzer embeddings)
   lock   frame-rate lock (metrics.frame_rate_lock): how much of the output's power sits at multiples of the
          mel frame rate (sample rate / hop) instead of at the voice's pitch; recordings score near 0
+  bands  signed log-mel error against the recording in the loud frames, per quarter of the mel channels, low
+         to high (metrics.loud_band_log_mel_error): where a path loses or adds energy
 Griffin-Lim is the bar: a vocoder should be no less intelligible on the same mels. Each vocoder's WER minus
 Griffin-Lim's comes with a 95% paired bootstrap interval over the clips (from the per-clip word errors the
 report keeps): with 20 clips one word is 0.004-0.005 of WER, and the interval says what such a gap is worth.
@@ -111,9 +113,12 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
             hyps.setdefault(name, []).append(transcriber.transcribe(wav, d.sampling_rate))
             locks.setdefault(name, []).append(metrics.frame_rate_lock(wav, d.sampling_rate, d.hop_length))
             if name != "recording":
-                scores = dist.setdefault(name, {"mcd": [], "mrstft": [], **({"sim": []} if encoder else {})})
+                scores = dist.setdefault(name, {"mcd": [], "mrstft": [], "bands": [],
+                                                **({"sim": []} if encoder else {})})
                 scores["mcd"].append(metrics.mcd_dtw(ref, d.sampling_rate, wav, d.sampling_rate))
                 scores["mrstft"].append(mrstft_distance(loss, wav, ref))
+                out_mel = mel_from_config(torch.from_numpy(wav).unsqueeze(0), d)
+                scores["bands"].append(metrics.loud_band_log_mel_error(mel[0].numpy(), out_mel[0].numpy()))
                 if encoder is not None:
                     scores["sim"].append(encoder.similarity(encoder.embed(wav, d.sampling_rate),
                                                             encoder.embed(ref, d.sampling_rate)))
@@ -122,7 +127,8 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         errors, words = metrics.clip_word_errors(refs, h)
         result[name] = {"wer": sum(errors) / sum(words), "lock": float(np.mean(locks[name])), "clip_errors": errors}
         for key, values in dist.get(name, {}).items():
-            result[name][key] = float(np.mean(values))
+            mean = np.mean(values, axis=0)  # per clip -> per path (bands: one mean per band)
+            result[name][key] = mean.tolist() if key == "bands" else float(mean)
     return {"clips": len(utterances), "clip_words": words, "paths": result}
 
 
@@ -149,6 +155,11 @@ def format_table(report: Dict) -> str:
         lines.append(f"| {voice} | {v['clips']} | " + " | ".join(cells) + " |")
     lines += ["", "cells: WER / MCD dB / MR-STFT distance [/ speaker similarity to the recording] "
                   "/ frame-rate lock (recording: WER and lock only)"]
+    for voice, v in report["voices"].items():
+        for name, s in v["paths"].items():
+            if "bands" in s:
+                lines.append(f"{voice}, {name}: loud-frame log-mel error by mel quarter (low to high) "
+                             + " / ".join(f"{e:+.2f}" for e in s["bands"]))
     for voice, v in report["voices"].items():
         for name, d in v.get("versus_griffin_lim", {}).items():
             lines.append(f"{voice}, {name}: WER {d['difference']:+.3f} against Griffin-Lim "

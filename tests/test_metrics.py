@@ -183,3 +183,24 @@ def test_frame_rate_lock_tells_a_frame_periodic_buzz_from_speech(clips):
     assert all(abs(metrics.frame_rate_lock(wav, sr, hop)) < 1 for wav in clips)
     with pytest.raises(ValueError, match="at least 1024 samples"):
         metrics.frame_rate_lock(locked[:100], sr, hop)
+
+
+def test_loud_band_log_mel_error_finds_where_energy_is_lost(clips):
+    """A real clip against itself: 0 in every band; at half amplitude: log(1/2) in every band (magnitude mels); low-passed at
+    1 kHz: the lowest quarter (41-822 Hz) intact, the upper quarters (from 863 Hz) far below."""
+    import torch
+    from mel_processing import mel_spectrogram
+    import scipy.signal
+
+    def log_mel(wav):
+        return mel_spectrogram(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0),
+                               1024, 80, 22050, 256, 1024, 0.0, None)[0].numpy()
+
+    wav = clips[0]
+    ref = log_mel(wav)
+    assert metrics.loud_band_log_mel_error(ref, ref) == [0.0] * 4
+    halved = metrics.loud_band_log_mel_error(ref, log_mel(0.5 * wav))
+    assert np.allclose(halved, math.log(0.5), atol=0.05)
+    low_passed = scipy.signal.sosfiltfilt(scipy.signal.butter(8, 1000, fs=22050, output="sos"), wav)
+    low, *upper = metrics.loud_band_log_mel_error(ref, log_mel(low_passed))
+    assert abs(low) < 0.1 and all(e < -1 for e in upper)

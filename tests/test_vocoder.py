@@ -402,6 +402,8 @@ def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, mon
     assert a["clip_ids"] == b["clip_ids"] == [copy_synthesis.clip_id(lj_wavs[1])]
     assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
     assert abs(a["paths"]["recording"]["lock"]) < 1 and "lock" in a["paths"]["vocoder"]
+    assert len(a["paths"]["vocoder"]["bands"]) == 4 and "bands" not in a["paths"]["recording"]
+    assert all(abs(e) < 0.3 for e in a["paths"]["griffin_lim"]["bands"])  # Griffin-Lim keeps each band's energy
     gap = a["versus_griffin_lim"]["vocoder"]
     assert gap["difference"] == pytest.approx(a["paths"]["vocoder"]["wer"] - a["paths"]["griffin_lim"]["wer"])
     assert gap["low"] <= gap["difference"] <= gap["high"] and b["versus_griffin_lim"] == a["versus_griffin_lim"]
