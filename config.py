@@ -60,6 +60,9 @@ class TrainConfig:
     c_stft: float = 1.0
     c_fm: float = 2.0
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
+    # What drives the harmonic source in training: "predicted" (the predictor's pitch, as at inference) or "audio"
+    # (YIN on the segment's audio, as NSF: sines the generator can rely on while the predictor is still learning).
+    source_pitch: str = "predicted"
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
     # None: vocoder_learning_rate. A fresh discriminator beside a trained generator may learn faster.
@@ -336,6 +339,11 @@ def validate(hps: HParams) -> HParams:
                           "vocoder_learning_rate, discriminator_learning_rate)")
     if t.fp16_run and t.bf16_run:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
+    if t.source_pitch not in ("predicted", "audio"):
+        raise ConfigError(f"train.source_pitch must be \"predicted\" or \"audio\", got {t.source_pitch!r}")
+    if t.source_pitch == "audio" and not m.harmonic_source:
+        raise ConfigError("train.source_pitch \"audio\" drives the harmonic source: set model.harmonic_source true "
+                          "or source_pitch back to \"predicted\"")
     if not (t.train_acoustic or t.train_vocoder):
         raise ConfigError("train.train_acoustic and train.train_vocoder are both false: nothing to train")
     for key in ("cond_drop_rate", "speaker_drop_rate", "prompt_rate"):

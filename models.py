@@ -217,14 +217,15 @@ class MultiBandISTFTGenerator(nn.Module):
     def forward(self, mel: torch.Tensor, g: Optional[torch.Tensor] = None,
                 pitch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, cycles0: Optional[torch.Tensor] = None,
                 return_pitch: bool = False):
-        """-> (audio, subband_audio), and the pitch predictor's raw output (B, 2, T) (None without one, or when
-        `pitch` = (F0 (B, T) Hz, voicing (B, T)) is given) with `return_pitch`."""
+        """-> (audio, subband_audio), and with `return_pitch` the pitch predictor's raw output (B, 2, T) (None
+        without one). `pitch` = (F0 (B, T) Hz, voicing (B, T)) drives the sines instead of the prediction."""
         x = self.conv_pre(mel)
         if g is not None:
             if self.cond is None:
                 raise ValueError("speaker conditioning g was given but the generator was built with gin_channels 0")
             x = x + self.cond(g)
-        source, raw_pitch = self.excitation(mel, pitch, cycles0) if self.pitch is not None else (None, None)
+        source, raw_pitch = (self.excitation(mel, pitch, cycles0, return_pitch) if self.pitch is not None
+                             else (None, None))
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             if source is not None:
@@ -257,13 +258,13 @@ class MultiBandISTFTGenerator(nn.Module):
         with torch.autocast(device_type=mel.device.type, enabled=False):
             return pitch_from_raw(self.pitch(mel.float()))
 
-    def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None):
-        """-> (sines (B, N_HARMONICS, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is
-        given). In fp32, also under autocast: the phase is a running sum over the whole clip."""
+    def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None,
+                   predict: bool = False):
+        """-> (sines (B, N_HARMONICS, T * hop), the predictor's raw output (B, 2, T), or None when `pitch` is given
+        and not `predict`). In fp32, also under autocast: the phase is a running sum over the whole clip."""
         with torch.autocast(device_type=mel.device.type, enabled=False):
-            raw = None
+            raw = self.pitch(mel.float()) if pitch is None or predict else None
             if pitch is None:
-                raw = self.pitch(mel.float())
                 pitch = pitch_from_raw(raw.detach())  # the source does not teach the predictor
             f0, voicing = pitch
             return harmonic_source(f0.float(), voicing.float(), self.hop_length, self.sampling_rate, N_HARMONICS,

@@ -6,6 +6,7 @@ voice's F0 (metrics.frame_rate_lock measures this). A sine at the predicted F0 g
 
 PitchPredictor: log-mel (B, n_mels, T) -> log F0 and voicing per frame (`pitch_from_raw`: Hz and [0, 1]),
 learned from YIN on the training audio (`yin_targets`, `pitch_loss`), so the vocoder still needs only a mel.
+In training the sines may follow YIN's pitch of the audio instead (`pitch_from_targets`, train.source_pitch).
 harmonic_source: F0, voicing (B, T) frames -> voiced sines at k * F0, k = 1..n_harmonics, (B, n_harmonics,
 T * hop). The phase is integrated over frames with F0 held constant within each frame, so a chunk that
 starts at frame j continues the whole clip's phase when given `start_cycles(f0, j, ...)` (streaming).
@@ -99,10 +100,15 @@ def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple
     return torch.from_numpy(target).float().to(wav.device), torch.from_numpy(voiced).to(wav.device)
 
 
-def pitch_loss(raw: torch.Tensor, wav: torch.Tensor, data_cfg) -> torch.Tensor:
-    """PitchPredictor output (B, 2, T) against YIN on the segments' audio wav (B, 1, T * hop): L1 of log F0 on
+def pitch_from_targets(target: torch.Tensor, voiced: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """yin_targets' (log(F0 / F0_REF), voiced) (B, T) -> (F0 (B, T) Hz, voicing (B, T) 0 or 1), as the source takes
+    them (train.source_pitch "audio": the sines follow the recording's own pitch, as in NSF)."""
+    return (F0_REF * torch.exp(target)).clamp(F0_MIN, F0_MAX), voiced.float()
+
+
+def pitch_loss(raw: torch.Tensor, target: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """PitchPredictor output (B, 2, T) against yin_targets of the segments' audio ((B, T) each): L1 of log F0 on
     voiced frames plus the voicing's binary cross-entropy on all frames."""
-    target, voiced = yin_targets(wav, data_cfg.sampling_rate, data_cfg.hop_length)
     raw = raw.float()
     f0_error = ((raw[:, 0] - target).abs() * voiced).sum() / voiced.sum().clamp(min=1)
     return f0_error + F.binary_cross_entropy_with_logits(raw[:, 1], voiced.float())
