@@ -155,6 +155,7 @@ class ModelConfig:
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
+    harmonic_synth: int = 0  # > 0 (needs harmonic_source): that many additive harmonics added to its waveform
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a
@@ -264,6 +265,9 @@ def check_generator_config(hps: HParams) -> None:
             f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {total}, but data.hop_length is "
             f"{d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length "
             f"must hold (change upsample_rates when you change the sample rate / hop)")
+    if m.harmonic_synth < 0 or (m.harmonic_synth and not m.harmonic_source):
+        raise ConfigError(f"model.harmonic_synth {m.harmonic_synth}: use 0 (off) or a number of harmonics with "
+                          "model.harmonic_source true (the synth plays at the pitch it predicts)")
     if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
         raise ConfigError(f"model.upsample_rates {m.upsample_rates} and model.upsample_kernel_sizes "
                           f"{m.upsample_kernel_sizes} must have the same length")

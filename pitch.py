@@ -77,6 +77,41 @@ def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sa
     return gain * torch.sin(k * phase.unsqueeze(1))
 
 
+class HarmonicSynth(nn.Module):
+    """Additive harmonics added to the generator's waveform (DDSP's harmonic part, model.harmonic_synth).
+
+    The sines fed into the upsampling stages are barely used by a generator trained with mel/STFT losses (1% of
+    its output); here the loss reaches each harmonic's amplitude directly. forward(mel (B, n_mels, T), F0 and
+    voicing (B, T), cycles0 (B,) or None) -> (B, 1, T * hop): sum over k of a_k(t) sin(k phi(t)), the amplitudes
+    a_k predicted per frame from the mel, gated by voicing, zero where k F0 > max_hz (F0 errors grow with k),
+    linearly interpolated between frames (a step per frame would itself buzz at the frame rate). The output
+    layer starts at zero: a trained generator with a synth added speaks as before.
+    """
+
+    def __init__(self, n_mels: int, n_harmonics: int, hop_length: int, sampling_rate: int, max_hz: float = 2500.0,
+                 channels: int = 128, layers: int = 3, kernel: int = 5):
+        super().__init__()
+        self.hop_length, self.sampling_rate, self.max_hz = hop_length, sampling_rate, max_hz
+        sizes = [n_mels] + [channels] * layers
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(sizes, sizes[1:]))
+        self.out = nn.Conv1d(channels, n_harmonics, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, mel: torch.Tensor, f0: torch.Tensor, voicing: torch.Tensor,
+                cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = mel
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        amplitude = self.out(x)  # (B, K, T)
+        k = torch.arange(1, amplitude.size(1) + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
+        amplitude = amplitude * voicing.unsqueeze(1) * (k * f0.unsqueeze(1) < self.max_hz)
+        amplitude = F.interpolate(amplitude, scale_factor=self.hop_length, mode="linear", align_corners=False)
+        sines = harmonic_source(f0, torch.ones_like(voicing), self.hop_length, self.sampling_rate, amplitude.size(1),
+                                cycles0) / SINE_AMPLITUDE
+        return (amplitude * sines).sum(1, keepdim=True)
+
+
 def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training targets for PitchPredictor from audio segments.
 
