@@ -60,9 +60,6 @@ class TrainConfig:
     c_stft: float = 1.0
     c_fm: float = 2.0
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
-    # What drives the harmonic source in training: "predicted" (the predictor's pitch, as at inference) or "audio"
-    # (YIN on the segment's audio, as NSF: sines the generator can rely on while the predictor is still learning).
-    source_pitch: str = "predicted"
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
     # None: vocoder_learning_rate. A fresh discriminator beside a trained generator may learn faster.
@@ -155,7 +152,6 @@ class ModelConfig:
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
-    harmonic_synth: int = 0  # > 0 (needs harmonic_source): that many additive harmonics added to its waveform
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a
@@ -265,9 +261,6 @@ def check_generator_config(hps: HParams) -> None:
             f"{m.gen_istft_hop_size} * model.subbands {m.subbands} = {total}, but data.hop_length is "
             f"{d.hop_length}; the rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length "
             f"must hold (change upsample_rates when you change the sample rate / hop)")
-    if m.harmonic_synth < 0 or (m.harmonic_synth and not m.harmonic_source):
-        raise ConfigError(f"model.harmonic_synth {m.harmonic_synth}: use 0 (off) or a number of harmonics with "
-                          "model.harmonic_source true (the synth plays at the pitch it predicts)")
     if len(m.upsample_rates) != len(m.upsample_kernel_sizes):
         raise ConfigError(f"model.upsample_rates {m.upsample_rates} and model.upsample_kernel_sizes "
                           f"{m.upsample_kernel_sizes} must have the same length")
@@ -343,11 +336,6 @@ def validate(hps: HParams) -> HParams:
                           "vocoder_learning_rate, discriminator_learning_rate)")
     if t.fp16_run and t.bf16_run:
         raise ConfigError("train.fp16_run and train.bf16_run are exclusive; enable at most one")
-    if t.source_pitch not in ("predicted", "audio"):
-        raise ConfigError(f"train.source_pitch must be \"predicted\" or \"audio\", got {t.source_pitch!r}")
-    if t.source_pitch == "audio" and not m.harmonic_source:
-        raise ConfigError("train.source_pitch \"audio\" drives the harmonic source: set model.harmonic_source true "
-                          "or source_pitch back to \"predicted\"")
     if not (t.train_acoustic or t.train_vocoder):
         raise ConfigError("train.train_acoustic and train.train_vocoder are both false: nothing to train")
     for key in ("cond_drop_rate", "speaker_drop_rate", "prompt_rate"):

@@ -26,7 +26,7 @@ from commons import init_weights
 from config import HParams, check_generator_config
 from modules import (LRELU_SLOPE, AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, ResBlock1, ResBlock2,
                      remove_weight_norm_all, rotary_tables, timestep_embedding, upsample_padding)
-from pitch import N_HARMONICS, HarmonicSynth, PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
+from pitch import N_HARMONICS, PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
 from pqmf import PQMF
 from sampling import SamplingConfig
 from stft import make_istft
@@ -198,10 +198,6 @@ class MultiBandISTFTGenerator(nn.Module):
             # Trained from scratch beside a trained network: 10x its learning rate (train_utils.param_groups);
             # at 1x the sines reached 0.5% of the stage features' norm in 1000 steps.
             self.pitch.lr_scale = self.source_convs.lr_scale = 10.0
-        self.synth = None
-        if m.harmonic_synth:
-            self.synth = HarmonicSynth(hps.data.n_mel_channels, m.harmonic_synth, self.hop_length, self.sampling_rate)
-            self.synth.lr_scale = 10.0
         self.conv_post = weight_norm(nn.Conv1d(c_out, self.subbands * self.n_bins * 2, 7, padding=3))
         self.ups.apply(init_weights)
         self.conv_post.apply(init_weights)
@@ -221,28 +217,22 @@ class MultiBandISTFTGenerator(nn.Module):
     def forward(self, mel: torch.Tensor, g: Optional[torch.Tensor] = None,
                 pitch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, cycles0: Optional[torch.Tensor] = None,
                 return_pitch: bool = False):
-        """-> (audio, subband_audio), and with `return_pitch` the pitch predictor's raw output (B, 2, T) (None
-        without one). `pitch` = (F0 (B, T) Hz, voicing (B, T)) drives the sines instead of the prediction."""
+        """-> (audio, subband_audio), and the pitch predictor's raw output (B, 2, T) (None without one, or when
+        `pitch` = (F0 (B, T) Hz, voicing (B, T)) is given) with `return_pitch`."""
         x = self.conv_pre(mel)
         if g is not None:
             if self.cond is None:
                 raise ValueError("speaker conditioning g was given but the generator was built with gin_channels 0")
             x = x + self.cond(g)
-        source, raw_pitch, pitch = (self.excitation(mel, pitch, cycles0, return_pitch) if self.pitch is not None
-                                    else (None, None, None))
+        source, raw_pitch = self.excitation(mel, pitch, cycles0) if self.pitch is not None else (None, None)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             if source is not None:
                 x = x + self.read_source(i, source)
             blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
-        audio, subband_audio = self.tail_to_audio(x)
-        if self.synth is not None:
-            with torch.autocast(device_type=mel.device.type, enabled=False):
-                harmonics = self.synth(mel.float(), *pitch, cycles0)
-            audio = audio + harmonics
-            subband_audio = subband_audio + (harmonics if self.pqmf is None else self.pqmf.analysis(harmonics))
-        return (audio, subband_audio, raw_pitch) if return_pitch else (audio, subband_audio)
+        audio = self.tail_to_audio(x)
+        return (*audio, raw_pitch) if return_pitch else audio
 
     def window(self, mel: torch.Tensor, left: int, right: int, g: Optional[torch.Tensor] = None):
         """Frames [left, right) of the whole clip's mel (B, n_mels, T) vocoded alone (streaming, parallel pieces):
@@ -267,19 +257,17 @@ class MultiBandISTFTGenerator(nn.Module):
         with torch.autocast(device_type=mel.device.type, enabled=False):
             return pitch_from_raw(self.pitch(mel.float()))
 
-    def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None,
-                   predict: bool = False):
-        """-> (sines (B, N_HARMONICS, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is given
-        and not `predict`, the pitch used (F0, voicing)). In fp32, also under autocast: the phase is a running sum
-        over the whole clip."""
+    def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None):
+        """-> (sines (B, N_HARMONICS, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is
+        given). In fp32, also under autocast: the phase is a running sum over the whole clip."""
         with torch.autocast(device_type=mel.device.type, enabled=False):
-            raw = self.pitch(mel.float()) if pitch is None or predict else None
+            raw = None
             if pitch is None:
+                raw = self.pitch(mel.float())
                 pitch = pitch_from_raw(raw.detach())  # the source does not teach the predictor
             f0, voicing = pitch
-            f0, voicing = f0.float(), voicing.float()
-            return (harmonic_source(f0, voicing, self.hop_length, self.sampling_rate, N_HARMONICS, cycles0), raw,
-                    (f0, voicing))
+            return harmonic_source(f0.float(), voicing.float(), self.hop_length, self.sampling_rate, N_HARMONICS,
+                                   cycles0), raw
 
     def tail_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Last upsampling stage's output (B, C, F) -> conv_post -> (audio (B, 1, F * istft_hop * subbands), sub-bands).

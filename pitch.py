@@ -6,7 +6,6 @@ voice's F0 (metrics.frame_rate_lock measures this). A sine at the predicted F0 g
 
 PitchPredictor: log-mel (B, n_mels, T) -> log F0 and voicing per frame (`pitch_from_raw`: Hz and [0, 1]),
 learned from YIN on the training audio (`yin_targets`, `pitch_loss`), so the vocoder still needs only a mel.
-In training the sines may follow YIN's pitch of the audio instead (`pitch_from_targets`, train.source_pitch).
 harmonic_source: F0, voicing (B, T) frames -> voiced sines at k * F0, k = 1..n_harmonics, (B, n_harmonics,
 T * hop). The phase is integrated over frames with F0 held constant within each frame, so a chunk that
 starts at frame j continues the whole clip's phase when given `start_cycles(f0, j, ...)` (streaming).
@@ -77,41 +76,6 @@ def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sa
     return gain * torch.sin(k * phase.unsqueeze(1))
 
 
-class HarmonicSynth(nn.Module):
-    """Additive harmonics added to the generator's waveform (DDSP's harmonic part, model.harmonic_synth).
-
-    The sines fed into the upsampling stages are barely used by a generator trained with mel/STFT losses (1% of
-    its output); here the loss reaches each harmonic's amplitude directly. forward(mel (B, n_mels, T), F0 and
-    voicing (B, T), cycles0 (B,) or None) -> (B, 1, T * hop): sum over k of a_k(t) sin(k phi(t)), the amplitudes
-    a_k predicted per frame from the mel, gated by voicing, zero where k F0 > max_hz (F0 errors grow with k),
-    linearly interpolated between frames (a step per frame would itself buzz at the frame rate). The output
-    layer starts at zero: a trained generator with a synth added speaks as before.
-    """
-
-    def __init__(self, n_mels: int, n_harmonics: int, hop_length: int, sampling_rate: int, max_hz: float = 2500.0,
-                 channels: int = 128, layers: int = 3, kernel: int = 5):
-        super().__init__()
-        self.hop_length, self.sampling_rate, self.max_hz = hop_length, sampling_rate, max_hz
-        sizes = [n_mels] + [channels] * layers
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel, padding=kernel // 2) for a, b in zip(sizes, sizes[1:]))
-        self.out = nn.Conv1d(channels, n_harmonics, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, mel: torch.Tensor, f0: torch.Tensor, voicing: torch.Tensor,
-                cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = mel
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-        amplitude = self.out(x)  # (B, K, T)
-        k = torch.arange(1, amplitude.size(1) + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
-        amplitude = amplitude * voicing.unsqueeze(1) * (k * f0.unsqueeze(1) < self.max_hz)
-        amplitude = F.interpolate(amplitude, scale_factor=self.hop_length, mode="linear", align_corners=False)
-        sines = harmonic_source(f0, torch.ones_like(voicing), self.hop_length, self.sampling_rate, amplitude.size(1),
-                                cycles0) / SINE_AMPLITUDE
-        return (amplitude * sines).sum(1, keepdim=True)
-
-
 def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Training targets for PitchPredictor from audio segments.
 
@@ -135,15 +99,10 @@ def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple
     return torch.from_numpy(target).float().to(wav.device), torch.from_numpy(voiced).to(wav.device)
 
 
-def pitch_from_targets(target: torch.Tensor, voiced: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """yin_targets' (log(F0 / F0_REF), voiced) (B, T) -> (F0 (B, T) Hz, voicing (B, T) 0 or 1), as the source takes
-    them (train.source_pitch "audio": the sines follow the recording's own pitch, as in NSF)."""
-    return (F0_REF * torch.exp(target)).clamp(F0_MIN, F0_MAX), voiced.float()
-
-
-def pitch_loss(raw: torch.Tensor, target: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
-    """PitchPredictor output (B, 2, T) against yin_targets of the segments' audio ((B, T) each): L1 of log F0 on
+def pitch_loss(raw: torch.Tensor, wav: torch.Tensor, data_cfg) -> torch.Tensor:
+    """PitchPredictor output (B, 2, T) against YIN on the segments' audio wav (B, 1, T * hop): L1 of log F0 on
     voiced frames plus the voicing's binary cross-entropy on all frames."""
+    target, voiced = yin_targets(wav, data_cfg.sampling_rate, data_cfg.hop_length)
     raw = raw.float()
     f0_error = ((raw[:, 0] - target).abs() * voiced).sum() / voiced.sum().clamp(min=1)
     return f0_error + F.binary_cross_entropy_with_logits(raw[:, 1], voiced.float())

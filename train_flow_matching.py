@@ -50,7 +50,7 @@ from ema import EMA
 from flow_matching import ConditionDropout, GuidanceTeacher
 from lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
-from pitch import pitch_from_targets, pitch_loss, yin_targets
+from pitch import pitch_loss
 from train_eval import EVAL_ITEMS
 from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
                          param_groups, prepare_run, resolve_amp, seed_everything, setup_logging,
@@ -313,12 +313,9 @@ class Trainer:
                 mel_seg, wav_seg, _ = commons.rand_slice_mel_and_wav(vocoder_mel, batch["wav"], batch["mel_lengths"],
                                                                      seg_frames, d.hop_length)
                 g = self.model.speaker_condition(batch["speakers"]) if d.n_speakers > 1 else None
-                pitch_targets = (yin_targets(wav_seg, d.sampling_rate, d.hop_length)
-                                 if self.hps.model.harmonic_source else None)
-                source_pitch = pitch_from_targets(*pitch_targets) if t.source_pitch == "audio" else None
-                audio_hat, sub_hat, raw_pitch = self.generator_fwd(mel_seg, g, pitch=source_pitch, return_pitch=True)
+                audio_hat, sub_hat, raw_pitch = self.generator_fwd(mel_seg, g, return_pitch=True)
                 if raw_pitch is not None:
-                    terms["pitch"] = pitch_loss(raw_pitch, *pitch_targets) * t.c_pitch
+                    terms["pitch"] = pitch_loss(raw_pitch, wav_seg, d) * t.c_pitch
 
         adversarial = self.discriminator is not None and self.step >= t.discriminator_start_step
         if t.train_vocoder and adversarial:

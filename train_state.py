@@ -174,7 +174,7 @@ def _generator_keys(config: Optional[dict]) -> str:
     """The width and shape keys of the vocoder in a checkpoint's config dict, as `key=value` text."""
     model = (config or {}).get("model", {})
     keys = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock", "subbands",
-            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder", "harmonic_source", "harmonic_synth")
+            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder", "harmonic_source")
     return ", ".join(f"model.{k}={model[k]}" for k in keys if k in model) or "(the file holds no config)"
 
 

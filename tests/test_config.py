@@ -98,21 +98,6 @@ def test_learning_rates_must_be_positive(key):
         config.from_dict({"train": {key: 0.0}})
 
 
-def test_source_pitch_is_checked():
-    with pytest.raises(ConfigError, match="predicted"):
-        config.from_dict({"train": {"source_pitch": "yin"}})
-    with pytest.raises(ConfigError, match="model.harmonic_source"):
-        config.from_dict({"train": {"source_pitch": "audio"}})
-    assert config.from_dict({"train": {"source_pitch": "audio"}, "model": {"harmonic_source": True}})
-
-
-def test_harmonic_synth_needs_the_harmonic_source():
-    with pytest.raises(ConfigError, match="model.harmonic_source"):
-        config.from_dict({"model": {"harmonic_synth": 16}})
-    with pytest.raises(ConfigError, match="harmonic_synth -1"):
-        config.from_dict({"model": {"harmonic_synth": -1, "harmonic_source": True}})
-
-
 def test_every_training_lever_is_a_valid_config():
     """benchmarks/levers.py: a misspelt key in a lever must fail here, not after an hour of training."""
     import sys

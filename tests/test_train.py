@@ -439,27 +439,6 @@ def test_init_checkpoint_refuses_a_harmonic_vocoder_for_a_config_without_one(res
     assert not any(conv.weight.any() for conv in grown.model.generator.source_convs)
 
 
-@pytest.mark.parametrize("source_pitch", ["predicted", "audio"])
-def test_source_pitch_chooses_what_drives_the_sines_in_training(tiny_config, tmp_path, source_pitch):
-    """train.source_pitch "audio": the generator's sines follow YIN on the segment's audio (voicing exactly 0 or
-    1); "predicted": the predictor's pitch (no pitch given). The predictor learns from YIN either way."""
-    trainer = make_trainer(tiny_config, tmp_path / "run", harmonic_source=True, source_pitch=source_pitch,
-                           train_acoustic=False)
-    given = []
-    forward = trainer.generator_fwd
-    trainer.generator_fwd = lambda *args, **kwargs: given.append(kwargs.get("pitch")) or forward(*args, **kwargs)
-    predictor_before = [p.clone() for p in trainer.model.generator.pitch.parameters()]
-    result = trainer.train_step(first_batch(trainer))
-    assert not result.skipped and result.losses["pitch"] > 0
-    assert any(not torch.equal(p, q) for p, q in zip(trainer.model.generator.pitch.parameters(), predictor_before))
-    if source_pitch == "predicted":
-        assert given == [None]
-    else:
-        f0, voicing = given[0]
-        assert f0.shape == voicing.shape and set(voicing.unique().tolist()) <= {0.0, 1.0}
-        assert ((f0 >= 50) & (f0 <= 600)).all()
-
-
 class SmallDiscriminator(torch.nn.Module):
     """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
 
