@@ -57,6 +57,38 @@ class STFTLoss(nn.Module):
         return sc.mean(), mag
 
 
+class InstantaneousFrequencyLoss(nn.Module):
+    """How far each bin's phase advance per hop (its instantaneous frequency) is from the recording's, weighted by
+    the recording's magnitude: x, y (B, T) -> scalar, radians in [0, pi].
+
+    Magnitude losses are blind to where a harmonic sits within a bin's main lobe and, to first order, to a small
+    component added at an unrelated phase; the phase advance is not, and is unchanged by a constant phase offset
+    (which the ear ignores), so it asks for the voice's harmonics, not the frame-rate comb (metrics.frame_rate_lock).
+    A long window resolves the harmonics of low voices; the hop sets the range, |f_x - f_y| < sr / (2 hop), beyond
+    which the advance wraps (92 Hz at 22050 / 120: more than half the comb's 86 Hz spacing).
+    """
+
+    def __init__(self, fft_size: int = 2048, hop_size: int = 120, win_length: int = 1200):
+        super().__init__()
+        self.fft_size, self.hop_size, self.win_length = fft_size, hop_size, win_length
+        self.register_buffer("window", hann_window(win_length), persistent=False)
+
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window, center=True,
+                          return_complex=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x_spec, y_spec = self.spectrum(x.reshape(-1, x.size(-1))), self.spectrum(y.reshape(-1, y.size(-1)))
+            x_advance = x_spec[..., 1:] * x_spec[..., :-1].conj()
+            y_advance = (y_spec[..., 1:] * y_spec[..., :-1].conj()).detach()
+            # The angle of x's advance relative to y's: the wrapped difference of the two frequencies.
+            relative = x_advance * y_advance.conj()
+            error = torch.atan2(relative.imag, relative.real + 1e-12).abs()
+            weight = y_advance.abs()
+            return (error * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
 class MultiResolutionSTFTLoss(nn.Module):
     """Mean of STFTLoss over resolutions ((fft, hop, win), ...).
 
@@ -84,13 +116,15 @@ class VocoderReconstructionLoss(nn.Module):
 
     forward(y_hat (B, 1, T), y_hat_sub (B, subbands, T // subbands), y (B, 1, T)) -> dict with
     "mel" (L1 of log-mels), "stft" (full-band sc + mag), "stft_sub" (sub-band sc + mag against the PQMF
-    analysis of y; 0 for one band) and "total" = c_mel * mel + c_stft * (stft + stft_sub).
+    analysis of y; 0 for one band), "if" (InstantaneousFrequencyLoss; 0 when train.c_if is 0) and
+    "total" = c_mel * mel + c_stft * (stft + stft_sub) + c_if * if.
     """
 
     def __init__(self, hps: HParams):
         super().__init__()
         m = hps.model
-        self.c_mel, self.c_stft = hps.train.c_mel, hps.train.c_stft
+        self.c_mel, self.c_stft, self.c_if = hps.train.c_mel, hps.train.c_stft, hps.train.c_if
+        self.frequency = InstantaneousFrequencyLoss() if self.c_if > 0 else None
         self.mel = MelLoss(hps)
         self.full_band = MultiResolutionSTFTLoss(FULL_BAND_RESOLUTIONS)
         self.sub_band = MultiResolutionSTFTLoss(SUB_BAND_RESOLUTIONS) if m.subbands > 1 else None
@@ -107,8 +141,9 @@ class VocoderReconstructionLoss(nn.Module):
             loss_stft_sub = sc_sub + mag_sub
         else:
             loss_stft_sub = torch.zeros_like(loss_stft)
-        total = self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub)
-        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "total": total}
+        loss_if = self.frequency(y_hat, y) if self.frequency is not None else torch.zeros_like(loss_stft)
+        total = self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub) + self.c_if * loss_if
+        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "if": loss_if, "total": total}
 
 
 def feature_loss(fmap_r: List[List[torch.Tensor]], fmap_g: List[List[torch.Tensor]]) -> torch.Tensor:

@@ -366,6 +366,8 @@ class Trainer:
         t = self.hps.train
         rec = self.recon_loss(audio_hat, sub_hat, wav_seg)
         terms = dict(mel=rec["mel"] * t.c_mel, stft=rec["stft"] * t.c_stft, stft_sub=rec["stft_sub"] * t.c_stft)
+        if t.c_if > 0:
+            terms["if"] = rec["if"] * t.c_if
         if adversarial:
             from losses import feature_loss, generator_loss
             # Only the generator learns here: with the discriminator's weights frozen, autograd skips their
