@@ -226,7 +226,7 @@ def loud_band_log_mel_error(ref_mel: np.ndarray, out_mel: np.ndarray, bands: int
 
     Where a vocoder loses energy (negative) or adds it: the frame-rate lock shows as a deficit in the low
     bands (harmonics snapped to the frame rate leave the channels between them empty), and an adversarial
-    phase that mutes the locked band as a larger one (Griffin-Lim: within about 0.2 of zero in every band).
+    phase that mutes the locked band as a larger one (Griffin-Lim on an LJ Speech clip: +0.20 to -0.04).
     """
     frames = min(ref_mel.shape[1], out_mel.shape[1])
     ref, out = ref_mel[:, :frames], out_mel[:, :frames]
