@@ -35,18 +35,26 @@ class MelLoss(nn.Module):
         return F.l1_loss(mel_from_config(y_hat, self.data_cfg), mel_from_config(y, self.data_cfg))
 
 
-class STFTLoss(nn.Module):
-    """Spectral convergence + log-magnitude L1 at one resolution. x, y (B, T) -> (sc, mag) scalars."""
+class SpectrumLoss(nn.Module):
+    """Base of the losses on one STFT resolution (Hann window, centred frames)."""
 
     def __init__(self, fft_size: int, hop_size: int, win_length: int):
         super().__init__()
         self.fft_size, self.hop_size, self.win_length = fft_size, hop_size, win_length
         self.register_buffer("window", hann_window(win_length), persistent=False)
 
+    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, fft_size // 2 + 1, frames) complex, in fp32."""
+        return torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window,
+                          center=True, return_complex=True)
+
+
+class STFTLoss(SpectrumLoss):
+    """Spectral convergence + log-magnitude L1 at one resolution. x, y (B, T) -> (sc, mag) scalars."""
+
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, fft_size // 2 + 1, frames) magnitude, clamped away from 0 for the log."""
-        spec = torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window,
-                          center=True, return_complex=True)
+        spec = self.spectrum(x)
         return torch.sqrt(torch.clamp(spec.real ** 2 + spec.imag ** 2, min=1e-7))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +65,7 @@ class STFTLoss(nn.Module):
         return sc.mean(), mag
 
 
-class InstantaneousFrequencyLoss(nn.Module):
+class InstantaneousFrequencyLoss(SpectrumLoss):
     """How far each bin's phase advance per hop (its instantaneous frequency) is from the recording's, weighted by
     the recording's magnitude: x, y (B, T) -> scalar, radians in [0, pi].
 
@@ -69,13 +77,7 @@ class InstantaneousFrequencyLoss(nn.Module):
     """
 
     def __init__(self, fft_size: int = 2048, hop_size: int = 120, win_length: int = 1200):
-        super().__init__()
-        self.fft_size, self.hop_size, self.win_length = fft_size, hop_size, win_length
-        self.register_buffer("window", hann_window(win_length), persistent=False)
-
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window, center=True,
-                          return_complex=True)
+        super().__init__(fft_size, hop_size, win_length)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):

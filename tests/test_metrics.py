@@ -186,11 +186,12 @@ def test_frame_rate_lock_tells_a_frame_periodic_buzz_from_speech(clips):
 
 
 def test_loud_band_log_mel_error_finds_where_energy_is_lost(clips):
-    """A real clip against itself: 0 in every band; at half amplitude: log(1/2) in every band (magnitude mels); low-passed at
-    1 kHz: the lowest quarter (41-822 Hz) intact, the upper quarters (from 863 Hz) far below."""
-    import torch
-    from mel_processing import mel_spectrogram
+    """A real clip against itself: 0 in every band; at half amplitude: log(1/2) in every band (magnitude mels);
+    low-passed at 1 kHz: the lowest quarter (41-822 Hz) intact, the upper quarters (from 863 Hz) far below."""
     import scipy.signal
+    import torch
+
+    from mel_processing import mel_spectrogram
 
     def log_mel(wav):
         return mel_spectrogram(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).unsqueeze(0),

@@ -17,8 +17,8 @@ import torch
 from config import ConfigError, HParams
 from conftest import make_tiny_hps
 from discriminators import Discriminator
-from losses import (InstantaneousFrequencyLoss, MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS, VocoderReconstructionLoss, discriminator_loss,
-                    feature_loss, generator_loss)
+from losses import (InstantaneousFrequencyLoss, MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS,
+                    VocoderReconstructionLoss, discriminator_loss, feature_loss, generator_loss)
 from mel_processing import mel_from_config
 from models import MultiBandISTFTGenerator
 from pqmf import PQMF, optimal_cutoff
