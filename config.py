@@ -58,6 +58,7 @@ class TrainConfig:
     segment_size: int = 8192  # vocoder training segment in samples
     c_mel: float = 45.0
     c_stft: float = 1.0
+    c_gen: float = 1.0  # the generator's LSGAN term (HiFi-GAN: 1); lower it with c_fm to soften the adversarial phase
     c_fm: float = 2.0
     c_if: float = 0.0  # the vocoder's instantaneous-frequency loss (losses.InstantaneousFrequencyLoss); 0: off
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN

@@ -18,7 +18,7 @@ new config is written to config.json. A folder with a config.json but no checkpo
 
 Per step: the acoustic model's flow + duration + prior losses on whole utterances, and the vocoder on
 random ground-truth (mel, audio) segments (mel L1 * c_mel + multi-resolution STFT on the full band and
-the sub-bands * c_stft, plus LSGAN + feature matching * c_fm with the optional discriminator). A step
+the sub-bands * c_stft, plus LSGAN * c_gen + feature matching * c_fm with the optional discriminator). A step
 with a non-finite loss is skipped (no update) and logged. SIGINT / SIGTERM finish the current step,
 write a checkpoint and exit (a second SIGINT aborts at once).
 """
@@ -375,7 +375,7 @@ class Trainer:
             # wrapper, because no discriminator gradient is reduced in this pass.
             with self.autocast(), commons.frozen(self.discriminator):
                 _, fake_outs, real_fmaps, fake_fmaps = self.discriminator(wav_seg, audio_hat)
-            terms["gen"] = generator_loss(fake_outs)[0]
+            terms["gen"] = generator_loss(fake_outs)[0] * t.c_gen
             terms["fm"] = feature_loss(real_fmaps, fake_fmaps) * t.c_fm
         return terms
 

@@ -486,6 +486,17 @@ def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_pat
     assert again.optimizers["discriminator"].state_dict()["state"]  # Adam moments restored
 
 
+def test_adversarial_weight_scales_the_generators_lsgan_term(tiny_config, tmp_path, monkeypatch):
+    import discriminators
+    monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, train_acoustic=False)
+    full = train.Trainer(hps, tmp_path / "full", tensorboard=False)
+    soft = train.Trainer(hps.replace(c_gen=0.25), tmp_path / "soft", tensorboard=False)
+    gen_full = full.train_step(first_batch(full)).losses["gen"]
+    gen_soft = soft.train_step(first_batch(soft)).losses["gen"]
+    assert gen_full > 0 and abs(gen_soft / gen_full - 0.25) < 1e-3
+
+
 def test_discriminator_learning_rate_defaults_to_the_vocoders(tiny_config, tmp_path, monkeypatch):
     import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
