@@ -154,6 +154,7 @@ class ModelConfig:
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
+    source_harmonics: int = 8  # sines at F0 .. source_harmonics F0 (those above the Nyquist frequency are silent)
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a

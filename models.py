@@ -26,7 +26,7 @@ from commons import init_weights
 from config import HParams, check_generator_config
 from modules import (LRELU_SLOPE, AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, ResBlock1, ResBlock2,
                      remove_weight_norm_all, rotary_tables, timestep_embedding, upsample_padding)
-from pitch import N_HARMONICS, PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
+from pitch import PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
 from pqmf import PQMF
 from sampling import SamplingConfig
 from stft import make_istft
@@ -187,11 +187,12 @@ class MultiBandISTFTGenerator(nn.Module):
         self.num_kernels = len(m.resblock_kernel_sizes)
         self.pitch = PitchPredictor(hps.data.n_mel_channels) if m.harmonic_source else None
         self.source_convs = nn.ModuleList()
+        self.source_harmonics = m.source_harmonics
         if m.harmonic_source:
             samples_per_frame = self.hop_length
             for i, rate in enumerate(m.upsample_rates):
                 samples_per_frame //= rate
-                conv = nn.Conv1d(N_HARMONICS, channels // (2 ** (i + 1)), samples_per_frame, samples_per_frame)
+                conv = nn.Conv1d(m.source_harmonics, channels // (2 ** (i + 1)), samples_per_frame, samples_per_frame)
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
                 self.source_convs.append(conv)
@@ -258,7 +259,7 @@ class MultiBandISTFTGenerator(nn.Module):
             return pitch_from_raw(self.pitch(mel.float()))
 
     def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None):
-        """-> (sines (B, N_HARMONICS, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is
+        """-> (sines (B, model.source_harmonics, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is
         given). In fp32, also under autocast: the phase is a running sum over the whole clip."""
         with torch.autocast(device_type=mel.device.type, enabled=False):
             raw = None
@@ -266,8 +267,8 @@ class MultiBandISTFTGenerator(nn.Module):
                 raw = self.pitch(mel.float())
                 pitch = pitch_from_raw(raw.detach())  # the source does not teach the predictor
             f0, voicing = pitch
-            return harmonic_source(f0.float(), voicing.float(), self.hop_length, self.sampling_rate, N_HARMONICS,
-                                   cycles0), raw
+            return harmonic_source(f0.float(), voicing.float(), self.hop_length, self.sampling_rate,
+                                   self.source_harmonics, cycles0), raw
 
     def tail_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Last upsampling stage's output (B, C, F) -> conv_post -> (audio (B, 1, F * istft_hop * subbands), sub-bands).

@@ -24,7 +24,6 @@ from modules import LRELU_SLOPE
 
 F0_MIN, F0_MAX = 50.0, 600.0  # Hz: the search range of YIN and the clamp of the predictor
 F0_REF = 100.0  # the predictor outputs log(F0 / F0_REF)
-N_HARMONICS = 8  # sines at F0 .. 8 F0
 SINE_AMPLITUDE = 0.1  # as NSF: the zero-initialised convolutions that read the sines learn gently
 QUIET_DB = -50.0  # frames below this RMS (dB full scale) are unvoiced
 PERIODICITY = 0.5  # normalised autocorrelation at the YIN period above which a loud frame is voiced
@@ -60,7 +59,8 @@ def start_cycles(f0: torch.Tensor, start: int, hop_length: int, sampling_rate: i
 def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sampling_rate: int, n_harmonics: int,
                     cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
     """f0 (B, T) Hz, voicing (B, T) -> (B, n_harmonics, T * hop_length): SINE_AMPLITUDE * voicing * sin(2 pi k F0 t),
-    k = 1..n_harmonics, starting at phase `cycles0` (B,) cycles."""
+    k = 1..n_harmonics, starting at phase `cycles0` (B,) cycles; 0 in the frames where k F0 is above the Nyquist
+    frequency (it would alias)."""
     step = (f0 / sampling_rate).repeat_interleave(hop_length, dim=1)  # cycles per sample, (B, T * hop)
     # Cycles before each frame, summed in float64 and reduced mod 1: the phase keeps its resolution over long
     # clips, and a chunk started with start_cycles matches the whole clip to float32 rounding.
@@ -72,8 +72,8 @@ def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sa
     within = torch.arange(hop_length, device=f0.device, dtype=f0.dtype).repeat(f0.size(1)) * step
     phase = 2 * np.pi * (frame_start + within)
     k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
-    gain = (SINE_AMPLITUDE * voicing).repeat_interleave(hop_length, dim=1).unsqueeze(1)
-    return gain * torch.sin(k * phase.unsqueeze(1))
+    gain = SINE_AMPLITUDE * voicing.unsqueeze(1) * (k * f0.unsqueeze(1) < sampling_rate / 2)  # (B, K, T)
+    return gain.repeat_interleave(hop_length, dim=2) * torch.sin(k * phase.unsqueeze(1))
 
 
 def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -57,6 +57,21 @@ def test_harmonics_sit_at_multiples_of_f0():
         assert abs(np.argmax(spectrum) * SR / len(channel) - 150.0 * k) < 1.0
 
 
+def test_harmonics_above_the_nyquist_frequency_are_silent():
+    f0 = torch.tensor([[1000.0, 3000.0]])  # the 4th harmonic: 4 kHz, then 12 kHz (SR / 2 = 11025 Hz)
+    source = harmonic_source(f0, torch.ones_like(f0), HOP, SR, 4)
+    assert source[0, 3, :HOP].abs().max() > 0.9 * SINE_AMPLITUDE and source[0, 3, HOP:].abs().max() == 0
+    assert source[0, 2, HOP:].abs().max() > 0.9 * SINE_AMPLITUDE  # 9 kHz stays
+
+
+def test_the_source_has_as_many_sines_as_configured():
+    hps = make_tiny_hps(harmonic_source=True, source_harmonics=24)
+    generator = MultiBandISTFTGenerator(hps).eval()
+    sines, _ = generator.excitation(torch.zeros(1, hps.data.n_mel_channels, 5))
+    assert sines.shape == (1, 24, 5 * hps.data.hop_length)
+    assert all(conv.in_channels == 24 for conv in generator.source_convs)
+
+
 def test_yin_targets_find_the_pitch_and_voicing_of_a_buzz_noise_and_real_speech():
     t = torch.arange(40 * HOP) / SR
     buzz = sum(torch.sin(2 * np.pi * 180.0 * k * t) / k for k in range(1, 6)).view(1, 1, -1) * 0.3
