@@ -286,6 +286,8 @@ def check_generator_config(hps: HParams) -> None:
     if m.upsample_initial_channel % (2 ** len(m.upsample_rates)):
         raise ConfigError(f"model.upsample_initial_channel ({m.upsample_initial_channel}) must be divisible by "
                           f"2 ** len(upsample_rates) = {2 ** len(m.upsample_rates)} (channels halve per stage)")
+    if m.source_harmonics < 1:
+        raise ConfigError(f"model.source_harmonics must be >= 1 (sines at F0 .. n F0), got {m.source_harmonics}")
 
 
 def check_guidance_distillation(hps: HParams) -> None:

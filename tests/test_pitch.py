@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 import text as text_lib
+from config import ConfigError
 from conftest import make_tiny_hps, wake_velocity_net
 from mel_processing import mel_from_config
 from models import FlowMatchingSynthesizer, MultiBandISTFTGenerator
@@ -70,6 +71,8 @@ def test_the_source_has_as_many_sines_as_configured():
     sines, _ = generator.excitation(torch.zeros(1, hps.data.n_mel_channels, 5))
     assert sines.shape == (1, 24, 5 * hps.data.hop_length)
     assert all(conv.in_channels == 24 for conv in generator.source_convs)
+    with pytest.raises(ConfigError, match="source_harmonics must be >= 1"):
+        MultiBandISTFTGenerator(make_tiny_hps(harmonic_source=True, source_harmonics=0))
 
 
 def test_yin_targets_find_the_pitch_and_voicing_of_a_buzz_noise_and_real_speech():
