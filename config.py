@@ -61,6 +61,7 @@ class TrainConfig:
     c_gen: float = 1.0  # the generator's LSGAN term (HiFi-GAN: 1); lower it with c_fm to soften the adversarial phase
     c_fm: float = 2.0
     c_if: float = 0.0  # the vocoder's instantaneous-frequency loss (losses.InstantaneousFrequencyLoss); 0: off
+    c_envelope: float = 0.0  # the vocoder's coarse log-mel L1 (losses.EnvelopeLoss); 0: off
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import HParams
-from mel_processing import mel_from_config
+from mel_processing import mel_from_config, mel_spectrogram
 from pqmf import PQMF
 from stft import hann_window
 
@@ -33,6 +33,26 @@ class MelLoss(nn.Module):
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(mel_from_config(y_hat, self.data_cfg), mel_from_config(y, self.data_cfg))
+
+
+class EnvelopeLoss(nn.Module):
+    """L1 between coarse log-mels (24 bands to 8 kHz, about what a recogniser's front end integrates), so the
+    spectral envelope counts apart from where each harmonic sits. (B, 1, T) or (B, T) pairs -> scalar."""
+
+    BANDS, FMAX = 24, 8000.0
+
+    def __init__(self, hps: HParams):
+        super().__init__()
+        self.data_cfg = hps.data
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d = self.data_cfg
+        fmax = min(self.FMAX, d.sampling_rate / 2)
+
+        def coarse(wav):
+            return mel_spectrogram(wav, d.filter_length, self.BANDS, d.sampling_rate, d.hop_length, d.win_length,
+                                   d.mel_fmin, fmax)
+        return F.l1_loss(coarse(y_hat), coarse(y))
 
 
 class SpectrumLoss(nn.Module):
@@ -118,15 +138,18 @@ class VocoderReconstructionLoss(nn.Module):
 
     forward(y_hat (B, 1, T), y_hat_sub (B, subbands, T // subbands), y (B, 1, T)) -> dict with
     "mel" (L1 of log-mels), "stft" (full-band sc + mag), "stft_sub" (sub-band sc + mag against the PQMF
-    analysis of y; 0 for one band), "if" (InstantaneousFrequencyLoss; 0 when train.c_if is 0) and
-    "total" = c_mel * mel + c_stft * (stft + stft_sub) + c_if * if.
+    analysis of y; 0 for one band), "if" (InstantaneousFrequencyLoss; 0 when train.c_if is 0), "envelope"
+    (EnvelopeLoss; 0 when train.c_envelope is 0) and
+    "total" = c_mel * mel + c_stft * (stft + stft_sub) + c_if * if + c_envelope * envelope.
     """
 
     def __init__(self, hps: HParams):
         super().__init__()
         m = hps.model
         self.c_mel, self.c_stft, self.c_if = hps.train.c_mel, hps.train.c_stft, hps.train.c_if
+        self.c_envelope = hps.train.c_envelope
         self.frequency = InstantaneousFrequencyLoss() if self.c_if > 0 else None
+        self.envelope = EnvelopeLoss(hps) if self.c_envelope > 0 else None
         self.mel = MelLoss(hps)
         self.full_band = MultiResolutionSTFTLoss(FULL_BAND_RESOLUTIONS)
         self.sub_band = MultiResolutionSTFTLoss(SUB_BAND_RESOLUTIONS) if m.subbands > 1 else None
@@ -144,8 +167,11 @@ class VocoderReconstructionLoss(nn.Module):
         else:
             loss_stft_sub = torch.zeros_like(loss_stft)
         loss_if = self.frequency(y_hat, y) if self.frequency is not None else torch.zeros_like(loss_stft)
-        total = self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub) + self.c_if * loss_if
-        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "if": loss_if, "total": total}
+        loss_envelope = self.envelope(y_hat, y) if self.envelope is not None else torch.zeros_like(loss_stft)
+        total = (self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub) + self.c_if * loss_if
+                 + self.c_envelope * loss_envelope)
+        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "if": loss_if,
+                "envelope": loss_envelope, "total": total}
 
 
 def feature_loss(fmap_r: List[List[torch.Tensor]], fmap_g: List[List[torch.Tensor]]) -> torch.Tensor:

@@ -368,6 +368,8 @@ class Trainer:
         terms = dict(mel=rec["mel"] * t.c_mel, stft=rec["stft"] * t.c_stft, stft_sub=rec["stft_sub"] * t.c_stft)
         if t.c_if > 0:
             terms["if"] = rec["if"] * t.c_if
+        if t.c_envelope > 0:
+            terms["envelope"] = rec["envelope"] * t.c_envelope
         if adversarial:
             from losses import feature_loss, generator_loss
             # Only the generator learns here: with the discriminator's weights frozen, autograd skips their

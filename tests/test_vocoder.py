@@ -17,7 +17,7 @@ import torch
 from config import ConfigError, HParams
 from conftest import make_tiny_hps
 from discriminators import Discriminator
-from losses import (InstantaneousFrequencyLoss, MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS,
+from losses import (EnvelopeLoss, InstantaneousFrequencyLoss, MelLoss, MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS,
                     VocoderReconstructionLoss, discriminator_loss, feature_loss, generator_loss)
 from mel_processing import mel_from_config
 from models import MultiBandISTFTGenerator
@@ -322,13 +322,31 @@ def test_instantaneous_frequency_loss_sees_frequency_not_phase_or_level():
     assert criterion(y + 0.003 * torch.randn_like(y), y) < criterion(y + 0.03 * torch.randn_like(y), y)
 
 
+def test_envelope_loss_sees_the_envelope_more_than_the_harmonics():
+    """Harmonics of 103 Hz under two formants against a frame-rate comb (86 Hz) under the same formants: the coarse
+    envelope loss charges the comb far less than the 80-band mel loss does, a level change fully, itself nothing."""
+    hps = HParams()
+    t = torch.arange(8192) / 22050
+
+    def voiced(f0):
+        formants = lambda hz: math.exp(-((hz - 700) / 300) ** 2) + 0.5 * math.exp(-((hz - 1800) / 400) ** 2) + 0.05  # noqa: E731
+        return 0.1 * sum(formants(f0 * k) * torch.sin(2 * math.pi * f0 * k * t + k) for k in range(1, int(4000 / f0)))
+
+    voice, comb = voiced(103.0).unsqueeze(0), voiced(22050 / 256).unsqueeze(0)
+    envelope, mel = EnvelopeLoss(hps), MelLoss(hps)
+    assert envelope(comb, voice).item() < 0.7 * mel(comb, voice).item()
+    assert envelope(0.5 * voice, voice).item() > 0.5
+    assert envelope(voice, voice).item() < 1e-6
+
+
 def test_reconstruction_loss_is_zero_for_the_reference():
     hps = HParams()
     y = load_clip()[..., :8192]
     criterion = VocoderReconstructionLoss(hps)
     sub = criterion.pqmf.analysis(y)
     losses = criterion(y, sub, y)
-    assert set(losses) == {"mel", "stft", "stft_sub", "if", "total"} and losses["if"].item() == 0.0  # c_if 0: off
+    assert set(losses) == {"mel", "stft", "stft_sub", "if", "envelope", "total"}
+    assert losses["if"].item() == 0.0 and losses["envelope"].item() == 0.0  # c_if, c_envelope 0: off
     assert losses["total"].item() < 1e-4
     assert criterion(0.5 * y, sub, y)["mel"].item() > 0.5  # log(0.25) in mel energy
 
