@@ -5,6 +5,7 @@ spectral losses run in fp32, also under autocast.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import HParams
-from mel_processing import mel_from_config, mel_spectrogram
+from mel_processing import mel_from_config
 from pqmf import PQMF
 from stft import hann_window
 
@@ -43,16 +44,11 @@ class EnvelopeLoss(nn.Module):
 
     def __init__(self, hps: HParams):
         super().__init__()
-        self.data_cfg = hps.data
+        d = hps.data  # the project's mel with fewer, wider bands
+        self.coarse_cfg = replace(d, n_mel_channels=self.BANDS, mel_fmax=min(self.FMAX, d.sampling_rate / 2))
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d = self.data_cfg
-        fmax = min(self.FMAX, d.sampling_rate / 2)
-
-        def coarse(wav):
-            return mel_spectrogram(wav, d.filter_length, self.BANDS, d.sampling_rate, d.hop_length, d.win_length,
-                                   d.mel_fmin, fmax)
-        return F.l1_loss(coarse(y_hat), coarse(y))
+        return F.l1_loss(mel_from_config(y_hat, self.coarse_cfg), mel_from_config(y, self.coarse_cfg))
 
 
 class SpectrumLoss(nn.Module):
