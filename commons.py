@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -93,3 +93,10 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+def synchronize(device: Union[str, torch.device]) -> None:
+    """Wait for queued GPU work so wall-clock stage timings are true (no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -38,7 +38,7 @@ from audio import AudioError, read_audio
 from data_utils import FilelistError, Utterance, read_filelist
 from sampling import SamplingConfig, add_sampling_arguments, from_args
 from synthesize import check_output_path
-from timing import cpu_name, hardware_name
+from hardware import cpu_name, hardware_name
 
 _PHONEME_CHARS = set("əɪʊʌɛæɑɔɒθðʃʒŋɹɾˈˌːɚɝ")
 

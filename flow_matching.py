@@ -1,5 +1,6 @@
 """The flow-matching objective (ConditionalFlowMatching) and the acoustic model FlowMatchingTTS: text ->
-normalized mel. The networks it combines are in models.py (re-exported here), their blocks in modules.py.
+normalized mel, with the networks it combines (TextEncoder, DurationPredictor, FlowMatchingTransformer); their
+blocks are in modules.py, the vocoder and the text -> waveform module in models.py.
 
     text ids --TextEncoder (ConvNeXt)--> h (B, H, T_text), mu (B, n_mels, T_text)
     train: MAS(log N(mel | mu)) -> hard alignment -> durations; DurationPredictor(h.detach()) ~ log durations
@@ -19,18 +20,123 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import commons
 import ode
 from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of returned mels (re-exported)
-from models import DurationPredictor, FlowMatchingTransformer, TextEncoder  # noqa: F401 (also re-exported)
-from modules import ConvNeXtBlock  # noqa: F401  (re-exported: the mission's names live here too)
+from modules import AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, rotary_tables, timestep_embedding
 from sampling import SamplingConfig
 
-Generators = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
+Rngs = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x_t (B, C, T), t (B,) or ()) -> (B, C, T)
 PROMPT_SPAN = (0.7, 1.0)  # fraction of a clip to fill when training with a prompt (Voicebox's 70-100%)
 PROMPT_RATE_RANGE = (0.5, 2.0)  # bounds on the speaking-rate match to a reference clip
+
+
+class TextEncoder(nn.Module):
+    """Token embedding + ConvNeXt stack.
+
+    forward(tokens (B, T_text) long, mask (B, 1, T_text), g (B, gin, 1) or None)
+      -> h (B, hidden, T_text), mu (B, n_mels, T_text): the prior mean in normalized mel space.
+    """
+
+    def __init__(self, n_vocab: int, hidden: int, n_mels: int, n_layers: int, kernel_size: int, ff_mult: int,
+                 gin_channels: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.hidden = hidden
+        self.emb = nn.Embedding(n_vocab, hidden)
+        nn.init.normal_(self.emb.weight, 0.0, hidden ** -0.5)
+        self.blocks = nn.ModuleList([ConvNeXtBlock(hidden, kernel_size, ff_mult, 1.0 / max(n_layers, 1), dropout)
+                                     for _ in range(n_layers)])
+        self.cond = nn.Conv1d(gin_channels, hidden, 1) if gin_channels > 0 else None
+        self.norm = ChannelLayerNorm(hidden)
+        self.proj_mu = nn.Conv1d(hidden, n_mels, 1)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor] = None):
+        h = self.emb(tokens).transpose(1, 2) * math.sqrt(self.hidden)  # (B, H, T)
+        if self.cond is not None and g is not None:
+            h = h + self.cond(g)
+        h = h * mask
+        for block in self.blocks:
+            h = block(h, mask)
+        h = self.norm(h) * mask
+        return h, self.proj_mu(h) * mask
+
+
+class DurationPredictor(nn.Module):
+    """Conv -> ReLU -> LayerNorm -> dropout stack predicting log durations.
+
+    forward(x (B, H, T_text) (pass h.detach()), mask (B, 1, T_text), g (B, gin, 1) or None) -> logw (B, T_text).
+    """
+
+    def __init__(self, in_channels: int, channels: int, kernel_size: int, n_layers: int, dropout: float = 0.1,
+                 gin_channels: int = 0):
+        super().__init__()
+        self.cond = nn.Conv1d(gin_channels, in_channels, 1) if gin_channels > 0 else None
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(n_layers):
+            self.convs.append(nn.Conv1d(in_channels if i == 0 else channels, channels, kernel_size,
+                                        padding=kernel_size // 2))
+            self.norms.append(ChannelLayerNorm(channels))
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Conv1d(channels if n_layers else in_channels, 1, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.cond is not None and g is not None:
+            x = x + self.cond(g.detach())
+        for conv, norm in zip(self.convs, self.norms):
+            x = self.dropout(norm(torch.relu(conv(x * mask))))
+        return (self.proj(x * mask) * mask).squeeze(1)
+
+
+class FlowMatchingTransformer(nn.Module):
+    """Velocity network v(x_t, t, c) of the flow.
+
+    forward(x (B, n_mels, T), mask (B, 1, T), cond (B, cond_channels, T), t (B,) in [0, 1],
+            g (B, gin, 1) or None) -> velocity (B, n_mels, T), zero on padded frames.
+    Input projection of [x_t, cond], a masked depthwise conv for local position, pre-norm AdaLN transformer
+    blocks with rotary attention, and a zero-initialised output projection (the flow starts at v = 0).
+    """
+
+    def __init__(self, n_mels: int, cond_channels: int, d_model: int, nhead: int, num_layers: int,
+                 dim_feedforward: int, dropout: float = 0.1, gin_channels: int = 0, time_embed_dim: int = 256,
+                 conv_pos_kernel: int = 31):
+        super().__init__()
+        if d_model % nhead or (d_model // nhead) % 2:
+            raise ValueError(f"d_model ({d_model}) must split over nhead ({nhead}) into an even head size")
+        self.time_embed_dim = time_embed_dim
+        self.head_dim = d_model // nhead
+        self.in_proj = nn.Linear(n_mels + cond_channels, d_model)
+        self.conv_pos = (nn.Conv1d(d_model, d_model, conv_pos_kernel, padding=conv_pos_kernel // 2, groups=d_model)
+                         if conv_pos_kernel > 0 else None)
+        self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.spk = nn.Linear(gin_channels, d_model) if gin_channels > 0 else None
+        self.blocks = nn.ModuleList([AdaLNTransformerBlock(d_model, nhead, dim_feedforward, dropout)
+                                     for _ in range(num_layers)])
+        self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
+        self.mod_out = nn.Linear(d_model, 2 * d_model)
+        self.out_proj = nn.Linear(d_model, n_mels)
+        for layer in (self.mod_out, self.out_proj):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x, mask, cond, t, g=None):
+        mask_t = mask.transpose(1, 2)  # (B, T, 1)
+        h = self.in_proj(torch.cat([x.to(cond.dtype), cond], dim=1).transpose(1, 2)) * mask_t  # (B, T, D)
+        if self.conv_pos is not None:
+            h = h + F.gelu(self.conv_pos(h.transpose(1, 2))).transpose(1, 2) * mask_t
+        c = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.size(0)), self.time_embed_dim).to(h.dtype))
+        if self.spk is not None and g is not None:
+            c = c + self.spk(g.squeeze(-1))
+        attn_mask = mask.bool().unsqueeze(1)  # (B, 1, 1, T): keys only
+        cos, sin = rotary_tables(h.size(1), self.head_dim, h.device)
+        for block in self.blocks:
+            h = block(h, c, attn_mask, cos, sin)
+        shift, scale = self.mod_out(F.silu(c)).unsqueeze(1).chunk(2, dim=2)
+        h = self.norm_out(h) * (1 + scale) + shift
+        return self.out_proj(h).transpose(1, 2) * mask
 
 
 @dataclass(frozen=True)
@@ -62,29 +168,29 @@ class Prompt:
 # Conditional flow matching
 
 
-def _generator_list(generator: Generators, batch: int) -> List[Optional[torch.Generator]]:
-    if generator is None or isinstance(generator, torch.Generator):
-        return [generator] * batch
-    generators = list(generator)
-    if len(generators) != batch:
-        raise ValueError(f"got {len(generators)} generators for a batch of {batch}; pass one torch.Generator, "
+def _rng_list(rngs: Rngs, batch: int) -> List[Optional[torch.Generator]]:
+    if rngs is None or isinstance(rngs, torch.Generator):
+        return [rngs] * batch
+    rng_list = list(rngs)
+    if len(rng_list) != batch:
+        raise ValueError(f"got {len(rng_list)} random generators for a batch of {batch}; pass one torch.Generator, "
                          f"one per item, or None")
-    return generators
+    return rng_list
 
 
-def per_item_noise(batch: int, channels: int, lengths: torch.Tensor, max_length: int, generator: Generators,
+def per_item_noise(batch: int, channels: int, lengths: torch.Tensor, max_length: int, rngs: Rngs,
                    device, dtype) -> torch.Tensor:
     """Standard normal noise (B, C, T_max), drawn item by item as (C, T_i) and zero padded.
 
     Drawing each item at its own length makes an item's noise independent of the other items and of the
-    padding: with one generator per item (or a single generator and a batch of one) a batch reproduces
+    padding: with one random generator per item (or a single one and a batch of one) a batch reproduces
     its items run alone.
     """
     noise = torch.zeros(batch, channels, max_length, device=device, dtype=dtype)
-    for b, gen in enumerate(_generator_list(generator, batch)):
+    for b, rng in enumerate(_rng_list(rngs, batch)):
         length = int(lengths[b])
-        draw_device = gen.device if gen is not None else device
-        noise[b, :, :length] = torch.randn(channels, length, generator=gen, device=draw_device).to(device, dtype)
+        draw_device = rng.device if rng is not None else device
+        noise[b, :, :length] = torch.randn(channels, length, generator=rng, device=draw_device).to(device, dtype)
     return noise
 
 
@@ -109,7 +215,7 @@ class ConditionalFlowMatching(nn.Module):
         return x_t, x1 - (1 - self.sigma_min) * x0
 
     def loss(self, x1: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor, mu: Optional[torch.Tensor] = None,
-             g: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+             g: Optional[torch.Tensor] = None, rng: Optional[torch.Generator] = None,
              loss_mask: Optional[torch.Tensor] = None, target: Optional[Velocity] = None) -> torch.Tensor:
         """Masked MSE between predicted and target velocity, averaged over valid frames and channels.
 
@@ -122,9 +228,9 @@ class ConditionalFlowMatching(nn.Module):
         (guidance distillation: a frozen teacher's guided velocity at the same x_t).
         """
         b = x1.size(0)
-        t = torch.rand(b, generator=generator, device=generator.device if generator is not None else x1.device).to(x1)
+        t = torch.rand(b, generator=rng, device=rng.device if rng is not None else x1.device).to(x1)
         lengths = mask.reshape(b, -1).sum(1).round().long().cpu()  # one host sync, not one per item
-        x0 = per_item_noise(b, x1.size(1), lengths, x1.size(2), generator, x1.device, x1.dtype)
+        x0 = per_item_noise(b, x1.size(1), lengths, x1.size(2), rng, x1.device, x1.dtype)
         if self.prior_start:
             if mu is None:
                 raise ValueError("prior_start is on: ConditionalFlowMatching.loss needs mu (B, n_mels, T)")
@@ -139,7 +245,7 @@ class ConditionalFlowMatching(nn.Module):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, mask: torch.Tensor, mu: Optional[torch.Tensor] = None,
                sampling: SamplingConfig = SamplingConfig(), g: Optional[torch.Tensor] = None,
-               generator: Generators = None, n_channels: Optional[int] = None):
+               rng: Rngs = None, n_channels: Optional[int] = None):
         """Integrate the flow from t = 0 to 1 on sampling's grid. cond (B, C_cond, T), mask (B, 1, T), mu (B, C, T).
 
         Returns (x (B, C, T) fp32 normalized mel, zero on padding; NFE).
@@ -151,7 +257,7 @@ class ConditionalFlowMatching(nn.Module):
         b, t_max = mask.size(0), mask.size(2)
         lengths = mask.sum((1, 2)).long()
         # The ODE state stays fp32 even when the network runs in bf16/fp16: small steps must not be rounded away.
-        x = per_item_noise(b, n_channels, lengths, t_max, generator, mask.device, torch.float32) * sampling.temperature
+        x = per_item_noise(b, n_channels, lengths, t_max, rng, mask.device, torch.float32) * sampling.temperature
         if self.prior_start:
             if mu is None:
                 raise ValueError("prior_start is on: ConditionalFlowMatching.sample needs mu (B, n_mels, T)")
@@ -427,26 +533,26 @@ class FlowMatchingTTS(nn.Module):
 
     @torch.no_grad()
     def infer(self, text, text_lengths, sampling: SamplingConfig = SamplingConfig(), speakers=None,
-              durations=None, generator: Generators = None, prompt: Optional[Prompt] = None):
+              durations=None, rng: Rngs = None, prompt: Optional[Prompt] = None):
         """text (B, T_text) long, text_lengths (B,) -> dict(mel (B, n_mels, T) fp32 de-normalized log-mel with
         LOG_MEL_FLOOR on padding, mel_lengths (B,), durations (B, T_text) long, nfe int).
 
-        generator: None, one torch.Generator (noise drawn item by item in batch order), or a list with one
-        generator per item (a batch then reproduces each item run alone with its generator).
+        rng: None, one torch.Generator (noise drawn item by item in batch order), or a list with one
+        torch.Generator per item (a batch then reproduces each item run alone with its own).
         durations (B, T_text): use these instead of the duration predictor. prompt: continue a reference
         clip in its voice (a prompt_context model; the returned durations are then those of the new tokens).
         """
         if prompt is not None:
-            return self._infer_prompted(text, text_lengths, prompt, sampling, speakers, generator)
+            return self._infer_prompted(text, text_lengths, prompt, sampling, speakers, rng)
         h, mu, x_mask, g = self._encode(text, text_lengths, speakers)
         if durations is None:
             durations = self.predict_durations(h, x_mask, g, sampling.duration_scale)
         else:
             durations = durations.long().clamp(min=0) * x_mask.squeeze(1).long()
-        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, generator)
+        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, rng)
         return dict(mel=self._to_log_mel(x, mel_lengths), mel_lengths=mel_lengths, durations=durations, nfe=nfe)
 
-    def _decode(self, h, mu, x_mask, g, durations, sampling, generator, context=None):
+    def _decode(self, h, mu, x_mask, g, durations, sampling, rng, context=None):
         """Expand h, mu by durations (B, T_text) and integrate the flow -> (normalized mel (B, C, T), lengths, nfe).
         context (B, n_mels, T') normalized mel given to a prompt_context model (zero-padded to T)."""
         mel_lengths = durations.sum(1)
@@ -460,7 +566,7 @@ class FlowMatchingTTS(nn.Module):
             if context is not None:
                 full[:, :, :context.size(2)] = context
             parts.append(full)
-        x, nfe = self.cfm.sample(torch.cat(parts, dim=1), y_mask, mu_y, sampling, g, generator, self.n_mels)
+        x, nfe = self.cfm.sample(torch.cat(parts, dim=1), y_mask, mu_y, sampling, g, rng, self.n_mels)
         return x, mel_lengths, nfe
 
     def _to_log_mel(self, x: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
@@ -468,7 +574,7 @@ class FlowMatchingTTS(nn.Module):
         y_mask = commons.sequence_mask(mel_lengths, x.size(2)).unsqueeze(1)
         return torch.where(y_mask, self.denormalize(x).float(), torch.full_like(x, LOG_MEL_FLOOR))
 
-    def _infer_prompted(self, text, text_lengths, prompt: Prompt, sampling, speakers, generator):
+    def _infer_prompted(self, text, text_lengths, prompt: Prompt, sampling, speakers, rng):
         """Continue a reference clip: text = its transcript's prompt.n_tokens tokens + the text to speak.
 
         The transcript is aligned to the clip by MAS (as in training); the new tokens' durations come from
@@ -496,7 +602,7 @@ class FlowMatchingTTS(nn.Module):
         rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)
         new = frames_per_token(predicted[n_ref:] * rate * sampling.duration_scale)
         durations = torch.cat([ref_durations[0], new]).unsqueeze(0)
-        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, generator, context=ref)
+        x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, rng, context=ref)
         x = x[:, :, ref_frames:]
         mel_lengths = mel_lengths - ref_frames
         return dict(mel=self._to_log_mel(x, mel_lengths), mel_lengths=mel_lengths, durations=new.unsqueeze(0), nfe=nfe)

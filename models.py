@@ -1,5 +1,5 @@
-"""Networks: the acoustic model's text encoder, duration predictor and velocity transformer, the
-MB-iSTFT vocoder, and FlowMatchingSynthesizer (flow-matching acoustic model + vocoder in one module).
+"""The MB-iSTFT vocoder and FlowMatchingSynthesizer (the flow-matching acoustic model of flow_matching.py + the
+vocoder in one module).
 
 MB-iSTFT generator: mel (B, n_mels, T) -> conv_pre -> [transposed-conv upsampling + ResBlocks] x
 len(upsample_rates) -> conv_post -> per band: magnitude exp(.), phase pi * sin(.) on n_fft // 2 + 1 bins
@@ -8,8 +8,7 @@ The rule prod(upsample_rates) * gen_istft_hop_size * subbands == hop_length make
 The iSTFT window / inverse-DFT basis and the PQMF filters are built once as buffers (not per call, not
 pinned to CUDA), and the exp / iSTFT / PQMF tail always runs in fp32, also under autocast.
 
-The flow-matching objective and FlowMatchingTTS (which combines the acoustic networks) are in
-flow_matching.py; the building blocks in modules.py.
+The acoustic model (FlowMatchingTTS and its networks) is in flow_matching.py; the building blocks in modules.py.
 """
 from __future__ import annotations
 
@@ -22,126 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from commons import init_weights
+from commons import init_weights, synchronize
 from config import HParams, check_generator_config
-from modules import (LRELU_SLOPE, AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, ResBlock1, ResBlock2,
-                     remove_weight_norm_all, rotary_tables, timestep_embedding, upsample_padding)
+from flow_matching import FlowMatchingTTS
+from modules import LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all, upsample_padding
 from pitch import PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
 from pqmf import PQMF
 from sampling import SamplingConfig
 from stft import make_istft
-from timing import synchronize
 
 LOG_MAGNITUDE_MAX = 10.0  # exp(10) ~ 2.2e4 is far above any real STFT magnitude; avoids inf in exp
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Acoustic model networks
-
-
-class TextEncoder(nn.Module):
-    """Token embedding + ConvNeXt stack.
-
-    forward(tokens (B, T_text) long, mask (B, 1, T_text), g (B, gin, 1) or None)
-      -> h (B, hidden, T_text), mu (B, n_mels, T_text): the prior mean in normalized mel space.
-    """
-
-    def __init__(self, n_vocab: int, hidden: int, n_mels: int, n_layers: int, kernel_size: int, ff_mult: int,
-                 gin_channels: int = 0, dropout: float = 0.0):
-        super().__init__()
-        self.hidden = hidden
-        self.emb = nn.Embedding(n_vocab, hidden)
-        nn.init.normal_(self.emb.weight, 0.0, hidden ** -0.5)
-        self.blocks = nn.ModuleList([ConvNeXtBlock(hidden, kernel_size, ff_mult, 1.0 / max(n_layers, 1), dropout)
-                                     for _ in range(n_layers)])
-        self.cond = nn.Conv1d(gin_channels, hidden, 1) if gin_channels > 0 else None
-        self.norm = ChannelLayerNorm(hidden)
-        self.proj_mu = nn.Conv1d(hidden, n_mels, 1)
-
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor] = None):
-        h = self.emb(tokens).transpose(1, 2) * math.sqrt(self.hidden)  # (B, H, T)
-        if self.cond is not None and g is not None:
-            h = h + self.cond(g)
-        h = h * mask
-        for block in self.blocks:
-            h = block(h, mask)
-        h = self.norm(h) * mask
-        return h, self.proj_mu(h) * mask
-
-
-class DurationPredictor(nn.Module):
-    """Conv -> ReLU -> LayerNorm -> dropout stack predicting log durations.
-
-    forward(x (B, H, T_text) (pass h.detach()), mask (B, 1, T_text), g (B, gin, 1) or None) -> logw (B, T_text).
-    """
-
-    def __init__(self, in_channels: int, channels: int, kernel_size: int, n_layers: int, dropout: float = 0.1,
-                 gin_channels: int = 0):
-        super().__init__()
-        self.cond = nn.Conv1d(gin_channels, in_channels, 1) if gin_channels > 0 else None
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for i in range(n_layers):
-            self.convs.append(nn.Conv1d(in_channels if i == 0 else channels, channels, kernel_size,
-                                        padding=kernel_size // 2))
-            self.norms.append(ChannelLayerNorm(channels))
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Conv1d(channels if n_layers else in_channels, 1, 1)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, g: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.cond is not None and g is not None:
-            x = x + self.cond(g.detach())
-        for conv, norm in zip(self.convs, self.norms):
-            x = self.dropout(norm(torch.relu(conv(x * mask))))
-        return (self.proj(x * mask) * mask).squeeze(1)
-
-
-class FlowMatchingTransformer(nn.Module):
-    """Velocity network v(x_t, t, c) of the flow.
-
-    forward(x (B, n_mels, T), mask (B, 1, T), cond (B, cond_channels, T), t (B,) in [0, 1],
-            g (B, gin, 1) or None) -> velocity (B, n_mels, T), zero on padded frames.
-    Input projection of [x_t, cond], a masked depthwise conv for local position, pre-norm AdaLN transformer
-    blocks with rotary attention, and a zero-initialised output projection (the flow starts at v = 0).
-    """
-
-    def __init__(self, n_mels: int, cond_channels: int, d_model: int, nhead: int, num_layers: int,
-                 dim_feedforward: int, dropout: float = 0.1, gin_channels: int = 0, time_embed_dim: int = 256,
-                 conv_pos_kernel: int = 31):
-        super().__init__()
-        if d_model % nhead or (d_model // nhead) % 2:
-            raise ValueError(f"d_model ({d_model}) must split over nhead ({nhead}) into an even head size")
-        self.time_embed_dim = time_embed_dim
-        self.head_dim = d_model // nhead
-        self.in_proj = nn.Linear(n_mels + cond_channels, d_model)
-        self.conv_pos = (nn.Conv1d(d_model, d_model, conv_pos_kernel, padding=conv_pos_kernel // 2, groups=d_model)
-                         if conv_pos_kernel > 0 else None)
-        self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
-        self.spk = nn.Linear(gin_channels, d_model) if gin_channels > 0 else None
-        self.blocks = nn.ModuleList([AdaLNTransformerBlock(d_model, nhead, dim_feedforward, dropout)
-                                     for _ in range(num_layers)])
-        self.norm_out = nn.LayerNorm(d_model, elementwise_affine=False, eps=1e-6)
-        self.mod_out = nn.Linear(d_model, 2 * d_model)
-        self.out_proj = nn.Linear(d_model, n_mels)
-        for layer in (self.mod_out, self.out_proj):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-    def forward(self, x, mask, cond, t, g=None):
-        mask_t = mask.transpose(1, 2)  # (B, T, 1)
-        h = self.in_proj(torch.cat([x.to(cond.dtype), cond], dim=1).transpose(1, 2)) * mask_t  # (B, T, D)
-        if self.conv_pos is not None:
-            h = h + F.gelu(self.conv_pos(h.transpose(1, 2))).transpose(1, 2) * mask_t
-        c = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.size(0)), self.time_embed_dim).to(h.dtype))
-        if self.spk is not None and g is not None:
-            c = c + self.spk(g.squeeze(-1))
-        attn_mask = mask.bool().unsqueeze(1)  # (B, 1, 1, T): keys only
-        cos, sin = rotary_tables(h.size(1), self.head_dim, h.device)
-        for block in self.blocks:
-            h = block(h, c, attn_mask, cos, sin)
-        shift, scale = self.mod_out(F.silu(c)).unsqueeze(1).chunk(2, dim=2)
-        h = self.norm_out(h) * (1 + scale) + shift
-        return self.out_proj(h).transpose(1, 2) * mask
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,8 +198,6 @@ class FlowMatchingSynthesizer(nn.Module):
         self.hps = hps
         self.n_vocab = n_vocab
         self.hop_length = hps.data.hop_length
-        from flow_matching import FlowMatchingTTS  # flow_matching builds on the networks above
-
         self.acoustic = FlowMatchingTTS(n_vocab, hps)
         self.generator = MultiBandISTFTGenerator(hps, istft_impl=istft_impl)
 
@@ -332,7 +219,7 @@ class FlowMatchingSynthesizer(nn.Module):
 
     @torch.no_grad()
     def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, sampling: SamplingConfig = SamplingConfig(),
-              speakers: Optional[torch.Tensor] = None, generator=None, durations: Optional[torch.Tensor] = None,
+              speakers: Optional[torch.Tensor] = None, rng=None, durations: Optional[torch.Tensor] = None,
               prompt=None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Dict]:
         """text (B, T_text) long, text_lengths (B,) -> (audio (B, 1, max(mel_lengths) * hop), durations
         (B, T_text) long, mel (B, n_mels, T) de-normalized log-mel, extra).
@@ -341,12 +228,12 @@ class FlowMatchingSynthesizer(nn.Module):
         convolutional vocoder would otherwise let an item's last frames see the batch padding), so an
         item sounds the same in any batch. extra: audio_lengths (B,) = mel_lengths * hop (samples past an
         item's length are zero), mel_lengths (B,), nfe, acoustic_seconds, vocoder_seconds.
-        generator / durations / prompt: see FlowMatchingTTS.infer.
+        rng / durations / prompt: see FlowMatchingTTS.infer.
         """
         device = text.device
         synchronize(device)
         t0 = time.perf_counter()
-        out = self.acoustic.infer(text, text_lengths, sampling, speakers, durations, generator, prompt)
+        out = self.acoustic.infer(text, text_lengths, sampling, speakers, durations, rng, prompt)
         synchronize(device)
         t1 = time.perf_counter()
         mel, mel_lengths = out["mel"], out["mel_lengths"]

@@ -141,13 +141,13 @@ class Synthesizer(pipeline.TextToSpeech):
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             spk = None if speakers is None else speakers.expand(len(batch))
-            generators = [torch.Generator().manual_seed(int(seeds[i])) for i in batch]
+            rngs = [torch.Generator().manual_seed(int(seeds[i])) for i in batch]
             if self.reference is not None:
                 audio, durations, extra = self._infer_prompted([sequences[i] for i in batch], sampling, spk,
-                                                               generators)
+                                                               rngs)
             else:
                 audio, durations, _, extra = self.model.infer(ids.to(self.device), lengths.to(self.device),
-                                                              sampling, spk, generator=generators)
+                                                              sampling, spk, rng=rngs)
             for row, i in enumerate(batch):
                 waves[i] = audio[row, 0, :int(extra["audio_lengths"][row])].float().cpu().numpy()
                 token_durations[i] = durations[row, :len(sequences[i])].tolist()
@@ -156,14 +156,14 @@ class Synthesizer(pipeline.TextToSpeech):
             info["vocoder_seconds"] += extra["vocoder_seconds"]
         return waves, info
 
-    def _infer_prompted(self, sequences, sampling, speakers, generators):
+    def _infer_prompted(self, sequences, sampling, speakers, rngs):
         """Each sequence after the reference transcript, one at a time -> (audio (B, 1, T), durations, extra)
         like FlowMatchingSynthesizer.infer."""
         waves, durations, nfe, seconds = [], [], 0, [0.0, 0.0]
-        for row, (ids, gen) in enumerate(zip(sequences, generators)):
+        for row, (ids, gen) in enumerate(zip(sequences, rngs)):
             full, lengths, prompt = self._model_input(ids)
             spk = None if speakers is None else speakers[row:row + 1]
-            audio, dur, _, extra = self.model.infer(full, lengths, sampling, spk, generator=[gen], prompt=prompt)
+            audio, dur, _, extra = self.model.infer(full, lengths, sampling, spk, rng=[gen], prompt=prompt)
             waves.append(audio[0, 0, :int(extra["audio_lengths"][0])])
             dur = dur[0].clone()
             dur[1] += dur[0]  # the frames of the space after the transcript count for the first token
@@ -194,7 +194,7 @@ class Synthesizer(pipeline.TextToSpeech):
         def mel_of(ids, sentence_seed):
             text, lengths, prompt = self._model_input(ids)
             out = self.model.acoustic.infer(text, lengths, sampling, speakers, prompt=prompt,
-                                            generator=[torch.Generator().manual_seed(sentence_seed)])
+                                            rng=[torch.Generator().manual_seed(sentence_seed)])
             return out["mel"], speakers, out["nfe"]
 
         @torch.inference_mode()

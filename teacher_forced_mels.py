@@ -71,8 +71,8 @@ def write_teacher_forced_mels(model, dataset: TextMelLoader, out_dir: Path, samp
         mel, mel_lengths = batch["mel"].to(device), batch["mel_lengths"].to(device)
         speakers = batch["speakers"].to(device) if speakers_on else None
         durations = acoustic.align(text, text_lengths, mel, mel_lengths, speakers)
-        generators = [torch.Generator(device).manual_seed(seed + i) for i in indices]
-        out = acoustic.infer(text, text_lengths, sampling, speakers, durations=durations, generator=generators)
+        rngs = [torch.Generator(device).manual_seed(seed + i) for i in indices]
+        out = acoustic.infer(text, text_lengths, sampling, speakers, durations=durations, rng=rngs)
         for row, i in enumerate(indices):
             frames = int(mel_lengths[row])
             save_npy_atomic(paths[i], out["mel"][row, :, :frames].cpu().numpy().astype(np.float32))

@@ -33,7 +33,7 @@ import ode
 import text as text_lib
 from models import FlowMatchingSynthesizer
 from sampling import SamplingConfig
-from timing import hardware_name
+from hardware import hardware_name
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
@@ -99,7 +99,7 @@ def speed_table(args) -> None:
     def once(steps: int, method: str):
         with torch.inference_mode(), autocast():
             audio, _, _, extra = model.infer(text, lengths, sampling=SamplingConfig(steps=steps, method=method),
-                                             generator=torch.Generator().manual_seed(0), durations=durations)
+                                             rng=torch.Generator().manual_seed(0), durations=durations)
         assert audio.shape[-1] == frames * hps.data.hop_length
         return extra
 

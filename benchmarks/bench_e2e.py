@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                 return 1
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    from timing import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
+    from hardware import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
     print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.sentences} held-out sentences; Euler, sway -1; "
           f"median of {args.runs} runs")
     print("| runtime | threads | " + " | ".join(f"RTF NFE {n}" for n in args.nfe)

@@ -48,7 +48,7 @@ from audio import load_wav  # noqa: E402
 from data_utils import read_filelist  # noqa: E402
 from losses import MultiResolutionSTFTLoss  # noqa: E402
 from mel_processing import mel_basis, mel_from_config  # noqa: E402
-from timing import cpu_name  # noqa: E402
+from hardware import cpu_name  # noqa: E402
 from voice import load_vocoder  # noqa: E402
 
 GRIFFIN_LIM_ITERATIONS = 60

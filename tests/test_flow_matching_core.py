@@ -159,8 +159,8 @@ def test_cfm_loss_zero_at_exact_target_and_ignores_padding():
     # Garbage in padded frames of the target must not change the loss.
     cfm = ConditionalFlowMatching(ConditionAsVelocity(), 1e-4)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    a = cfm.loss(x1 * mask, mask, x1 * mask, generator=g1)
-    b = cfm.loss(x1 * mask + 100 * (1 - mask), mask, x1 * mask, generator=g2)
+    a = cfm.loss(x1 * mask, mask, x1 * mask, rng=g1)
+    b = cfm.loss(x1 * mask + 100 * (1 - mask), mask, x1 * mask, rng=g2)
     torch.testing.assert_close(a, b)
 
 
@@ -173,7 +173,7 @@ def test_sampling_with_exact_velocity_reaches_the_target(method):
     mask = torch.ones(2, 1, 9, dtype=torch.float64)
     cfm = ConditionalFlowMatching(OracleVelocity(1e-4), 1e-4, prior_start=False)
     x, nfe = cfm.sample(x1, mask, sampling=SamplingConfig(steps=5, sway_coef=-1.0, method=method), n_channels=4,
-                        generator=torch.Generator().manual_seed(0))
+                        rng=torch.Generator().manual_seed(0))
     assert x.dtype == torch.float32  # the ODE state is kept in fp32
     torch.testing.assert_close(x.double(), x1, atol=2e-3, rtol=0)
     assert nfe == (5 if method == "euler" else 10)
@@ -223,13 +223,13 @@ def test_batched_inference_matches_items_alone():
     text_lengths = torch.tensor(lengths)
     for method in ("euler", "midpoint"):
         batch = model.infer(text, text_lengths, sampling=SamplingConfig(steps=4, method=method),
-                            generator=[torch.Generator().manual_seed(10 + b) for b in range(3)])
+                            rng=[torch.Generator().manual_seed(10 + b) for b in range(3)])
         assert batch["nfe"] == (4 if method == "euler" else 8)
         assert (batch["durations"][text_lengths.unsqueeze(1) > torch.arange(11)] >= 1).all()
         for b, n in enumerate(lengths):
             alone = model.infer(text[b:b + 1, :n], text_lengths[b:b + 1],
                                 sampling=SamplingConfig(steps=4, method=method),
-                                generator=torch.Generator().manual_seed(10 + b))
+                                rng=torch.Generator().manual_seed(10 + b))
             t = int(alone["mel_lengths"][0])
             assert int(batch["mel_lengths"][b]) == t
             assert torch.equal(batch["durations"][b, :n], alone["durations"][0])
@@ -237,7 +237,7 @@ def test_batched_inference_matches_items_alone():
             assert (batch["mel"][b, :, t:] == LOG_MEL_FLOOR).all()
         # The sampled mel really depends on the noise (the check above is not vacuous).
         other = model.infer(text, text_lengths, sampling=SamplingConfig(steps=4, method=method),
-                            generator=[torch.Generator().manual_seed(99 + b) for b in range(3)])
+                            rng=[torch.Generator().manual_seed(99 + b) for b in range(3)])
         assert (other["mel"] - batch["mel"]).abs().max() > 1e-2
 
 
@@ -322,15 +322,15 @@ def test_crop_speakers_and_bf16_autocast():
     model.eval()
     randomize(model)
     a = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([0, 0]),
-                    generator=[torch.Generator().manual_seed(0)] * 2,
+                    rng=[torch.Generator().manual_seed(0)] * 2,
                     durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
     b = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([2, 2]),
-                    generator=[torch.Generator().manual_seed(0)] * 2,
+                    rng=[torch.Generator().manual_seed(0)] * 2,
                     durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
     assert (a["mel"] - b["mel"]).abs().max() > 1e-3  # the speaker changes the output
     with torch.autocast("cpu", dtype=torch.bfloat16):
         c = model.infer(text, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([0, 0]),
-                        generator=[torch.Generator().manual_seed(0)] * 2,
+                        rng=[torch.Generator().manual_seed(0)] * 2,
                         durations=torch.tensor([[2, 2, 2, 2, 2], [3, 3, 3, 0, 0]]))
     assert c["mel"].dtype == torch.float32
     assert (c["mel"] - a["mel"]).abs().max() < 0.1  # bf16 network, same result up to rounding
@@ -413,7 +413,7 @@ def test_tiny_model_overfits_two_real_clips():
     assert ((total - mel_lengths.float()).abs() / mel_lengths.float() < 0.3).all(), (total, mel_lengths)
 
     gen = model.infer(text, text_lengths, sampling=SamplingConfig(steps=10), durations=final["durations"],
-                      generator=[torch.Generator().manual_seed(b) for b in range(2)])["mel"]
+                      rng=[torch.Generator().manual_seed(b) for b in range(2)])["mel"]
     for b, other in ((0, 1), (1, 0)):
         n = int(mel_lengths[b])
         common = min(n, int(mel_lengths[other]))

@@ -32,7 +32,7 @@ def test_sentence_to_audio_of_predicted_length(method, nfe_per_step):
     model = tiny_model()
     ids, lengths = encode(SENTENCES, model.hps)
     audio, durations, mel, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=4, method=method),
-                                               generator=torch.Generator().manual_seed(0))
+                                               rng=torch.Generator().manual_seed(0))
     mel_lengths = durations.sum(1)
     assert torch.equal(extra["mel_lengths"], mel_lengths)
     assert torch.equal(extra["audio_lengths"], mel_lengths * 256)
@@ -51,11 +51,11 @@ def test_batch_matches_items_alone():
     model = tiny_model()
     ids, lengths = encode(SENTENCES, model.hps)
     gens = [torch.Generator().manual_seed(i) for i in (1, 2)]
-    batch_audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=3), generator=gens)
+    batch_audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=3), rng=gens)
     for i in range(2):
         alone, _, _, alone_extra = model.infer(ids[i:i + 1, :lengths[i]], lengths[i:i + 1],
                                                sampling=SamplingConfig(steps=3),
-                                               generator=[torch.Generator().manual_seed(i + 1)])
+                                               rng=[torch.Generator().manual_seed(i + 1)])
         n = int(alone_extra["audio_lengths"][0])
         assert n == int(extra["audio_lengths"][i])
         # The vocoder's receptive field sees the batch padding only within a few frames of the end.
@@ -66,9 +66,9 @@ def test_batch_matches_items_alone():
 def test_remove_weight_norm_keeps_audio():
     model = tiny_model()
     ids, lengths = encode(SENTENCES[1:], model.hps)
-    before = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), generator=torch.Generator().manual_seed(0))[0]
+    before = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), rng=torch.Generator().manual_seed(0))[0]
     model.remove_weight_norm()
-    after = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), generator=torch.Generator().manual_seed(0))[0]
+    after = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), rng=torch.Generator().manual_seed(0))[0]
     assert torch.allclose(before, after, atol=1e-5)
 
 

@@ -76,7 +76,7 @@ def test_guidance_scale_reaches_the_network_and_costs_no_extra_nfe():
     outs = {}
     for scale in (0.0, 2.0):
         out = model.infer(ids, lengths, SamplingConfig(steps=3, cfg_scale=scale), torch.tensor([0]),
-                          generator=torch.Generator().manual_seed(0))
+                          rng=torch.Generator().manual_seed(0))
         outs[scale] = out
     assert outs[0.0]["nfe"] == outs[2.0]["nfe"] == 3
     assert torch.equal(outs[0.0]["durations"], outs[2.0]["durations"])  # guidance only steers the flow
@@ -226,9 +226,9 @@ def test_prompted_training_counts_only_the_frames_to_fill(monkeypatch):
     seen = {}
     real_loss = model.cfm.loss
 
-    def spy(x1, mask, cond, mu=None, g=None, generator=None, loss_mask=None, target=None):
+    def spy(x1, mask, cond, mu=None, g=None, rng=None, loss_mask=None, target=None):
         seen.update(cond=cond, loss_mask=loss_mask, mask=mask)
-        return real_loss(x1, mask, cond, mu, g, generator, loss_mask, target)
+        return real_loss(x1, mask, cond, mu, g, rng, loss_mask, target)
     monkeypatch.setattr(model.cfm, "loss", spy)
     ids, lengths, mel, mel_lengths = training_batch(model)
     model(ids, lengths, mel, mel_lengths, torch.tensor([0]), dropout=ConditionDropout(prompt_rate=1.0))
@@ -250,7 +250,7 @@ def test_prompted_inference_keeps_the_reference_as_context_and_returns_only_the_
     recorder = Recorder(model.cfm.estimator)
     model.cfm.estimator = recorder
     out = model.infer(full, torch.tensor([full.size(1)]), SamplingConfig(steps=2), None,
-                      generator=torch.Generator().manual_seed(0), prompt=Prompt(ref_mel, ref_ids.size(1)))
+                      rng=torch.Generator().manual_seed(0), prompt=Prompt(ref_mel, ref_ids.size(1)))
     n_ref = ref_mel.size(2)
     context = recorder.calls[0][2][:, -80:]
     torch.testing.assert_close(context[:, :, :n_ref], model.normalize(ref_mel))

@@ -1,4 +1,4 @@
-"""Wall-clock timing helpers shared by the synthesizer, the benchmarks and the speed reports."""
+"""What hardware ran a measurement: named in every speed report (benchmarks, evaluation, the speed table)."""
 from __future__ import annotations
 
 import platform
@@ -6,13 +6,6 @@ from pathlib import Path
 from typing import Union
 
 import torch
-
-
-def synchronize(device: Union[str, torch.device]) -> None:
-    """Wait for queued GPU work so wall-clock stage timings are true (no-op on CPU)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def cpu_name() -> str:
