@@ -70,14 +70,6 @@ def _soxr_resample(wav: np.ndarray, in_rate: float, out_rate: float) -> np.ndarr
     return np.clip(soxr.resample(wav, in_rate, out_rate, quality="HQ"), -1.0, 1.0).astype(np.float32)
 
 
-def change_speed(wav: np.ndarray, factor: float) -> np.ndarray:
-    """Play `wav` (T,) `factor` times faster -> (~T / factor,): pitch and formants rise by `factor` and the
-    clip shortens by it, as from a speaker with a shorter vocal tract (speed perturbation)."""
-    if factor == 1.0:
-        return wav
-    return _soxr_resample(wav, factor, 1.0)  # only the ratio of the two rates matters
-
-
 def load_wav(path: PathLike, sampling_rate: int, resample: bool = True) -> np.ndarray:
     """Read `path` as mono float32 (T,) at `sampling_rate` (resampled, or AudioError if resample=False)."""
     return resample_clip(read_audio(path), sampling_rate, resample).wav

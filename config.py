@@ -60,7 +60,6 @@ class TrainConfig:
     c_stft: float = 1.0
     c_gen: float = 1.0  # the generator's LSGAN term (HiFi-GAN: 1); lower it with c_fm to soften the adversarial phase
     c_fm: float = 2.0
-    c_if: float = 0.0  # the vocoder's instantaneous-frequency loss (losses.InstantaneousFrequencyLoss); 0: off
     c_envelope: float = 0.0  # the vocoder's coarse log-mel L1 (losses.EnvelopeLoss); 0: off
     c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
@@ -114,9 +113,6 @@ class DataConfig:
     # mels the vocoder trains on instead of the recordings' own: <dir>/<wav stem>.npy, e.g. an acoustic
     # model's teacher-forced output (teacher_forced_mels.py), so that it learns to vocode generated mels
     vocoder_mel_dir: Optional[str] = None
-    # [low, high]: each training clip is played at a random speed factor in this range (pitch, formants
-    # and tempo scale together: new voices for a shared vocoder); null: off. Validation never is.
-    speed_perturb: Optional[List[float]] = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +187,9 @@ class HParams:
 
 
 _SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
+# Keys of experiments that never shipped, removed from the code (the vocoder model card names the commit that
+# still has them). Files written before then carry them at their "off" value, which is dropped on loading.
+RETIRED_KEYS = {("train", "c_if"): 0.0, ("data", "speed_perturb"): None}
 _SECTION_OF = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
@@ -242,6 +241,11 @@ def _section_from_dict(section: str, values: dict):
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{section}' must be an object")
     known = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if (section, key) in RETIRED_KEYS and value != RETIRED_KEYS[section, key]:
+            raise ConfigError(f"{section}.{key} was an experiment that never shipped and is gone from the code "
+                              f"(pretrained/VOCODER.md names the commit that has it); remove the key")
+    values = {k: v for k, v in values.items() if (section, k) not in RETIRED_KEYS}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown config key(s) in '{section}': {', '.join(unknown)} "
@@ -312,17 +316,6 @@ def check_guidance_distillation(hps: HParams) -> None:
                           "parameters under 'acoustic.cfm.' (or be empty)")
 
 
-def _check_speed_perturb(d: DataConfig) -> None:
-    sp = d.speed_perturb
-    if not isinstance(sp, (list, tuple)) or len(sp) != 2 or not 0.5 <= sp[0] <= sp[1] <= 2.0:
-        raise ConfigError(f"data.speed_perturb must be [low, high] with 0.5 <= low <= high <= 2.0 (e.g. [0.9, 1.1]), "
-                          f"or null, got {sp}")
-    if d.durations_dir or d.vocoder_mel_dir:
-        raise ConfigError("data.speed_perturb changes each clip's length, so it cannot be used with "
-                          "data.durations_dir or data.vocoder_mel_dir (both are tied to the original frames); "
-                          "set it to null or drop those")
-
-
 def validate(hps: HParams) -> HParams:
     """Raise ConfigError for values that are individually valid but inconsistent together."""
     d, m, t = hps.data, hps.model, hps.train
@@ -357,8 +350,6 @@ def validate(hps: HParams) -> HParams:
     if m.discriminator_channels < 16 or m.discriminator_channels % 16:
         raise ConfigError(f"model.discriminator_channels must be a multiple of 16 (grouped convs), got "
                           f"{m.discriminator_channels}")
-    if d.speed_perturb is not None:
-        _check_speed_perturb(d)
     if t.discriminator_start_step < 0:
         raise ConfigError(f"train.discriminator_start_step must be >= 0, got {t.discriminator_start_step}")
     if t.segment_size % d.hop_length:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 import text as text_frontend
 from atomic import atomic_write
 from config import MEL_KEYS
-from audio import AudioError, change_speed, load_wav
+from audio import AudioError, load_wav
 from mel_processing import LOG_MEL_FLOOR, mel_from_config
 
 logger = logging.getLogger(__name__)
@@ -169,13 +169,10 @@ class TextMelLoader(torch.utils.data.Dataset):
                speaker int, durations (T_text,) long or None, path str; and vocoder_mel (n_mels, T_mel)
                when data.vocoder_mel_dir is set).
     `lengths[i]` is the number of mel frames of item i (for DistributedBucketSampler).
-    With `augment` and data.speed_perturb, each item is a clip played at a random speed (its mel computed
-    afresh, uncached; `lengths` stay those of the original clips, close enough for bucketing).
     """
 
-    def __init__(self, filelist_path: PathLike, hps, augment: bool = False):
+    def __init__(self, filelist_path: PathLike, hps):
         self.hps = hps
-        self.augment = augment and hps.data.speed_perturb is not None
         d = hps.data
         utterances = read_filelist(filelist_path)
         if not utterances:
@@ -290,17 +287,14 @@ class TextMelLoader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def load_audio_and_mel(self, wav_path: str, speed: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
-        """-> wav (T_mel * hop,) float, mel (n_mels, T_mel) of the clip played `speed` times faster; uses the
-        mel cache when data.cache_dir is set and speed is 1."""
+    def load_audio_and_mel(self, wav_path: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-> wav (T_mel * hop,) float, mel (n_mels, T_mel); uses the mel cache when data.cache_dir is set."""
         d = self.hps.data
-        wav = change_speed(load_wav(wav_path, d.sampling_rate, d.resample), speed)
+        wav = load_wav(wav_path, d.sampling_rate, d.resample)
         wav = trim_to_frames(torch.from_numpy(wav), d.hop_length)
         frames = wav.size(0) // d.hop_length
         if frames == 0:
             raise AudioError(f"{wav_path} is shorter than one hop ({d.hop_length} samples)")
-        if speed != 1.0:
-            return wav, compute_mel(wav, d)
         cache = mel_cache_path(d.cache_dir, wav_path, d) if d.cache_dir else None
         if cache is not None and cache.is_file():
             mel = torch.from_numpy(np.load(cache))
@@ -310,13 +304,6 @@ class TextMelLoader(torch.utils.data.Dataset):
         if cache is not None:
             save_npy_atomic(cache, mel.numpy().astype(np.float32))
         return wav, mel
-
-    def random_speed(self) -> float:
-        """A speed factor drawn uniformly from data.speed_perturb when augmenting, else 1."""
-        if not self.augment:
-            return 1.0
-        low, high = self.hps.data.speed_perturb
-        return low + (high - low) * float(torch.rand(()))
 
     def load_durations(self, wav_path: str, n_tokens: int) -> Optional[torch.Tensor]:
         """External aligner durations from data.durations_dir/<wav stem>.npy: (T_text,) long.
@@ -338,7 +325,7 @@ class TextMelLoader(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Dict:
         utt, seq = self.items[index]
-        wav, mel = self.load_audio_and_mel(utt.wav_path, self.random_speed())
+        wav, mel = self.load_audio_and_mel(utt.wav_path)
         item = {
             "text": torch.tensor(seq, dtype=torch.long),
             "mel": mel.float(),

@@ -1,4 +1,4 @@
-"""Export a voice to ONNX: three graphs (four with a harmonic source) and one JSON, everything the torch-free runtime needs.
+"""Export a voice to ONNX: three graphs and one JSON, everything the torch-free runtime needs.
 
     python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice            # fp32
     python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder
@@ -8,9 +8,7 @@ Writes to OUT_DIR:
                   -> h (B, H, T_text), mu (B, n_mels, T_text) (normalized mel), logw (B, T_text) [, g (B, gin, 1)]
   velocity.onnx   x (B, n_mels, T), mask (B, 1, T), cond (B, H + n_mels, T), t (B,) [, g] -> v (B, n_mels, T)
                   (one call per ODE step, t as an input)
-  vocoder.onnx    mel (B, n_mels, T) de-normalized log-mel [, g] -> audio (B, 1, T * hop) (conv iSTFT); with a
-                  harmonic source (model.harmonic_source) also f0, voicing (B, T) and cycles0 (B,) before g
-  pitch.onnx      (harmonic source only) mel (B, n_mels, T) -> f0 (B, T) Hz, voicing (B, T)
+  vocoder.onnx    mel (B, n_mels, T) de-normalized log-mel [, g] -> audio (B, 1, T * hop) (conv iSTFT)
   voice.json      symbols, cleaners, language, add_blank, sample rate, hop, mel statistics, prior start,
                   speaker count and the default sampling settings
   *_int8.onnx     with --int8: onnxruntime's dynamic int8 quantization of the velocity net and vocoder
@@ -74,26 +72,6 @@ class VocoderGraph(nn.Module):
         return self.generator(mel, g)[0]
 
 
-class HarmonicVocoderGraph(nn.Module):
-    """A vocoder with a harmonic source, given the pitch (from PitchGraph on the whole clip) and the phase start."""
-
-    def __init__(self, generator):
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, mel, f0, voicing, cycles0, g=None):
-        return self.generator(mel, g, (f0, voicing), cycles0)[0]
-
-
-class PitchGraph(nn.Module):
-    def __init__(self, generator):
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, mel):
-        return self.generator.predict_pitch(mel)
-
-
 def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
             dynamic: dict) -> None:
     with warnings.catch_warnings():
@@ -124,6 +102,10 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: Sampli
     if acoustic.duration_predictor is None:
         raise ValueError(f"{checkpoint} has no duration predictor (model.use_duration_predictor false): the "
                          f"ONNX runtime needs one to speak text")
+    if hps.model.harmonic_source:
+        raise ValueError(f"{checkpoint} has a vocoder with a harmonic source (model.harmonic_source), a vocoder "
+                         f"experiment that no shipped voice uses; the ONNX runtime does not run it: speak with the "
+                         f"torch path (inference_flow_matching.py --checkpoint)")
     multi = d.n_speakers > 1
     out_dir.mkdir(parents=True, exist_ok=True)
     t_text, t_mel, n_mels = 12, 40, d.n_mel_channels
@@ -151,20 +133,10 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: Sampli
 
 
 def export_vocoder(generator, g: tuple, out_dir: Path, t_mel: int) -> None:
-    """vocoder.onnx, and pitch.onnx for a generator with a harmonic source (model.harmonic_source)."""
+    """vocoder.onnx."""
     mel = torch.randn(1, generator.conv_pre.in_channels, t_mel) - 5.0
-    speaker = ["g"] if g else []
-    if generator.pitch is None:
-        _export(VocoderGraph(generator), (mel, *g), out_dir / "vocoder.onnx", ["mel"] + speaker, ["audio"],
-                {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
-        return
-    frames = {0: "B", 1: "T"}
-    _export(PitchGraph(generator), (mel,), out_dir / "pitch.onnx", ["mel"], ["f0", "voicing"],
-            {"mel": {0: "B", 2: "T"}, "f0": frames, "voicing": frames})
-    f0, voicing = generator.predict_pitch(mel)
-    _export(HarmonicVocoderGraph(generator), (mel, f0, voicing, torch.zeros(1), *g), out_dir / "vocoder.onnx",
-            ["mel", "f0", "voicing", "cycles0"] + speaker, ["audio"],
-            {"mel": {0: "B", 2: "T"}, "f0": frames, "voicing": frames, "cycles0": {0: "B"}, "audio": {0: "B", 2: "S"}})
+    _export(VocoderGraph(generator), (mel, *g), out_dir / "vocoder.onnx", ["mel"] + (["g"] if g else []), ["audio"],
+            {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
 
 
 def read_step(checkpoint: Path) -> Optional[int]:

@@ -51,26 +51,19 @@ class EnvelopeLoss(nn.Module):
         return F.l1_loss(mel_from_config(y_hat, self.coarse_cfg), mel_from_config(y, self.coarse_cfg))
 
 
-class SpectrumLoss(nn.Module):
-    """Base of the losses on one STFT resolution (Hann window, centred frames)."""
+class STFTLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1 at one resolution (Hann window, centred frames).
+    x, y (B, T) -> (sc, mag) scalars."""
 
     def __init__(self, fft_size: int, hop_size: int, win_length: int):
         super().__init__()
         self.fft_size, self.hop_size, self.win_length = fft_size, hop_size, win_length
         self.register_buffer("window", hann_window(win_length), persistent=False)
 
-    def spectrum(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, fft_size // 2 + 1, frames) complex, in fp32."""
-        return torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window,
-                          center=True, return_complex=True)
-
-
-class STFTLoss(SpectrumLoss):
-    """Spectral convergence + log-magnitude L1 at one resolution. x, y (B, T) -> (sc, mag) scalars."""
-
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, fft_size // 2 + 1, frames) magnitude, clamped away from 0 for the log."""
-        spec = self.spectrum(x)
+        spec = torch.stft(x.float(), self.fft_size, self.hop_size, self.win_length, window=self.window,
+                          center=True, return_complex=True)
         return torch.sqrt(torch.clamp(spec.real ** 2 + spec.imag ** 2, min=1e-7))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -79,32 +72,6 @@ class STFTLoss(SpectrumLoss):
             sc = torch.linalg.norm(y_mag - x_mag, dim=(1, 2)) / torch.linalg.norm(y_mag, dim=(1, 2)).clamp(min=1e-7)
             mag = F.l1_loss(torch.log(x_mag), torch.log(y_mag))
         return sc.mean(), mag
-
-
-class InstantaneousFrequencyLoss(SpectrumLoss):
-    """How far each bin's phase advance per hop (its instantaneous frequency) is from the recording's, weighted by
-    the recording's magnitude: x, y (B, T) -> scalar, radians in [0, pi].
-
-    Magnitude losses are blind to where a harmonic sits within a bin's main lobe and, to first order, to a small
-    component added at an unrelated phase; the phase advance is not, and is unchanged by a constant phase offset
-    (which the ear ignores), so it asks for the voice's harmonics, not the frame-rate comb (metrics.frame_rate_lock).
-    A long window resolves the harmonics of low voices; the hop sets the range, |f_x - f_y| < sr / (2 hop), beyond
-    which the advance wraps (92 Hz at 22050 / 120: more than half the comb's 86 Hz spacing).
-    """
-
-    def __init__(self, fft_size: int = 2048, hop_size: int = 120, win_length: int = 1200):
-        super().__init__(fft_size, hop_size, win_length)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x_spec, y_spec = self.spectrum(x.reshape(-1, x.size(-1))), self.spectrum(y.reshape(-1, y.size(-1)))
-            x_advance = x_spec[..., 1:] * x_spec[..., :-1].conj()
-            y_advance = (y_spec[..., 1:] * y_spec[..., :-1].conj()).detach()
-            # The angle of x's advance relative to y's: the wrapped difference of the two frequencies.
-            relative = x_advance * y_advance.conj()
-            error = torch.atan2(relative.imag, relative.real + 1e-12).abs()
-            weight = y_advance.abs()
-            return (error * weight).sum() / weight.sum().clamp(min=1e-12)
 
 
 class MultiResolutionSTFTLoss(nn.Module):
@@ -134,17 +101,14 @@ class VocoderReconstructionLoss(nn.Module):
 
     forward(y_hat (B, 1, T), y_hat_sub (B, subbands, T // subbands), y (B, 1, T)) -> dict with
     "mel" (L1 of log-mels), "stft" (full-band sc + mag), "stft_sub" (sub-band sc + mag against the PQMF
-    analysis of y; 0 for one band), "if" (InstantaneousFrequencyLoss; 0 when train.c_if is 0), "envelope"
-    (EnvelopeLoss; 0 when train.c_envelope is 0) and
-    "total" = c_mel * mel + c_stft * (stft + stft_sub) + c_if * if + c_envelope * envelope.
+    analysis of y; 0 for one band), "envelope" (EnvelopeLoss; 0 when train.c_envelope is 0) and
+    "total" = c_mel * mel + c_stft * (stft + stft_sub) + c_envelope * envelope.
     """
 
     def __init__(self, hps: HParams):
         super().__init__()
         m = hps.model
-        self.c_mel, self.c_stft, self.c_if = hps.train.c_mel, hps.train.c_stft, hps.train.c_if
-        self.c_envelope = hps.train.c_envelope
-        self.frequency = InstantaneousFrequencyLoss() if self.c_if > 0 else None
+        self.c_mel, self.c_stft, self.c_envelope = hps.train.c_mel, hps.train.c_stft, hps.train.c_envelope
         self.envelope = EnvelopeLoss(hps) if self.c_envelope > 0 else None
         self.mel = MelLoss(hps)
         self.full_band = MultiResolutionSTFTLoss(FULL_BAND_RESOLUTIONS)
@@ -162,12 +126,10 @@ class VocoderReconstructionLoss(nn.Module):
             loss_stft_sub = sc_sub + mag_sub
         else:
             loss_stft_sub = torch.zeros_like(loss_stft)
-        loss_if = self.frequency(y_hat, y) if self.frequency is not None else torch.zeros_like(loss_stft)
         loss_envelope = self.envelope(y_hat, y) if self.envelope is not None else torch.zeros_like(loss_stft)
-        total = (self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub) + self.c_if * loss_if
-                 + self.c_envelope * loss_envelope)
-        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "if": loss_if,
-                "envelope": loss_envelope, "total": total}
+        total = self.c_mel * loss_mel + self.c_stft * (loss_stft + loss_stft_sub) + self.c_envelope * loss_envelope
+        return {"mel": loss_mel, "stft": loss_stft, "stft_sub": loss_stft_sub, "envelope": loss_envelope,
+                "total": total}
 
 
 def feature_loss(fmap_r: List[List[torch.Tensor]], fmap_g: List[List[torch.Tensor]]) -> torch.Tensor:

@@ -82,8 +82,6 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
                 hint = " (export with --int8)" if int8 else ""
                 raise OnnxVoiceError(f"{path} is missing{hint}")
             self.sessions[role] = _session(path, self.workers if role == "velocity" else 1)
-        pitch = folder / "pitch.onnx"  # a vocoder with a harmonic source
-        self._pitch = _session(pitch, 1) if pitch.is_file() else None
         self.data = _Data(self.info)
         self._vocoder_takes_speaker = "g" in {i.name for i in self.sessions["vocoder"].get_inputs()}
         self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
@@ -151,31 +149,17 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
         """(1, n_mels, T) log-mel -> (T * hop,) float32 waveform; in `workers` pieces run at once."""
         n = mel.shape[-1]
         piece = -(-n // self.workers)
-        pitch = self.pitch(mel)
         if self._pool is None or piece < streaming.CONTEXT_FRAMES:
-            return self._vocode_window(mel, g, 0, n, pitch)
+            return self.vocode_window(mel, g, 0, n)
         windows = streaming.vocoder_windows(n, chunk=piece, first_chunk=piece)
         hop = self.hop_length
-        parts = self._pool.map(lambda w: self._vocode_window(mel, g, w[2], w[3], pitch)[(w[0] - w[2]) * hop:
-                                                                                       (w[1] - w[2]) * hop], windows)
+        parts = self._pool.map(lambda w: self.vocode_window(mel, g, w[2], w[3])[(w[0] - w[2]) * hop:
+                                                                              (w[1] - w[2]) * hop], windows)
         return np.concatenate(list(parts))
-
-    def pitch(self, mel: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """(F0 (1, T) Hz, voicing (1, T)) of a whole clip for a vocoder with a harmonic source, else None."""
-        return None if self._pitch is None else tuple(self._pitch.run(None, {"mel": mel.astype(np.float32)}))
 
     def vocode_window(self, mel: np.ndarray, g: Optional[np.ndarray], left: int, right: int) -> np.ndarray:
         """Frames [left, right) of the clip's mel (1, n_mels, T) -> ((right - left) * hop,) (pipeline.stream_sentences)."""
-        return self._vocode_window(mel, g, left, right, self.pitch(mel))
-
-    def _vocode_window(self, mel: np.ndarray, g: Optional[np.ndarray], left: int, right: int,
-                       pitch: Optional[Tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         feeds = {"mel": mel[..., left:right].astype(np.float32)}
-        if pitch is not None:  # the source's phase runs on from the clip's start (pitch.start_cycles)
-            f0, voicing = pitch
-            cycles = f0[:, :left].sum(axis=1, dtype=np.float64) * self.hop_length / self.sample_rate
-            feeds.update(f0=f0[:, left:right], voicing=voicing[:, left:right],
-                         cycles0=(cycles - np.floor(cycles)).astype(np.float32))
         if g is not None and self._vocoder_takes_speaker:
             feeds["g"] = g
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]

@@ -180,7 +180,7 @@ class Trainer:
     def _build_data(self) -> None:
         t = self.hps.train
         self.collate = TextMelCollate()
-        self.train_set = TextMelLoader(self.hps.data.training_files, self.hps, augment=True)
+        self.train_set = TextMelLoader(self.hps.data.training_files, self.hps)
         self.sampler = DistributedBucketSampler(
             self.train_set, t.batch_size, length_boundaries(self.train_set.lengths),
             num_replicas=self.ctx.world_size, rank=self.ctx.rank,
@@ -366,8 +366,6 @@ class Trainer:
         t = self.hps.train
         rec = self.recon_loss(audio_hat, sub_hat, wav_seg)
         terms = dict(mel=rec["mel"] * t.c_mel, stft=rec["stft"] * t.c_stft, stft_sub=rec["stft_sub"] * t.c_stft)
-        if t.c_if > 0:
-            terms["if"] = rec["if"] * t.c_if
         if t.c_envelope > 0:
             terms["envelope"] = rec["envelope"] * t.c_envelope
         if adversarial:

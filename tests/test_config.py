@@ -19,6 +19,14 @@ def test_unknown_key_is_named():
         config.from_dict({"model": {"flow_dmodel": 256}})
 
 
+def test_retired_keys_load_when_off_and_are_refused_when_on():
+    """Files written before an unshipped experiment left the code carry its key at the "off" value (the shipped
+    vocoder does): those load; a config that turns one on is told the experiment is gone."""
+    assert config.from_dict({"train": {"c_if": 0.0}, "data": {"speed_perturb": None}}) == config.HParams()
+    with pytest.raises(ConfigError, match="train.c_if was an experiment that never shipped"):
+        config.from_dict({"train": {"c_if": 2.0}})
+
+
 def test_unknown_section_is_named():
     with pytest.raises(ConfigError, match="modle"):
         config.from_dict({"modle": {}})

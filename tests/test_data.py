@@ -146,26 +146,6 @@ def test_mel_cache_is_written_and_reused(tmp_path, lj_filelist, tiny_hps):
     assert torch.all(ds[1]["mel"] == 7.0)
 
 
-def test_speed_perturbation_plays_training_clips_faster_with_matching_mels(tmp_path, lj_filelist, tiny_hps, dataset):
-    hps = tiny_hps.replace(speed_perturb=[1.25, 1.25], cache_dir=str(tmp_path / "cache"))
-    item, plain = TextMelLoader(lj_filelist, hps, augment=True)[0], dataset[0]
-    frames = item["mel"].size(1)
-    assert abs(frames - plain["mel"].size(1) / 1.25) <= 1 and item["wav"].shape == (1, frames * HOP)
-    torch.testing.assert_close(item["mel"], mel_from_config(item["wav"], hps.data)[0])
-    assert not (tmp_path / "cache").exists()  # a perturbed clip's mel is never cached as the clip's own
-    unaugmented = TextMelLoader(lj_filelist, hps)  # validation and teacher forcing: the clips as recorded
-    torch.testing.assert_close(unaugmented[0]["wav"], plain["wav"])
-
-
-@pytest.mark.parametrize("bad", [1.1, [0.9], [1.1, 0.9], [0.3, 1.0]])
-def test_speed_perturbation_range_is_checked(tiny_hps, bad):
-    from config import ConfigError
-    with pytest.raises(ConfigError, match=r"speed_perturb must be \[low, high\]"):
-        tiny_hps.replace(speed_perturb=bad)
-    with pytest.raises(ConfigError, match="durations_dir"):
-        tiny_hps.replace(speed_perturb=[0.9, 1.1], durations_dir="somewhere")
-
-
 def test_external_durations_are_loaded_and_checked(tmp_path, lj_filelist, tiny_hps, dataset, caplog):
     n_text, frames = dataset[1]["text"].numel(), dataset.lengths[1]
     dur = np.zeros(n_text, dtype=np.int64)

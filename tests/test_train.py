@@ -439,14 +439,6 @@ def test_init_checkpoint_refuses_a_harmonic_vocoder_for_a_config_without_one(res
     assert not any(conv.weight.any() for conv in grown.model.generator.source_convs)
 
 
-def test_instantaneous_frequency_loss_joins_the_vocoder_step_when_weighted(tiny_config, tmp_path):
-    plain = make_trainer(tiny_config, tmp_path / "plain", train_acoustic=False)
-    weighted = make_trainer(tiny_config, tmp_path / "weighted", train_acoustic=False, c_if=2.0)
-    assert "if" not in plain.train_step(first_batch(plain)).losses
-    result = weighted.train_step(first_batch(weighted))
-    assert not result.skipped and 0 < result.losses["if"] < 2.0 * 3.1416
-
-
 class SmallDiscriminator(torch.nn.Module):
     """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
 
