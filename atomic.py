@@ -76,16 +76,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (also when neither exists yet)."""
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
 def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = ()) -> Path:
     """Raise OSError with a clear message unless a file can be written at `path` (checked up front).
 
-    inputs: files the run reads (checkpoint, config, text file): writing over one of them is refused
-    with ValueError, since the output would destroy it."""
+    inputs: files the run reads (checkpoint, config, text file) or writes besides `path` (another output):
+    `path` naming one of them is refused with ValueError, since writing it would destroy the other."""
     path = Path(path)
     for source in inputs:
-        if source is not None and Path(source).exists() and path.exists() and path.samefile(source):
-            raise ValueError(f"output path {path} is one of the inputs ({source}); writing there would destroy "
-                             f"it: choose another output path")
+        if source is not None and _same_file(path, Path(source)):
+            raise ValueError(f"output path {path} is one of the inputs or outputs ({source}); writing there would "
+                             f"destroy it: choose another output path")
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")

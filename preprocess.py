@@ -237,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(summary_table(rows))
     if not kept:
         print("\nerror: no usable clip left; see the table above", file=sys.stderr)
-        return 1
+        return 2
 
     train, val = split(kept, args.val_size, args.seed)
     mean, std = mel_stats(train)

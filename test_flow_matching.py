@@ -33,7 +33,7 @@ import ode
 import text as text_lib
 from models import FlowMatchingSynthesizer
 from sampling import SamplingConfig
-from hardware import hardware_name
+from evaluation.hardware import hardware_name
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the forest."
@@ -61,7 +61,7 @@ def _text_tensor(sentence: str, hps) -> Tuple[torch.Tensor, torch.Tensor]:
 def load_model(args, device: torch.device):
     """(model, hps, description) from --checkpoint (EMA weights) or --config with random weights."""
     if args.checkpoint:
-        from voice import load_voice
+        from training.voice_file import load_voice
 
         model, hps = load_voice(args.checkpoint, device)
         return model, hps, f"{args.checkpoint} (EMA weights)"

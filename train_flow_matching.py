@@ -38,21 +38,21 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import commons
-import distributed as dist_lib
+from training import distributed as dist_lib
 import text as text_lib
-import train_eval
-import train_state
-from checkpoint import CheckpointError
+from training import train_eval
+from training import train_state
+from training.checkpoint import CheckpointError
 from config import ConfigError, HParams
 from data_utils import DistributedBucketSampler, TextMelCollate, TextMelLoader, length_boundaries
-from distributed import DistContext
-from ema import EMA
+from training.distributed import DistContext
+from training.ema import EMA
 from flow_matching import ConditionDropout, GuidanceTeacher
-from lr_schedule import build_scheduler
+from training.lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
 from pitch import pitch_loss
-from train_eval import EVAL_ITEMS
-from train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
+from training.train_eval import EVAL_ITEMS
+from training.train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
                          param_groups, prepare_run, resolve_amp, seed_everything, setup_logging,
                          start_data_workers, to_device)
 
@@ -108,7 +108,7 @@ class Trainer:
         self.use_discriminator = m.use_discriminator and t.train_vocoder
         self.discriminator = None
         if self.use_discriminator:
-            from discriminators import Discriminator
+            from training.discriminators import Discriminator
             self.discriminator = Discriminator(hps).to(self.device)
         self.condition_dropout = ConditionDropout(t.cond_drop_rate, t.speaker_drop_rate, t.prompt_rate)
         self.model.acoustic.requires_grad_(t.train_acoustic)
@@ -161,7 +161,7 @@ class Trainer:
     def _guidance_teacher(self) -> GuidanceTeacher:
         """The frozen guided velocity net of train.init_checkpoint (re-read on resume: the student's own
         weights move away from it). Built with this run's config, so a teacher of another shape is refused."""
-        from voice import load_voice
+        from training.voice_file import load_voice
 
         teacher, _ = load_voice(self.hps.train.init_checkpoint, self.device, config=self.hps)
         return GuidanceTeacher(teacher.acoustic.cfm, self.hps.train.guidance_distill_scale)
@@ -549,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except USER_ERRORS as e:
         # Problems with the user's files or settings: one line here, the traceback is in train.log.
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0 if signum is None else 128 + int(signum)
 
 

@@ -1,6 +1,6 @@
 """End-to-end speed, one run: torch fp32 vs onnxruntime fp32 vs onnxruntime int8, at several NFE and threads.
 
-    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8
+    python -m inference.export_onnx pretrained/demo_voice.pth onnx/demo_voice --int8
     python benchmarks/bench_e2e.py --voice pretrained/demo_voice.pth --onnx onnx/demo_voice
 
 Every (runtime, threads) pair runs in a fresh process, started one after the other by this script:
@@ -32,8 +32,8 @@ COLD_SENTENCE = "Hello there."
 
 
 def held_out(n: int) -> list:
-    ids = (ROOT / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split()[:n]
-    texts = dict(line.split("|", 1) for line in (ROOT / "corpus" / "sentences.txt").read_text(encoding="utf-8")
+    ids = (ROOT / "voices" / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split()[:n]
+    texts = dict(line.split("|", 1) for line in (ROOT / "voices" / "corpus" / "sentences.txt").read_text(encoding="utf-8")
                  .splitlines() if line.strip())
     return [texts[i] for i in ids]
 
@@ -45,11 +45,11 @@ def child(args) -> None:
     if args.runtime == "torch":
         import torch
 
-        from synthesize import Synthesizer
+        from inference.synthesizer import TorchSynthesizer
         torch.set_num_threads(args.threads)
-        tts = Synthesizer.from_checkpoint(args.voice)
+        tts = TorchSynthesizer.from_checkpoint(args.voice)
     else:
-        from onnx_runtime import OnnxSynthesizer
+        from runtime.onnx_synthesizer import OnnxSynthesizer
         tts = OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.runtime == "onnx-int8")
     tts.synthesize(COLD_SENTENCE, SamplingConfig(steps=min(args.nfe)))
     first_audio = time.time()
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                 return 1
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    from hardware import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
+    from evaluation.hardware import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
     print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.sentences} held-out sentences; Euler, sway -1; "
           f"median of {args.runs} runs")
     print("| runtime | threads | " + " | ".join(f"RTF NFE {n}" for n in args.nfe)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from config import HParams  # noqa: E402
 from flow_matching import FlowMatchingTransformer  # noqa: E402
 from commons import synchronize  # noqa: E402
-from hardware import hardware_name  # noqa: E402
+from evaluation.hardware import hardware_name  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # name -> (d_model, nhead, num_layers, dim_feedforward)

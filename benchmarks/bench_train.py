@@ -32,9 +32,9 @@ import config as config_lib  # noqa: E402
 import monotonic_align  # noqa: E402
 import train_flow_matching as train  # noqa: E402
 from data_utils import TextMelCollate, TextMelLoader  # noqa: E402
-from distributed import DistContext  # noqa: E402
+from training.distributed import DistContext  # noqa: E402
 from commons import synchronize  # noqa: E402
-from hardware import cpu_name, hardware_name  # noqa: E402
+from evaluation.hardware import cpu_name, hardware_name  # noqa: E402
 
 DTYPES = {"fp32": dict(fp16_run=False, bf16_run=False), "bf16": dict(fp16_run=False, bf16_run=True),
           "fp16": dict(fp16_run=True, bf16_run=False)}

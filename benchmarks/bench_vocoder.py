@@ -39,7 +39,7 @@ from models import MultiBandISTFTGenerator  # noqa: E402
 from modules import (LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all,  # noqa: E402
                      upsample_padding)
 from commons import synchronize  # noqa: E402
-from hardware import cpu_name, hardware_name  # noqa: E402
+from evaluation.hardware import cpu_name, hardware_name  # noqa: E402
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

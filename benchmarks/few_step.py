@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import metrics  # noqa: E402
-from asr import Transcriber  # noqa: E402
+from evaluation import metrics  # noqa: E402
+from evaluation.asr import Transcriber  # noqa: E402
 from atomic import write_text_atomic  # noqa: E402
 from audio import read_audio  # noqa: E402
-from evaluate import load_utterances  # noqa: E402
+from evaluation.evaluate import load_utterances  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
 
 GRIDS = {"uniform": dict(sway_coef=0.0), "sway": dict(sway_coef=-1.0), "epss": dict(sway_schedule="epss")}
@@ -54,14 +54,14 @@ def main(argv=None) -> int:
     p.add_argument("--output")
     args = p.parse_args(argv)
     if args.onnx:
-        from onnx_runtime import OnnxSynthesizer
+        from runtime.onnx_synthesizer import OnnxSynthesizer
         tts = OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.int8)
     else:
         import torch
 
-        from synthesize import Synthesizer
+        from inference.synthesizer import TorchSynthesizer
         torch.set_num_threads(args.threads)
-        tts = Synthesizer.from_checkpoint(args.voice)
+        tts = TorchSynthesizer.from_checkpoint(args.voice)
     utterances = load_utterances(Path(args.filelist), args.limit)
     transcriber = Transcriber()
     refs = [read_audio(u.wav_path) for u in utterances]

@@ -1,6 +1,6 @@
 """Learning curve of a run: evaluate.py reports against training steps and training wall time.
 
-    python evaluate.py -m logs/NAME/G_1000.pth --filelist datasets/festival_slt/metadata_test.csv --limit 20 \
+    python -m evaluation.evaluate -m logs/NAME/G_1000.pth --filelist datasets/festival_slt/metadata_test.csv --limit 20 \
         --output logs/NAME/eval/G_1000.json          # one report per checkpoint
     python benchmarks/learning_curve.py logs/NAME    # -> markdown table
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     rows = curve_rows(args.run_dir)
     if not rows:
         print(f"error: no evaluate.py reports in {args.run_dir / 'eval'}", file=sys.stderr)
-        return 1
+        return 2
     print("| step | training wall time | ODE | WER (ground truth) | MCD dB | abs log dur |")
     print("|---:|---:|---|---|---:|---:|")
     for r in rows:

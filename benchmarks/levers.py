@@ -24,7 +24,7 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import checkpoint_step, latest_checkpoint  # noqa: E402
+from training.checkpoint import checkpoint_step, latest_checkpoint  # noqa: E402
 
 
 def _recipe(learning_rate: float, max_frames_per_batch: int, flow_dropout: float) -> Dict[str, Dict]:
@@ -80,9 +80,9 @@ def evaluate(run: Path, test: str, ode_steps: int, threads: int) -> dict:
     out = run / "eval" / f"{ckpt.stem}_s{ode_steps}.json"
     if not out.is_file():
         out.parent.mkdir(exist_ok=True)
-        subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "-m", str(ckpt), "--filelist", test,
+        subprocess.run([sys.executable, "-m", "evaluation.evaluate", "-m", str(ckpt), "--filelist", test,
                         "--steps", str(ode_steps), "--method", "euler", "--threads", str(threads),
-                        "--output", str(out)], check=True, stdout=subprocess.DEVNULL)
+                        "--output", str(out)], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
     return json.loads(out.read_text(encoding="utf-8"))
 
 

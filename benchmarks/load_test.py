@@ -1,6 +1,6 @@
 """Load test for server.py: N requests, C at a time, against a server on this machine; latency percentiles.
 
-    python server.py --onnx onnx/demo_voice &
+    python -m serving.server --onnx onnx/demo_voice &
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --requests 40 --concurrency 4
 
 Only loopback addresses are accepted. Every request has a timeout and the run is bounded by --requests,

@@ -41,15 +41,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import metrics  # noqa: E402
-from asr import Transcriber  # noqa: E402
+from evaluation import metrics  # noqa: E402
+from evaluation.asr import Transcriber  # noqa: E402
 from atomic import write_text_atomic  # noqa: E402
 from audio import load_wav  # noqa: E402
 from data_utils import read_filelist  # noqa: E402
 from losses import MultiResolutionSTFTLoss  # noqa: E402
 from mel_processing import mel_basis, mel_from_config  # noqa: E402
-from hardware import cpu_name  # noqa: E402
-from voice import load_vocoder  # noqa: E402
+from evaluation.hardware import cpu_name  # noqa: E402
+from training.voice_file import load_vocoder  # noqa: E402
 
 GRIFFIN_LIM_ITERATIONS = 60
 
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     transcriber = Transcriber()
     encoder = None
     if args.similarity:
-        from speaker_similarity import SpeakerEncoder
+        from evaluation.speaker_similarity import SpeakerEncoder
         encoder = SpeakerEncoder()
     report = {"voices": {}, "settings": {"vocoders": args.vocoder, "limit": args.limit, "threads": args.threads,
                                          "griffin_lim_iterations": GRIFFIN_LIM_ITERATIONS, "processor": cpu_name()}}

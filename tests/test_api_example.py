@@ -1,4 +1,4 @@
-"""The Python API example in README.md runs as written (with the test checkpoint's path).
+"""The Python API example in docs/inference.md runs as written (with the test checkpoint's path).
 
 The example is the first ```python block after the `<!-- api-example -->` marker. Its line
 `CHECKPOINT = "..."` is replaced by the path of a checkpoint from a real tiny training run; the code is
@@ -25,17 +25,17 @@ def extract_api_example(markdown: str) -> str:
     """The first fenced ```python block after MARKER."""
     at = markdown.find(MARKER)
     if at < 0:
-        raise AssertionError(f"README.md has no {MARKER} marker before the Python API example")
+        raise AssertionError(f"docs/inference.md has no {MARKER} marker before the Python API example")
     match = re.search(r"```python\n(.*?)```", markdown[at:], re.DOTALL)
     if match is None:
-        raise AssertionError(f"no ```python block after {MARKER} in README.md")
+        raise AssertionError(f"no ```python block after {MARKER} in docs/inference.md")
     return match.group(1)
 
 
 def with_checkpoint(code: str, path: Path) -> str:
     """Point the example's `CHECKPOINT = ...` line at `path`."""
     if len(CHECKPOINT_LINE.findall(code)) != 1:
-        raise AssertionError("the README API example must set the checkpoint path in exactly one line "
+        raise AssertionError("the API example must set the checkpoint path in exactly one line "
                              "`CHECKPOINT = \"...\"`")
     return CHECKPOINT_LINE.sub(lambda _: f"CHECKPOINT = {str(path)!r}", code)
 
@@ -50,15 +50,15 @@ def test_extract_and_substitute():
 
 
 def test_readme_api_example_runs(tiny_checkpoint, tmp_path, monkeypatch):
-    code = extract_api_example((ROOT / "README.md").read_text(encoding="utf-8"))
+    code = extract_api_example((ROOT / "docs" / "inference.md").read_text(encoding="utf-8"))
     for needed in ("load_voice(", "model.infer(", "SamplingConfig(steps=20", "sway_coef=-1.0", "method='euler'",
-                   "Synthesizer.from_checkpoint"):
-        assert needed in code, f"README API example lacks {needed!r}"
+                   "TorchSynthesizer.from_checkpoint"):
+        assert needed in code, f"docs API example lacks {needed!r}"
     code = with_checkpoint(code, tiny_checkpoint)
     monkeypatch.chdir(tmp_path)  # files the example writes land here
     monkeypatch.syspath_prepend(str(ROOT))
     namespace = {"__name__": "__readme_example__"}
-    exec(compile(code, "README.md <!-- api-example -->", "exec"), namespace)
+    exec(compile(code, "docs/inference.md <!-- api-example -->", "exec"), namespace)
 
     hps, mel, waveform = namespace["hps"], namespace["mel"], namespace["waveform"]
     assert waveform.ndim == 1 and len(waveform) == mel.shape[-1] * hps.data.hop_length

@@ -25,23 +25,25 @@ except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
 import text  # noqa: E402
-from checkpoint import CheckpointError  # noqa: E402
-from synthesize import save_wav  # noqa: E402
+from training.checkpoint import CheckpointError  # noqa: E402
+from inference.synthesizer import save_wav  # noqa: E402
 from text.numbers import normalize_numbers  # noqa: E402
-from voice import load_voice  # noqa: E402
+from training.voice_file import load_voice  # noqa: E402
 
 DATA_DIR = ROOT / "tests" / "data"
 
 
 def run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run a root script (`name.py`) or a tool in a folder (`folder.module`, as `python -m`)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+    command = [str(ROOT / script)] if script.endswith(".py") else ["-m", script]
+    return subprocess.run([sys.executable, *command, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """The process failed with exactly one `error:` line on stderr (no traceback) holding every needle."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # every tool: one `error:` line, status 2
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
@@ -117,7 +119,7 @@ def test_unsafe_pickle_is_refused_in_one_line(tmp_path):
 
     unsafe = tmp_path / "unsafe.pth"
     unsafe.write_bytes(pickle.dumps({"model": Payload()}))
-    proc = run("export_voice.py", str(unsafe), str(tmp_path / "voice.pth"))
+    proc = run("inference.export_voice", str(unsafe), str(tmp_path / "voice.pth"))
     one_error_line(proc, "unsafe", str(unsafe))
     assert "pwned" not in proc.stdout and not (tmp_path / "voice.pth").exists()
     proc = run("inference_flow_matching.py", "--checkpoint", str(unsafe), "--text", "Hi.",
@@ -192,7 +194,7 @@ def test_inference_never_writes_over_an_input(tiny_checkpoint, tmp_path, target)
 def test_evaluate_checks_its_report_path_before_the_run(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
-    proc = run("evaluate.py", "--filelist", str(DATA_DIR / "metadata.csv"), "--ground-truth-only",
+    proc = run("evaluation.evaluate", "--filelist", str(DATA_DIR / "metadata.csv"), "--ground-truth-only",
                "--output", str(blocker / "report.json"))
     one_error_line(proc)
     assert "[1/" not in proc.stdout  # failed before transcribing anything

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import build_voices
+from voices import build_voices
 
 
 def _voice(root, name, train_ids, test_ids):

@@ -131,9 +131,9 @@ def test_every_training_lever_is_a_valid_config():
 def test_every_shipped_config_loads_and_starts_from_a_shipped_file(path):
     """...and a run that takes its vocoder from that file builds a generator the file fits (a width change
     of the shared vocoder must reach every config that starts from it)."""
-    from checkpoint import check_state_fits
+    from training.checkpoint import check_state_fits
     from models import MultiBandISTFTGenerator
-    from voice import read_vocoder
+    from training.voice_file import read_vocoder
 
     hps = config.load_config(path)
     if hps.train.init_checkpoint:  # relative to the project root, where README's commands run

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import build_corpus
+from voices import build_corpus
 from conftest import ROOT
-from metrics import normalize_for_wer
+from evaluation.metrics import normalize_for_wer
 
-CORPUS = ROOT / "corpus"
+CORPUS = ROOT / "voices" / "corpus"
 
 
 def _load_generator():
@@ -115,8 +115,8 @@ def test_missing_festival_message_says_how_to_install(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("festival") is None, reason="needs festival")
 def test_cli_explains_how_to_install_a_missing_voice(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "build_corpus.py"), "--voice", "no_such_voice",
-                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "voices.build_corpus", "--voice", "no_such_voice",
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert "no_such_voice" in proc.stderr and "apt-get install -y festival festvox-us-slt-hts" in proc.stderr
 

@@ -16,9 +16,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from asr import Transcriber
+from evaluation.asr import Transcriber
 from conftest import ROOT
-import metrics
+from evaluation import metrics
 
 DEMO = ROOT / "pretrained" / "demo_voice.pth"
 SHARED_VOCODER = ROOT / "pretrained" / "vocoder.pth"
@@ -42,8 +42,8 @@ def readme_run_command() -> list:
 
 
 def held_out_sentences(n: int) -> list:
-    ids = (ROOT / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split()[:n]
-    texts = dict(line.split("|", 1) for line in (ROOT / "corpus" / "sentences.txt")
+    ids = (ROOT / "voices" / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split()[:n]
+    texts = dict(line.split("|", 1) for line in (ROOT / "voices" / "corpus" / "sentences.txt")
                  .read_text(encoding="utf-8").splitlines() if line.strip())
     return [texts[i] for i in ids]
 
@@ -91,11 +91,11 @@ def test_shared_vocoder_speaks_the_demo_voices_mels(tmp_path):
     """pretrained/vocoder.pth (the shared vocoder, not fine-tuned for this voice) vocodes the demo voice's
     generated mels of held-out sentences intelligibly."""
     from sampling import SamplingConfig
-    from synthesize import Synthesizer
-    from voice import load_vocoder
+    from inference.synthesizer import TorchSynthesizer
+    from training.voice_file import load_vocoder
 
     assert SHARED_VOCODER.stat().st_size <= 15e6
-    tts = Synthesizer.from_checkpoint(DEMO)
+    tts = TorchSynthesizer.from_checkpoint(DEMO)
     tts.model.generator = load_vocoder(SHARED_VOCODER)[0]
     sentences = held_out_sentences(N_HELD_OUT)
     transcriber = Transcriber()

@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import evaluate
+from evaluation import evaluate
 import text
-from checkpoint import save_checkpoint
+from training.checkpoint import save_checkpoint
 from conftest import make_tiny_hps
 from models import FlowMatchingSynthesizer
 

@@ -15,16 +15,16 @@ except ImportError:  # tests/ imported as a package
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from learning_curve import wall_seconds_at_steps  # noqa: E402
 
-import export_voice  # noqa: E402
-from checkpoint import CheckpointError  # noqa: E402
+from inference import export_voice  # noqa: E402
+from training.checkpoint import CheckpointError  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from synthesize import Synthesizer  # noqa: E402
+from inference.synthesizer import TorchSynthesizer  # noqa: E402
 
 SENTENCE = "Printing, in the only sense with which we are concerned."
 
 
 def synthesize(path, **kwargs) -> np.ndarray:
-    wav, _, _ = Synthesizer.from_checkpoint(path, **kwargs).synthesize(SENTENCE, sampling=SamplingConfig(steps=4),
+    wav, _, _ = TorchSynthesizer.from_checkpoint(path, **kwargs).synthesize(SENTENCE, sampling=SamplingConfig(steps=4),
                                                                        seed=3)
     return wav
 
@@ -49,19 +49,19 @@ def test_exported_voice_refuses_raw_weights(tiny_checkpoint, tmp_path):
     out = tmp_path / "voice.pth"
     export_voice.export_voice(tiny_checkpoint, out)
     with pytest.raises(CheckpointError, match="only EMA weights"):
-        Synthesizer.from_checkpoint(out, use_ema=False)
+        TorchSynthesizer.from_checkpoint(out, use_ema=False)
 
 
 def test_export_refuses_bad_input(tiny_checkpoint, tmp_path, capsys):
-    assert export_voice.main([str(tmp_path / "missing.pth"), str(tmp_path / "v.pth")]) == 1
+    assert export_voice.main([str(tmp_path / "missing.pth"), str(tmp_path / "v.pth")]) == 2
     assert "not found" in capsys.readouterr().err
-    assert export_voice.main([str(tiny_checkpoint), str(tiny_checkpoint)]) == 1
+    assert export_voice.main([str(tiny_checkpoint), str(tiny_checkpoint)]) == 2
     assert "overwrite" in capsys.readouterr().err
     no_ema = tmp_path / "no_ema.pth"
     state = torch.load(tiny_checkpoint, weights_only=True)
     del state["ema"]
     torch.save(state, no_ema)
-    assert export_voice.main([str(no_ema), str(tmp_path / "v.pth")]) == 1
+    assert export_voice.main([str(no_ema), str(tmp_path / "v.pth")]) == 2
     assert "no EMA weights" in capsys.readouterr().err
     assert not (tmp_path / "v.pth").exists()
 
@@ -81,7 +81,7 @@ def test_learning_curve_counts_only_time_the_trainer_ran():
 def test_vocoder_only_export_is_a_shared_vocoder(tiny_checkpoint, tmp_path):
     """--vocoder-only: generator weights alone; voice.load_vocoder reads it, a new voice starts from it."""
     import train_flow_matching as train
-    from voice import load_vocoder, load_voice
+    from training.voice_file import load_vocoder, load_voice
 
     out = tmp_path / "vocoder.pth"
     assert export_voice.main([str(tiny_checkpoint), str(out), "--half", "--vocoder-only"]) == 0
@@ -93,7 +93,7 @@ def test_vocoder_only_export_is_a_shared_vocoder(tiny_checkpoint, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(generator(mel)[0], full.generator(mel)[0], atol=2e-3, rtol=0)
     with pytest.raises(CheckpointError, match="is a vocoder file"):
-        Synthesizer.from_checkpoint(out)
+        TorchSynthesizer.from_checkpoint(out)
 
     new_voice = hps.replace(init_checkpoint=str(out), init_parts=["vocoder"], train_vocoder=False)
     trainer = train.Trainer(new_voice, tmp_path / "run", tensorboard=False, load_data=False)
@@ -109,7 +109,7 @@ def test_export_can_take_its_vocoder_from_another_file(tiny_checkpoint, tmp_path
 
     import text
     from models import FlowMatchingSynthesizer
-    from voice import read_voice
+    from training.voice_file import read_voice
 
     hps = make_tiny_hps()
     torch.manual_seed(1)
@@ -129,5 +129,5 @@ def test_export_can_take_its_vocoder_from_another_file(tiny_checkpoint, tmp_path
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), wide).state_dict(), "config": wide.to_dict()},
                tmp_path / "wide.pth")
     assert export_voice.main([str(tiny_checkpoint), str(tmp_path / "x.pth"), "--vocoder",
-                              str(tmp_path / "wide.pth")]) == 1
+                              str(tmp_path / "wide.pth")]) == 2
     assert "other mel features (n_mel_channels)" in capsys.readouterr().err

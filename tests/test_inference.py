@@ -1,4 +1,4 @@
-"""Inference: the Synthesizer API and the inference_flow_matching.py command line.
+"""Inference: the TorchSynthesizer API and the inference_flow_matching.py command line.
 
 The command line is driven by subprocess, as a user runs it, against a checkpoint from a real tiny
 training run (tests/fixtures_checkpoint.py). Oracles: output length == predicted frames * hop; a long
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +27,12 @@ except ImportError:  # tests/ imported as a package
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import synthesize  # noqa: E402
+from inference import synthesizer as synthesize  # noqa: E402
 import text  # noqa: E402
 from config import ConfigError  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from synthesize import (  # noqa: E402
-    Synthesizer,
+from inference.synthesizer import (  # noqa: E402
+    TorchSynthesizer,
     check_output_path,
     join_with_pauses,
     save_wav,
@@ -147,11 +146,11 @@ def test_sampling_config_rejects(kwargs, match):
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tts(tiny_checkpoint) -> Synthesizer:
-    return Synthesizer.from_checkpoint(tiny_checkpoint)
+def tts(tiny_checkpoint) -> TorchSynthesizer:
+    return TorchSynthesizer.from_checkpoint(tiny_checkpoint)
 
 
-def expected_samples(tts: Synthesizer, sentence: str, duration_scale: float = 1.0) -> int:
+def expected_samples(tts: TorchSynthesizer, sentence: str, duration_scale: float = 1.0) -> int:
     """Oracle: frames from the duration predictor for this sentence alone, times hop."""
     (ids,) = tts.prepare(sentence)
     x = torch.tensor([ids])
@@ -198,7 +197,7 @@ def test_api_paragraph_is_sentences_joined_with_pauses(tts):
 def test_api_batch_equals_one_by_one(tts):
     """Padding invariance: sentences in one padded batch sound exactly as synthesized one at a time."""
     batched, _, _ = tts.synthesize(PARAGRAPH, sampling=SamplingConfig(steps=2), seed=7)
-    one = Synthesizer(tts.model, tts.hps, tts.n_vocab, batch_size=1)
+    one = TorchSynthesizer(tts.model, tts.hps, tts.n_vocab, batch_size=1)
     single, _, _ = one.synthesize(PARAGRAPH, sampling=SamplingConfig(steps=2), seed=7)
     assert batched.shape == single.shape
     np.testing.assert_allclose(batched, single, atol=1e-4)
@@ -235,7 +234,7 @@ def test_api_multi_speaker(tiny_checkpoint):
     model = FlowMatchingSynthesizer(len(text.symbols), hps)
     with torch.no_grad():
         model.acoustic.emb_g.weight.mul_(10)  # make the speakers clearly different
-    multi = Synthesizer(model.eval(), hps, len(text.symbols))
+    multi = TorchSynthesizer(model.eval(), hps, len(text.symbols))
     a, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=0)
     b, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2), speaker=2)
     c, _, _ = multi.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))  # default speaker 0
@@ -258,7 +257,7 @@ def test_speaker_names(tiny_checkpoint, tmp_path):
     hps = config_lib.from_dict(raw)
     torch.manual_seed(0)
     model = FlowMatchingSynthesizer(len(text.symbols), hps)
-    multi = Synthesizer(model.eval(), hps, len(text.symbols))
+    multi = TorchSynthesizer(model.eval(), hps, len(text.symbols))
     by_name, _, _ = multi.synthesize(SENTENCE, SamplingConfig(steps=2), speaker="slt")
     by_id, _, _ = multi.synthesize(SENTENCE, SamplingConfig(steps=2), speaker=1)
     np.testing.assert_array_equal(by_name, by_id)
@@ -275,11 +274,11 @@ def test_speaker_names(tiny_checkpoint, tmp_path):
                    "--output", str(tmp_path / "kal.wav"))
     assert proc.returncode == 0 and (tmp_path / "kal.wav").is_file(), proc.stderr
     proc = run_cli("--checkpoint", str(voice), "--text", "Hi.", "--speaker", "nobody", "--output", str(tmp_path / "x.wav"))
-    assert proc.returncode == 1 and "known speakers: awb, slt, kal" in proc.stderr and not (tmp_path / "x.wav").exists()
+    assert proc.returncode == 2 and "known speakers: awb, slt, kal" in proc.stderr and not (tmp_path / "x.wav").exists()
 
 
 def test_api_raw_weights_differ_from_ema(tiny_checkpoint, tts):
-    raw = Synthesizer.from_checkpoint(tiny_checkpoint, use_ema=False)
+    raw = TorchSynthesizer.from_checkpoint(tiny_checkpoint, use_ema=False)
     a, _, _ = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))
     b, _, _ = raw.synthesize(SENTENCE, sampling=SamplingConfig(steps=2))
     assert a.shape != b.shape or np.abs(a - b).max() > 1e-6
@@ -298,10 +297,10 @@ def _config_with(tiny_checkpoint, tmp_path, section, key, value) -> Path:
 def test_api_config_must_fit_checkpoint(tiny_checkpoint, tmp_path, section, key, value, field):
     path = _config_with(tiny_checkpoint, tmp_path, section, key, value)
     with pytest.raises(ConfigError, match=field):
-        Synthesizer.from_checkpoint(tiny_checkpoint, config=path)
+        TorchSynthesizer.from_checkpoint(tiny_checkpoint, config=path)
     # the checkpoint's own config, given explicitly, fits
     own = _config_with(tiny_checkpoint, tmp_path, "train", "batch_size", 3)
-    assert Synthesizer.from_checkpoint(tiny_checkpoint, config=own).sample_rate == 22050
+    assert TorchSynthesizer.from_checkpoint(tiny_checkpoint, config=own).sample_rate == 22050
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -368,7 +367,7 @@ def _bad_inputs(ckpt: Path, work: Path) -> dict:
     """Files for the bad-input cases; returns named paths."""
     paths = {"out": work / "out.wav", "garbage": work / "garbage.pth", "bigvocab": work / "bigvocab.pth",
              "own": work / "own.json", "mels": work / "mels.json", "rate": work / "rate.json",
-             "lines": work / "lines.txt", "nodemo": work / "nodemo" / CLI.name}
+             "lines": work / "lines.txt", "nodemo": work / "nodemo" / "speak.py"}
     paths["garbage"].write_bytes(b"not a checkpoint at all" * 10)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = state["config"]
@@ -384,7 +383,10 @@ def _bad_inputs(ckpt: Path, work: Path) -> dict:
     torch.save(state, paths["bigvocab"])
     paths["lines"].write_text("Hello there.\n!!! ???\n", encoding="utf-8")
     paths["nodemo"].parent.mkdir()
-    shutil.copy(CLI, paths["nodemo"])  # its default pretrained/multispeaker.pth does not exist there
+    paths["nodemo"].write_text(  # the CLI in a checkout whose default pretrained/multispeaker.pth is missing
+        "import sys\nfrom pathlib import Path\nfrom training import voice_file\n"
+        "voice_file.DEFAULT_VOICE = Path(__file__).parent / 'pretrained' / 'multispeaker.pth'\n"
+        "import inference_flow_matching\nsys.exit(inference_flow_matching.main())\n")
     return paths
 
 

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-import metrics
-from metrics import (clip_word_errors, corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer,
+from evaluation import metrics
+from evaluation.metrics import (clip_word_errors, corpus_wer, log_duration_ratio, mcd_dtw, normalize_for_wer, spell_out, wer,
                      wer_difference_interval)
 
 # ------------------------------------------------------------------------------------------ WER
@@ -133,7 +133,7 @@ def test_duration_ratio(clips):
 
 @pytest.fixture(scope="module")
 def asr():
-    from asr import Transcriber
+    from evaluation.asr import Transcriber
     return Transcriber()
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from asr import Transcriber
+from evaluation.asr import Transcriber
 from conftest import ROOT
-import metrics
+from evaluation import metrics
 from sampling import SamplingConfig
-from speaker_similarity import SpeakerEncoder
+from evaluation.speaker_similarity import SpeakerEncoder
 from test_demo_voice import held_out_sentences
 
 VOICE = ROOT / "pretrained" / "multispeaker.pth"
@@ -30,9 +30,9 @@ MIN_VOICE_MARGIN = 0.15
 @pytest.fixture(scope="module")
 def synthesized():
     """{speaker: [waveform per held-out sentence]} at the voice's default sampling (its cfg_scale)."""
-    from synthesize import Synthesizer
+    from inference.synthesizer import TorchSynthesizer
 
-    tts = Synthesizer.from_checkpoint(VOICE)
+    tts = TorchSynthesizer.from_checkpoint(VOICE)
     sentences = held_out_sentences(N_SENTENCES)
     sampling = SamplingConfig(steps=4, cfg_scale=tts.hps.model.cfg_scale)
     out = {}
@@ -42,12 +42,12 @@ def synthesized():
 
 
 def test_multispeaker_voice_is_small_ema_only_half_precision_with_named_speakers():
-    from synthesize import Synthesizer
+    from inference.synthesizer import TorchSynthesizer
 
     assert VOICE.stat().st_size <= 30e6, f"{VOICE} is {VOICE.stat().st_size / 1e6:.1f} MB"
     ckpt = torch.load(VOICE, map_location="cpu", weights_only=True)
     assert "model" not in ckpt and "optimizer" not in ckpt, "a shipped voice holds EMA weights only"
-    tts = Synthesizer.from_checkpoint(VOICE)
+    tts = TorchSynthesizer.from_checkpoint(VOICE)
     assert tts.speaker_names == SPEAKERS and tts.validate_speaker(None) == SPEAKERS.index("slt_hts")
     with pytest.raises(ValueError, match="known speakers: awb, flite_slt"):
         tts.validate_speaker("ked")

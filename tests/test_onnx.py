@@ -19,13 +19,13 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
-import export_onnx  # noqa: E402
+from inference import export_onnx  # noqa: E402
 import text  # noqa: E402
 from mel_processing import mel_from_config  # noqa: E402
-from onnx_runtime import OnnxSynthesizer, OnnxVoiceError  # noqa: E402
+from runtime.onnx_synthesizer import OnnxSynthesizer, OnnxVoiceError  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from synthesize import Synthesizer  # noqa: E402
-from voice import load_voice  # noqa: E402
+from inference.synthesizer import TorchSynthesizer  # noqa: E402
+from training.voice_file import load_voice  # noqa: E402
 
 SENTENCE = "Printing, in the only sense with which we are concerned."
 CLIP = ROOT / "tests" / "data" / "wavs" / "LJ001-0001.wav"
@@ -80,7 +80,7 @@ def test_whole_utterance_matches_torch_at_zero_temperature(tiny_checkpoint, expo
     """Temperature 0 removes the only difference (numpy vs torch noise): same ODE, same result."""
     sampling = SamplingConfig(steps=3, method="midpoint", temperature=0.0)
     a, sr, info = OnnxSynthesizer(exported).synthesize(SENTENCE + " And a second one.", sampling)
-    b, _, _ = Synthesizer.from_checkpoint(tiny_checkpoint).synthesize(SENTENCE + " And a second one.", sampling)
+    b, _, _ = TorchSynthesizer.from_checkpoint(tiny_checkpoint).synthesize(SENTENCE + " And a second one.", sampling)
     assert sr == 22050 and info["nfe"] == 6 and info["sentences"] == 2 and a.shape == b.shape
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
 
@@ -120,13 +120,13 @@ def test_cli_onnx_path_never_imports_torch(exported, tmp_path):
     assert info.samplerate == 22050 and info.frames > 0
     proc = subprocess.run([sys.executable, str(ROOT / "inference_flow_matching.py"), "--onnx", str(exported),
                            "--checkpoint", "x.pth", "--text", "Hi."], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "drop --checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "drop --checkpoint" in proc.stderr
 
 
 def test_demo_voice_through_onnx_is_intelligible(tmp_path):
     """Whole utterances through the exported demo voice: WER within the demo voice's own bound."""
-    from asr import Transcriber
-    from metrics import corpus_wer
+    from evaluation.asr import Transcriber
+    from evaluation.metrics import corpus_wer
     from test_demo_voice import held_out_sentences
 
     demo = ROOT / "pretrained" / "demo_voice.pth"
@@ -178,7 +178,7 @@ def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path
     assert export_onnx.main([str(voice), str(out)]) == 0
     onnx = OnnxSynthesizer(out)
     assert onnx.default_sampling.cfg_scale == 1.5 and onnx.speaker_names == ["ann", "bob"]
-    torch_tts = Synthesizer.from_checkpoint(voice)
+    torch_tts = TorchSynthesizer.from_checkpoint(voice)
     for scale in (0.0, 1.5):
         sampling = SamplingConfig(steps=2, temperature=0.0, cfg_scale=scale)
         a, _, _ = onnx.synthesize(SENTENCE, sampling, speaker="bob")

@@ -25,8 +25,8 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
-import server  # noqa: E402
-from synthesize import Synthesizer  # noqa: E402
+from serving import server  # noqa: E402
+from inference.synthesizer import TorchSynthesizer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import load_test  # noqa: E402
@@ -42,7 +42,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_checkpoint):
-    tts = Synthesizer.from_checkpoint(tiny_checkpoint)
+    tts = TorchSynthesizer.from_checkpoint(tiny_checkpoint)
     app = server.create_app({"tiny": tts}, max_queue=0, max_chars=3000)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -15,9 +15,9 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
-import streaming  # noqa: E402
+from runtime import streaming  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from synthesize import Synthesizer  # noqa: E402
+from inference.synthesizer import TorchSynthesizer  # noqa: E402
 
 PARAGRAPH = ("Hello there. Printing, in the only sense with which we are at present concerned, differs from "
              "most if not from all the arts and crafts represented in the Exhibition. Good night.")
@@ -26,7 +26,7 @@ TOLERANCE = 1e-4  # joined chunks vs whole utterance (measured: ~1e-5 on the dem
 
 @pytest.fixture(scope="module")
 def tts(tiny_checkpoint):
-    return Synthesizer.from_checkpoint(tiny_checkpoint)
+    return TorchSynthesizer.from_checkpoint(tiny_checkpoint)
 
 
 def test_windows_cover_every_frame_once_with_context():
@@ -89,4 +89,4 @@ def test_cli_stdin_to_raw_pcm_on_stdout(tiny_checkpoint, tmp_path):
     assert np.abs(pcm - audio).max() <= 2.0 / 32767
     assert b"NFE 10" in run_cli("--checkpoint", str(tiny_checkpoint), "--text", "Hi.", "--output", "-").stderr
     bad = run_cli("--checkpoint", str(tiny_checkpoint), "--text-file", str(wav), "--output", "-")
-    assert bad.returncode == 1 and b"goes with --text" in bad.stderr
+    assert bad.returncode == 2 and b"goes with --text" in bad.stderr

@@ -14,11 +14,11 @@ except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import DATA_DIR, tiny_checkpoint  # noqa: F401
 
 import config as config_lib  # noqa: E402
-import teacher_forced_mels  # noqa: E402
+from training import teacher_forced_mels  # noqa: E402
 import train_flow_matching as train  # noqa: E402
 from data_utils import TextMelCollate, TextMelLoader  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from voice import load_voice  # noqa: E402
+from training.voice_file import load_voice  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_script_writes_one_mel_per_clip_and_resumes(tiny_checkpoint, tf_mels, ca
 
 def test_missing_filelist_is_one_line(tiny_checkpoint, tmp_path, capsys):
     assert teacher_forced_mels.main(["-m", str(tiny_checkpoint), "--out-dir", str(tmp_path),
-                                     "--filelist", str(tmp_path / "nope.txt")]) == 1
+                                     "--filelist", str(tmp_path / "nope.txt")]) == 2
     assert "nope.txt not found; pass --filelist" in capsys.readouterr().err
 
 

@@ -13,9 +13,9 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
 
-import timings  # noqa: E402
+from runtime import word_timings as timings  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from synthesize import Synthesizer  # noqa: E402
+from inference.synthesizer import TorchSynthesizer  # noqa: E402
 
 TEXT = "The repair bill came to $5,340, which was more than we expected. Please call Stella from the store!"
 
@@ -32,7 +32,7 @@ def check(t: dict, text: str, audio_seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def tts(tiny_checkpoint):
-    return Synthesizer.from_checkpoint(tiny_checkpoint)
+    return TorchSynthesizer.from_checkpoint(tiny_checkpoint)
 
 
 def test_api_timings(tts):

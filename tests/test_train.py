@@ -21,13 +21,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import checkpoint as ckpt  # noqa: E402
+from training import checkpoint as ckpt  # noqa: E402
 import config as config_lib  # noqa: E402
-import distributed  # noqa: E402
+from training import distributed  # noqa: E402
 import train_flow_matching as train  # noqa: E402
-import train_utils  # noqa: E402
-from ema import EMA  # noqa: E402
-from lr_schedule import build_scheduler, warmup_exponential_factor  # noqa: E402
+from training import train_utils  # noqa: E402
+from training.ema import EMA  # noqa: E402
+from training.lr_schedule import build_scheduler, warmup_exponential_factor  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
@@ -456,7 +456,7 @@ class SmallDiscriminator(torch.nn.Module):
 
 
 def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_path, monkeypatch):
-    import discriminators
+    from training import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
     hps = config_lib.load_config(tiny_config).replace(use_discriminator=True)
     trainer = train.Trainer(hps, tmp_path, tensorboard=False)
@@ -479,7 +479,7 @@ def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_pat
 
 
 def test_adversarial_weight_scales_the_generators_lsgan_term(tiny_config, tmp_path, monkeypatch):
-    import discriminators
+    from training import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
     hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, train_acoustic=False)
     full = train.Trainer(hps, tmp_path / "full", tensorboard=False)
@@ -490,7 +490,7 @@ def test_adversarial_weight_scales_the_generators_lsgan_term(tiny_config, tmp_pa
 
 
 def test_discriminator_learning_rate_defaults_to_the_vocoders(tiny_config, tmp_path, monkeypatch):
-    import discriminators
+    from training import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
     hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, warmup_steps=0)
 
@@ -603,7 +603,7 @@ def test_rand_slice_mel_and_wav_keeps_crops_aligned():
 
 def test_resume_after_toggling_the_discriminator(tiny_config, tmp_path, monkeypatch, caplog):
     """G_ alone decides the resume step; D_<step> is optional (fresh discriminator, with a warning)."""
-    import discriminators
+    from training import discriminators
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
     hps = config_lib.load_config(tiny_config).replace(use_discriminator=True)
     with_d = train.Trainer(hps, tmp_path, tensorboard=False, load_data=False)
@@ -632,7 +632,7 @@ def test_resume_after_toggling_the_discriminator(tiny_config, tmp_path, monkeypa
 
 
 def test_skipped_discriminator_step_marks_the_result_skipped(tiny_config, tmp_path, monkeypatch):
-    import discriminators
+    from training import discriminators
     import losses
     monkeypatch.setattr(discriminators, "Discriminator", SmallDiscriminator)
     real_loss = losses.discriminator_loss

@@ -16,7 +16,7 @@ import torch
 
 from config import ConfigError, HParams
 from conftest import make_tiny_hps
-from discriminators import Discriminator
+from training.discriminators import Discriminator
 from losses import (EnvelopeLoss, MelLoss, MultiResolutionSTFTLoss, SUB_BAND_RESOLUTIONS,
                     VocoderReconstructionLoss, discriminator_loss, feature_loss, generator_loss)
 from mel_processing import mel_from_config

@@ -15,7 +15,7 @@ from config import load_config
 from flow_matching import ConditionDropout, FlowMatchingTTS, Prompt, prompt_spans
 from models import FlowMatchingSynthesizer
 from sampling import SamplingConfig
-from synthesize import Synthesizer
+from inference.synthesizer import TorchSynthesizer
 
 MULTI = dict(n_speakers=3, gin_channels=8, speaker_names=["ann", "bob", "cy"])
 
@@ -276,7 +276,7 @@ def test_prompt_errors_say_what_to_do():
 def prompt_synthesizer():
     hps = make_tiny_hps(**MULTI, prompt_context=True, speaker_conditioned_vocoder=False)
     torch.manual_seed(0)
-    return Synthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
+    return TorchSynthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
 
 
 def test_synthesizer_speaks_after_a_reference_clip(prompt_synthesizer, lj_wavs):
@@ -306,7 +306,7 @@ def test_bad_reference_clips_get_clear_errors(prompt_synthesizer, lj_wavs, tmp_p
     with pytest.raises(ValueError, match="transcript"):
         tts.set_reference(lj_wavs[0], "  ")
     plain_hps = make_tiny_hps()
-    plain = Synthesizer(FlowMatchingSynthesizer(len(text.symbols), plain_hps), plain_hps, len(text.symbols))
+    plain = TorchSynthesizer(FlowMatchingSynthesizer(len(text.symbols), plain_hps), plain_hps, len(text.symbols))
     with pytest.raises(ValueError, match="prompt context"):
         plain.set_reference(lj_wavs[0], "words")
 
@@ -322,9 +322,9 @@ def tiny_multi_speaker_base(path: Path) -> Path:
 
 
 def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, data_dir):
-    import clone_voice
-    from checkpoint import load_checkpoint
-    from voice import read_voice
+    from voices import clone_voice
+    from training.checkpoint import load_checkpoint
+    from training.voice_file import read_voice
 
     base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
@@ -342,14 +342,14 @@ def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, dat
     table = after["acoustic.emb_g.weight"]
     torch.testing.assert_close(table[:3], before["acoustic.emb_g.weight"], atol=1e-3, rtol=0)  # others kept
     assert not torch.allclose(table[3], before["acoustic.emb_g.weight"].mean(0), atol=1e-4)  # the new one learned
-    tts = Synthesizer.from_checkpoint(run / "voice.pth")
+    tts = TorchSynthesizer.from_checkpoint(run / "voice.pth")
     audio, _, _ = tts.synthesize("Hello.", SamplingConfig(steps=2), speaker="dee")
     assert len(audio) > 0 and np.isfinite(audio).all()
 
 
 def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_dir):
-    import clone_voice
-    from voice import read_voice
+    from voices import clone_voice
+    from training.voice_file import read_voice
 
     base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
@@ -372,33 +372,33 @@ def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_
 
 
 def test_clone_voice_refuses_a_single_speaker_base_and_a_folder_without_metadata(tmp_path, data_dir, capsys):
-    import clone_voice
+    from voices import clone_voice
 
     hps = make_tiny_hps()
     base = tmp_path / "single.pth"
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, base)
-    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r")]) == 1
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r")]) == 2
     assert "single-speaker voice" in capsys.readouterr().err
     multi = make_tiny_hps(**MULTI)
     base = tmp_path / "multi.pth"
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), multi).state_dict(), "config": multi.to_dict()}, base)
-    assert clone_voice.main(["--dataset", str(tmp_path), "--base", str(base), "-m", str(tmp_path / "r")]) == 1
+    assert clone_voice.main(["--dataset", str(tmp_path), "--base", str(base), "-m", str(tmp_path / "r")]) == 2
     assert "no metadata.csv" in capsys.readouterr().err
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(tmp_path / "r"),
-                             "--name", "bob"]) == 1
+                             "--name", "bob"]) == 2
     assert "already has a speaker named 'bob'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ benchmark
 
 def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_wavs):
-    """benchmarks/voices.py on a corpus of the four LJ clips posing as two voices: every row has WER, MCD,
+    """benchmarks/bench_voices.py on a corpus of the four LJ clips posing as two voices: every row has WER, MCD,
     RTF and a similarity on the scale the recordings set."""
     import json
     import sys
 
     sys.path.insert(0, str(data_dir.parents[1] / "benchmarks"))
-    import voices
+    import bench_voices
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -412,7 +412,7 @@ def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_
     voice = tmp_path / "multi.pth"
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, voice)
     out = tmp_path / "report.json"
-    assert voices.main(["guidance", "--voice", str(voice), "--corpus", str(corpus), "--scales", "0", "2",
+    assert bench_voices.main(["guidance", "--voice", str(voice), "--corpus", str(corpus), "--scales", "0", "2",
                         "--limit", "2", "--steps", "2", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [(r["scale"], r["voice"]) for r in report["rows"]] == [(0, "ann"), (0, "bob"), (2, "ann"), (2, "bob")]
@@ -425,10 +425,10 @@ def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_
 
 def test_default_speaker_is_used_when_none_is_asked_for():
     hps = make_tiny_hps(**MULTI, default_speaker="bob")
-    tts = Synthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
+    tts = TorchSynthesizer(FlowMatchingSynthesizer(len(text.symbols), hps), hps, len(text.symbols))
     assert tts.validate_speaker(None) == 1 and tts.validate_speaker("cy") == 2
     plain = make_tiny_hps(**MULTI)
-    assert Synthesizer(FlowMatchingSynthesizer(len(text.symbols), plain), plain, 1).validate_speaker(None) == 0
+    assert TorchSynthesizer(FlowMatchingSynthesizer(len(text.symbols), plain), plain, 1).validate_speaker(None) == 0
     from config import ConfigError
     with pytest.raises(ConfigError, match="default_speaker 'dee' is not one of"):
         make_tiny_hps(**MULTI, default_speaker="dee")

@@ -10,9 +10,9 @@ import torch
 from conftest import torch_threads
 from mel_processing import mel_from_config
 from models import MultiBandISTFTGenerator
-from voice import load_vocoder, read_vocoder
-from widen_vocoder import main as widen_main
-from widen_vocoder import widen_generator
+from training.voice_file import load_vocoder, read_vocoder
+from training.widen_vocoder import main as widen_main
+from training.widen_vocoder import widen_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "pretrained" / "vocoder.pth"

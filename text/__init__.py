@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 from typing import Iterable, List, Sequence, Union
 
-from text.cleaners import CLEANERS, UnknownSymbolWarning, clean_texts
-from text.symbols import BLANK_ID, PAD_ID, PUNCTUATION, SYMBOL_TO_ID, symbols
+from .cleaners import CLEANERS, UnknownSymbolWarning, clean_texts
+from .symbols import BLANK_ID, PAD_ID, PUNCTUATION, SYMBOL_TO_ID, symbols
 
 __all__ = ["symbols", "PAD_ID", "BLANK_ID", "SYMBOL_TO_ID", "CLEANERS", "UnknownSymbolWarning",
            "clean_text", "clean_texts", "text_to_sequence", "cleaned_text_to_sequence", "sequence_to_text",

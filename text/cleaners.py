@@ -20,8 +20,8 @@ from typing import Callable, List, Mapping, Sequence, Tuple, Union
 
 from unidecode import unidecode
 
-from text.numbers import normalize_numbers
-from text.phonemize import phonemize
+from .numbers import normalize_numbers
+from .phonemize import phonemize
 
 
 class UnknownSymbolWarning(UserWarning):

@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 
 import torch
 
-from checkpoint import (CheckpointError, load_checkpoint, load_latest_valid, load_state_checked, prune_checkpoints,
+from training.checkpoint import (CheckpointError, load_checkpoint, load_latest_valid, load_state_checked, prune_checkpoints,
                         save_checkpoint)
 from config import ConfigError
-from train_utils import capture_rng, restore_rng, seed_everything
+from training.train_utils import capture_rng, restore_rng, seed_everything
 
 
 def resume_or_init(trainer) -> None:

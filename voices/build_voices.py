@@ -1,9 +1,9 @@
 """Assemble the multi-voice corpus: one multi-speaker filelist from several single-voice corpora.
 
     for v in slt_hts kal ked awb flite_slt kal16 rms; do
-        python build_corpus.py --voice $v --limit 600 --out-dir datasets/voices/$v
+        python -m voices.build_corpus --voice $v --limit 600 --out-dir datasets/voices/$v
     done
-    python build_voices.py --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
+    python -m voices.build_voices --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
         --held-out ked --out-dir datasets/multivoice
 
 Several --voices-dir folders join in the order given: the shared vocoder's corpus adds the other-language

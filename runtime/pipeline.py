@@ -1,7 +1,7 @@
 """The synthesizer-independent steps of text -> speech, shared by synthesize.Synthesizer (torch) and
 onnx_runtime.OnnxSynthesizer: one inference path (no torch here).
 
-    class Synthesizer(TextToSpeech): ...     # provides the model steps; gets text, speakers, synthesize, stream
+    class TorchSynthesizer(SpeechPipeline): ...     # provides the model steps; gets text, speakers, synthesize, stream
     chunks = stream_sentences(sentences, to_ids, mel_of, vocode, hop, sample_rate, seed)
 """
 from __future__ import annotations
@@ -11,16 +11,16 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-import streaming
+from . import streaming
 import text as text_lib
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
 from sampling import SamplingConfig
 from text.sentences import has_speakable, split_sentences
-from timings import text_timings
+from .word_timings import text_timings
 
 
-class TextToSpeech:
-    """What the torch Synthesizer and the ONNX runtime share: the text front end, speaker checks, joining
+class SpeechPipeline:
+    """What the torch TorchSynthesizer and the ONNX runtime share: the text front end, speaker checks, joining
     sentences and the whole-text API. Subclasses provide data (cleaners, language, add_blank), n_speakers,
     sample_rate, hop_length, default_sampling and synthesize_ids(sequences, sampling, speaker, seed) ->
     (waves, info with nfe, acoustic_seconds, vocoder_seconds and durations)."""

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 import config as config_lib
-from checkpoint import list_checkpoints
+from training.checkpoint import list_checkpoints
 from config import MODEL_DATA_KEYS, ConfigError, HParams
-from distributed import DistContext
+from training.distributed import DistContext
 
 LOGGER_NAME = "train_flow_matching"
 # Model keys that may change between runs of one folder (they do not change the acoustic/vocoder weights).

@@ -1,8 +1,8 @@
 """Objective evaluation of a checkpoint on a filelist: intelligibility, spectral distance, timing, speed.
 
-    python evaluate.py --checkpoint logs/NAME/G_20000.pth --filelist datasets/festival_slt/metadata_test.csv \
+    python -m evaluation.evaluate --checkpoint logs/NAME/G_20000.pth --filelist datasets/festival_slt/metadata_test.csv \
         --steps 10 --method euler --sway-coef -1.0 --output report.json [--save-audio eval_wavs/]
-    python evaluate.py --filelist datasets/festival_slt/metadata_test.csv --ground-truth-only
+    python -m evaluation.evaluate --filelist datasets/festival_slt/metadata_test.csv --ground-truth-only
 
 For every line of the filelist (LJSpeech metadata.csv or VITS `wav|text` with raw, unphonemized text)
 the text is synthesized with the high-level API (synthesize.Synthesizer, EMA weights by default) and
@@ -12,7 +12,7 @@ scored against the reference recording:
   wer_ref     the same recogniser on the reference audio: the ceiling this ASR allows
   mcd         mel-cepstral distortion (dB, 24 coefficients, DTW-aligned, silence trimmed)
   log_dur     log(synthesized / reference speech duration), silence trimmed; the mean of |log_dur| is reported
-  rtf         wall time of Synthesizer.synthesize (text front end + acoustic model + vocoder) / audio seconds
+  rtf         wall time of TorchSynthesizer.synthesize (text front end + acoustic model + vocoder) / audio seconds
   rtf_model   the same without the text front end (acoustic model + vocoder only)
 
 Summary WERs are corpus-level (total errors / total reference words); per-utterance means are in the
@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-import metrics
-from asr import Transcriber
+from evaluation import metrics
+from evaluation.asr import Transcriber
 from atomic import write_text_atomic
 from audio import AudioError, read_audio
 from data_utils import FilelistError, Utterance, read_filelist
 from sampling import SamplingConfig, add_sampling_arguments, from_args
-from synthesize import check_output_path
-from hardware import cpu_name, hardware_name
+from inference.synthesizer import check_output_path
+from evaluation.hardware import cpu_name, hardware_name
 
 _PHONEME_CHARS = set("əɪʊʌɛæɑɔɒθðʃʒŋɹɾˈˌːɚɝ")
 
@@ -115,7 +115,7 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
                 row["log_dur"] = metrics.log_duration_ratio(metrics.speech_seconds(wav, sr),
                                                             metrics.speech_seconds(ref.wav, ref.sampling_rate))
                 if save_audio is not None:
-                    from synthesize import save_wav
+                    from inference.synthesizer import save_wav
                     save_wav(save_audio / f"{row['id']}.wav", wav, sr)
             row["asr_seconds"] = asr_seconds
         except (AudioError, ValueError, OSError) as e:
@@ -221,10 +221,10 @@ def main(argv=None) -> int:
             check_output_path(save_audio / "probe.wav")
         if not args.ground_truth_only:
             import torch
-            from synthesize import Synthesizer
+            from inference.synthesizer import TorchSynthesizer
             if args.threads is not None:
                 torch.set_num_threads(args.threads)
-            synthesizer = Synthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
+            synthesizer = TorchSynthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
             sampling = from_args(args, synthesizer.default_sampling)
             speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
             synthesizer.validate_speaker(speaker)

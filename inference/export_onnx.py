@@ -1,7 +1,7 @@
 """Export a voice to ONNX: three graphs and one JSON, everything the torch-free runtime needs.
 
-    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice            # fp32
-    python export_onnx.py pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder
+    python -m inference.export_onnx pretrained/demo_voice.pth onnx/demo_voice            # fp32
+    python -m inference.export_onnx pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder
 
 Writes to OUT_DIR:
   encoder.onnx    ids (B, T_text) int64, lengths (B,) int64 [, speakers (B,) int64]
@@ -35,7 +35,7 @@ from torch import nn
 import text as text_lib
 from atomic import write_text_atomic
 from sampling import SamplingConfig
-from voice import load_voice
+from training.voice_file import load_voice
 
 OPSET = 17
 FORMAT_VERSION = 1
@@ -152,7 +152,7 @@ def quantize(out_dir: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from checkpoint import CheckpointError
+    from training.checkpoint import CheckpointError
     from config import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,13 +168,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         print(f"error: {out} is a file; give a folder", file=sys.stderr)
-        return 1
+        return 2
     try:
         sampling = SamplingConfig(steps=args.steps, method=args.method)
         info = export(Path(args.checkpoint), out, args.int8, sampling, args.cfg_scale)
     except (CheckpointError, ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out.glob("*.onnx")))
     print(f"wrote {out}: {sizes}; voice.json (step {info['step']}, default {sampling.steps} {sampling.method} steps)")
     return 0

@@ -1,11 +1,11 @@
 """Torch-free synthesis from an export_onnx.py folder: onnxruntime for the graphs, numpy for the rest.
 
-    from onnx_runtime import OnnxSynthesizer
+    from .onnx_synthesizer import OnnxSynthesizer
     tts = OnnxSynthesizer("onnx/demo_voice", threads=2)
     audio, sample_rate, info = tts.synthesize("Hello there.")       # SamplingConfig from voice.json
     python inference_flow_matching.py --onnx onnx/demo_voice --text "Hello there." --output out.wav
 
-Same path as the torch Synthesizer: sentences -> ids (text front end) -> encoder graph -> durations
+Same path as the torch TorchSynthesizer: sentences -> ids (text front end) -> encoder graph -> durations
 round(exp(logw) * duration_scale) -> length regulation -> the ODE loop (ode.py's solvers on numpy arrays,
 one velocity graph call per network evaluation) -> de-normalized mel -> vocoder graph -> sentences joined
 with pauses. Noise comes from numpy's generator, so a waveform is not bit-identical to the torch path
@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 import ode
-import pipeline
-import streaming
+from . import pipeline
+from . import streaming
 import text as text_lib
 from sampling import SamplingConfig
 
@@ -53,16 +53,16 @@ class _Data:
         self.default_speaker = info.get("default_speaker", "")
 
 
-class OnnxSynthesizer(pipeline.TextToSpeech):
+class OnnxSynthesizer(pipeline.SpeechPipeline):
     """Text -> waveform with the graphs of an export folder (see export_onnx.py); synthesize, stream and the
-    text front end come from pipeline.TextToSpeech. Sampling defaults: voice.json's."""
+    text front end come from pipeline.SpeechPipeline. Sampling defaults: voice.json's."""
 
     def __init__(self, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False):
         folder = Path(folder)
         info_path = folder / "voice.json"
         if not info_path.is_file():
             raise OnnxVoiceError(f"{folder} is not an ONNX voice folder (no voice.json); make one with "
-                                 f"`python export_onnx.py VOICE.pth {folder}`")
+                                 f"`python -m inference.export_onnx VOICE.pth {folder}`")
         self.info = json.loads(info_path.read_text(encoding="utf-8"))
         if self.info.get("symbols") != list(text_lib.symbols):
             raise OnnxVoiceError(f"{folder} was exported with another symbol table than this code's text front end; "
@@ -176,7 +176,7 @@ class OnnxSynthesizer(pipeline.TextToSpeech):
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
                        speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
         speaker = self.validate_speaker(speaker)
-        # One generator per sentence, seeded from (seed, index), as the torch Synthesizer does.
+        # One generator per sentence, seeded from (seed, index), as the torch TorchSynthesizer does.
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
         info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "durations": []}
         waves = []

@@ -1,6 +1,6 @@
 """Make a new voice from a few minutes of someone's recordings by adapting a multi-speaker base model.
 
-    python clone_voice.py --dataset /data/my_voice --base pretrained/multispeaker.pth -m logs/my_voice
+    python -m voices.clone_voice --dataset /data/my_voice --base pretrained/multispeaker.pth -m logs/my_voice
 
 Only clone a voice with its owner's consent. The voice file records the source dataset's name and the
 date it was made (metadata.cloned_from).
@@ -30,9 +30,9 @@ import soundfile as sf
 import torch
 
 from atomic import write_text_atomic
-from checkpoint import CheckpointError, save_checkpoint
+from training.checkpoint import CheckpointError, save_checkpoint
 from config import ConfigError, HParams
-from teacher_forced_mels import FINETUNE
+from training.teacher_forced_mels import FINETUNE
 
 ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
 WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: the default, or the whole acoustic model
@@ -73,7 +73,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def read_base(base: Path):
     """The base voice (voice.VoiceState: weights, config); ValueError unless it is a multi-speaker model."""
-    from voice import read_voice
+    from training.voice_file import read_voice
 
     state = read_voice(base, use_ema=True)
     if state.hps.data.n_speakers < 2:
@@ -163,7 +163,7 @@ def vocoder_config(adapted: HParams, acoustic_checkpoint: Path, steps: int, bf16
 
 def export(run_dir: Path, steps: int, dataset: Path, minutes: float, base: Path, name: str,
            vocoder: Optional[Path] = None) -> Path:
-    from export_voice import export_voice
+    from inference.export_voice import export_voice
 
     metadata = {"cloned_from": {"dataset": dataset.resolve().name, "date": datetime.date.today().isoformat(),
                                 "minutes_of_audio": round(minutes, 2), "base": str(base), "speaker": name,
@@ -176,7 +176,7 @@ def export(run_dir: Path, steps: int, dataset: Path, minutes: float, base: Path,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     import train_flow_matching as train
-    from train_utils import resolve_run_dir
+    from training.train_utils import resolve_run_dir
 
     dataset, base = Path(args.dataset), Path(args.base)
     run_dir = resolve_run_dir(args.model)
@@ -193,7 +193,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         write_text_atomic(run_dir / "clone.json", json.dumps({"minutes": minutes, "speaker": name}) + "\n")
     except (CheckpointError, ConfigError, FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"adapting {base} to {name!r} on {minutes:.1f} min of audio: {args.steps} steps, parameters "
           f"{', '.join(WHAT_TRAINS[args.adapt])}")
     train_args = ["-c", str(run_dir / "adapt.json"), "-m", str(run_dir)]
@@ -216,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = export(run_dir, args.steps, dataset, minutes, base, name, vocoder)
     except (CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {out}: speak with `python inference_flow_matching.py --checkpoint {out} --speaker {name} "
           f"--text \"...\"`")
     return 0

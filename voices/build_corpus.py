@@ -1,7 +1,7 @@
 """Build a synthetic LJSpeech-format training corpus with an offline synthesiser (Festival or flite).
 
-    python build_corpus.py --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
-    python build_corpus.py --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
+    python -m voices.build_corpus --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
+    python -m voices.build_corpus --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
 
 --voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16, rms: flite) or
 EXTRA_VOICES (other languages' Festival voices, for the vocoder only), a Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
@@ -44,7 +44,7 @@ import soundfile as sf
 import soxr
 
 from atomic import atomic_write, write_text_atomic
-from metrics import spell_out
+from evaluation.metrics import spell_out
 
 FLITE_INSTALL_HINT = "apt-get update && apt-get install -y flite"
 DEFAULT_VOICE = "cmu_us_slt_arctic_hts"

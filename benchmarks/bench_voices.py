@@ -1,8 +1,8 @@
 """Many voices, measured: guidance scales on the trained voices, and cloning a held-out voice.
 
-    python benchmarks/voices.py guidance --voice logs/multispeaker/G_4000.pth --scales 0 1 2 3 \
+    python benchmarks/bench_voices.py guidance --voice logs/multispeaker/G_4000.pth --scales 0 1 2 3 \
         --limit 10 --output benchmarks/results/guidance.json
-    python benchmarks/voices.py clone --voice logs/multispeaker/G_4000.pth --minutes 1 5 \
+    python benchmarks/bench_voices.py clone --voice logs/multispeaker/G_4000.pth --minutes 1 5 \
         --adapt-steps 200 --limit 10 --output benchmarks/results/cloning.json
 
 The corpus is build_voices.py's (datasets/multivoice): speakers.json names the trained voices and the
@@ -35,12 +35,12 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import evaluate as evaluation  # noqa: E402
-from asr import Transcriber  # noqa: E402
+from evaluation import evaluate as evaluation  # noqa: E402
+from evaluation.asr import Transcriber  # noqa: E402
 from atomic import write_text_atomic  # noqa: E402
 from data_utils import Utterance, read_filelist  # noqa: E402
 from sampling import SamplingConfig  # noqa: E402
-from speaker_similarity import SpeakerEncoder, progress  # noqa: E402
+from evaluation.speaker_similarity import SpeakerEncoder, progress  # noqa: E402
 
 CENTROID_CLIPS = 12  # real clips per voice for its centroid
 
@@ -104,11 +104,11 @@ def similarity_levels(encoder, corpus: Corpus, voices: List[str], limit: int) ->
 
 
 def guidance(args) -> Dict:
-    from synthesize import Synthesizer
+    from inference.synthesizer import TorchSynthesizer
 
     corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
     voices = args.voices or [v for v in corpus.names if len(corpus.test(v, None)) >= args.limit]
-    tts = Synthesizer.from_checkpoint(args.voice)
+    tts = TorchSynthesizer.from_checkpoint(args.voice)
     ref = similarity_levels(encoder, corpus, voices, args.limit)
     rows = []
     for scale in args.scales:
@@ -123,8 +123,8 @@ def guidance(args) -> Dict:
 
 
 def clone(args) -> Dict:
-    import clone_voice
-    from synthesize import Synthesizer
+    from voices import clone_voice
+    from inference.synthesizer import TorchSynthesizer
 
     corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
     test, pool = corpus.held_out_split(args.limit)
@@ -138,7 +138,7 @@ def clone(args) -> Dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base = Synthesizer.from_checkpoint(args.voice)
+        base = TorchSynthesizer.from_checkpoint(args.voice)
         for seconds in args.prompt_seconds:
             wav, text = _reference(pool, seconds, tmp / f"ref_{seconds:g}.wav")
             base.set_reference(wav, text)
@@ -157,7 +157,7 @@ def clone(args) -> Dict:
                                      "--adapt", adapt, "--device", "cpu"] + (["--vocoder-bf16"] if args.vocoder_bf16 else []))
             if code != 0:
                 raise RuntimeError(f"clone_voice.py failed with exit code {code}")
-            tts = Synthesizer.from_checkpoint(run / "voice.pth")
+            tts = TorchSynthesizer.from_checkpoint(run / "voice.pth")
             row = {"method": f"adapt {adapt}", "minutes": minutes, "adapt_steps": args.adapt_steps,
                    "vocoder_steps": args.vocoder_steps, "vocoder_bf16": args.vocoder_bf16,
                    "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,

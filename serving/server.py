@@ -1,7 +1,7 @@
 """An OpenAI-compatible speech server with a web page: one model instance, safe under concurrent requests.
 
-    python server.py                                     # the default voice on http://127.0.0.1:8000
-    python server.py --onnx onnx/demo_voice --name demo  # the torch-free runtime
+    python -m serving.server                                     # the default voice on http://127.0.0.1:8000
+    python -m serving.server --onnx onnx/demo_voice --name demo  # the torch-free runtime
     curl -s 127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json' \
         -d '{"model": "flow-tts", "input": "Hello there.", "voice": "demo"}' -o hello.wav
 
@@ -14,7 +14,7 @@ Endpoints:
                          {"audio": base64 WAV, "sample_rate", "timings": {"words", "phonemes"}}.
   GET  /v1/voices        [{"name", "sample_rate", "speakers"}]
   GET  /health           {"status": "ok", ...}
-  GET  /                 the web page (web/index.html)
+  GET  /                 the web page (serving/web/index.html)
 Bad requests get a JSON error {"error": {"message", "type", "code"}} with 400 (empty input, unknown
 voice or format, bad values), 413 (input too long) or 422 (malformed JSON / fields); never a 500 for
 the caller's mistakes. One synthesis runs at a time; up to --max-queue more wait; beyond that 503.
@@ -37,8 +37,8 @@ from pydantic import BaseModel
 from audio import to_pcm16
 from sampling import MAX_STEPS
 
-ROOT = Path(__file__).resolve().parent
-WEB_PAGE = ROOT / "web" / "index.html"
+HERE = Path(__file__).resolve().parent
+WEB_PAGE = HERE / "web" / "index.html"
 FORMATS = ("wav", "pcm", "flac", "json")
 MAX_CHARS = 4096
 
@@ -200,15 +200,15 @@ def _prefixed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 
 def load_voice_for_server(args) -> object:
     if args.onnx:
-        from onnx_runtime import OnnxSynthesizer
+        from runtime.onnx_synthesizer import OnnxSynthesizer
         return OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.int8)
     import torch
 
-    from synthesize import Synthesizer
+    from inference.synthesizer import TorchSynthesizer
     if args.threads:
         torch.set_num_threads(args.threads)
-    from inference_flow_matching import DEFAULT_CHECKPOINT
-    return Synthesizer.from_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, device=args.device)
+    from training.voice_file import DEFAULT_VOICE
+    return TorchSynthesizer.from_checkpoint(args.checkpoint or DEFAULT_VOICE, device=args.device)
 
 
 def main(argv=None) -> int:
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         tts = load_voice_for_server(args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     import uvicorn
 
     uvicorn.run(create_app({args.name: tts}, args.max_queue, args.max_chars), host=args.host, port=args.port)

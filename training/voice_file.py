@@ -1,6 +1,6 @@
 """Voice files: a training checkpoint (G_<step>.pth) or an exported voice (export_voice.py) -> a model.
 
-    from voice import load_voice
+    from training.voice_file import load_voice
     model, hps = load_voice("pretrained/demo_voice.pth")          # inference-ready, on the CPU
 
 Every check happens before the model is built for real: the file loads, it carries a valid config, its
@@ -20,10 +20,11 @@ import torch
 
 import config as config_lib
 import text as text_lib
-from checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
+from training.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from config import INPUT_KEYS, MEL_KEYS, ConfigError, HParams
 from models import FlowMatchingSynthesizer, MultiBandISTFTGenerator
 
+DEFAULT_VOICE = Path(__file__).resolve().parents[1] / "pretrained" / "multispeaker.pth"  # what users get by default
 ConfigLike = Union[None, str, Path, dict, HParams]
 VOCODER_PREFIX = "generator."  # the vocoder's weights in a FlowMatchingSynthesizer state dict
 

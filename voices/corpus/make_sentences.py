@@ -4,8 +4,8 @@ Every sentence is built here from hand-written templates and word lists (nothing
 existing corpus). A seeded `random.Random` makes the output identical on every run, so the committed
 file and its ids are reproducible:
 
-    python corpus/make_sentences.py                  # writes corpus/sentences.txt + corpus/test_ids.txt
-    python corpus/make_sentences.py --check          # regenerate and compare with the committed files
+    python voices/corpus/make_sentences.py                  # writes corpus/sentences.txt + corpus/test_ids.txt
+    python voices/corpus/make_sentences.py --check          # regenerate and compare with the committed files
 
 Output: one `id|text` line per sentence (ids `syn0001` ...). The text keeps digits, money, dates,
 times, percentages and ordinals as written; build_corpus.py spells them out for the synthesiser.

@@ -14,7 +14,7 @@ import torch
 
 from mel_processing import mel_from_config
 from sampling import SamplingConfig
-from train_utils import to_device
+from training.train_utils import to_device
 
 EVAL_ITEMS = 3  # validation clips rendered at each evaluation
 EVAL_SAMPLING = SamplingConfig(steps=10)
@@ -64,7 +64,7 @@ def _copy_synthesis_mel_l1(batch: dict, copy_audio: torch.Tensor, d) -> float:
 
 
 def _write(trainer, batch: dict, copy_audio: torch.Tensor, acoustic, metrics: Dict[str, float]) -> None:
-    from plotting import plot_alignment, plot_spectrograms
+    from training.plotting import plot_alignment, plot_spectrograms
 
     writer, step, d = trainer.writer, trainer.step, trainer.hps.data
     sr = d.sampling_rate

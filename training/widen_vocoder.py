@@ -1,6 +1,6 @@
 """Widen a trained MB-iSTFT vocoder without losing what it learned (Net2WiderNet).
 
-    python widen_vocoder.py logs/vocoder/G_20000.pth logs/vocoder_wide_init.pth --channels 352
+    python -m training.widen_vocoder logs/vocoder/G_20000.pth logs/vocoder_wide_init.pth --channels 352
 
 A mel-only vocoder that stops improving while its training loss equals its validation loss is short of
 capacity, and a wider one trained from scratch costs many hours on a CPU. Net2WiderNet (Chen et al.,
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from checkpoint import save_checkpoint
+from training.checkpoint import save_checkpoint
 from models import MultiBandISTFTGenerator
-from voice import VOCODER_PREFIX, read_vocoder
+from training.voice_file import VOCODER_PREFIX, read_vocoder
 
 
 def channel_map(old: int, new: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """Turn a training checkpoint into a small inference-only voice file.
 
-    python export_voice.py logs/demo_small/G_3400.pth pretrained/demo_voice.pth --half
+    python -m inference.export_voice logs/demo_small/G_3400.pth pretrained/demo_voice.pth --half
 
 A training checkpoint holds the raw weights, the EMA weights and the optimizer states (about 15x the
 size of the model). The export keeps only the EMA weights (what inference uses), the config and the
 vocabulary size; --half stores the floating-point parameters in float16, halving the file again.
 Buffers (the mel mean and std) stay in float32: they are tiny and exact values matter there.
-Synthesizer.from_checkpoint loads the export like any checkpoint (weights are cast back to float32).
+TorchSynthesizer.from_checkpoint loads the export like any checkpoint (weights are cast back to float32).
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 import config as config_lib
-from checkpoint import CheckpointError, check_state_fits, save_checkpoint
+from training.checkpoint import CheckpointError, check_state_fits, save_checkpoint
 from models import FlowMatchingSynthesizer
-from voice import VOCODER_PREFIX, read_vocoder, read_voice
+from training.voice_file import VOCODER_PREFIX, read_vocoder, read_voice
 
 
 def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int]]:
@@ -72,13 +72,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
-        return 1
+        return 2
     try:
         exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half,
                                 vocoder_only=args.vocoder_only, vocoder=args.vocoder and Path(args.vocoder))
     except (CheckpointError, config_lib.ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     n_params = sum(v.numel() for v in exported["ema"].values())
     size_mb = Path(args.output).stat().st_size / 1e6
     print(f"wrote {args.output}: step {exported['step']}, {n_params / 1e6:.2f}M values, "

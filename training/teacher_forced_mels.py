@@ -1,8 +1,8 @@
 """Teacher-forced mels: what an acoustic model says for each training clip, frame-aligned with the recording.
 
-    python teacher_forced_mels.py --checkpoint logs/NAME/G_4000.pth --out-dir filelists/NAME/tf_mels --steps 4
+    python -m training.teacher_forced_mels --checkpoint logs/NAME/G_4000.pth --out-dir filelists/NAME/tf_mels --steps 4
     python train_flow_matching.py -c filelists/NAME/tf_mels/vocoder_finetune.json -m logs/NAME_vocoder
-    python export_voice.py logs/NAME/G_4000.pth voice.pth --half --vocoder logs/NAME_vocoder/G_800.pth
+    python -m inference.export_voice logs/NAME/G_4000.pth voice.pth --half --vocoder logs/NAME_vocoder/G_800.pth
 
 Each clip's transcript is aligned to its recording by monotonic alignment search (as in training), and the
 model generates a mel with exactly those durations (FlowMatchingTTS.infer(durations=...)), so generated
@@ -25,9 +25,9 @@ from tqdm import tqdm
 
 import config as config_lib
 import sampling as sampling_lib
-from checkpoint import CheckpointError
+from training.checkpoint import CheckpointError
 from data_utils import TextMelCollate, TextMelLoader, clip_file, save_npy_atomic
-from voice import load_voice
+from training.voice_file import load_voice
 
 
 # What vocoder_finetune.json changes in the model's config (measured in README "A new voice").
@@ -107,10 +107,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         finetune_config(hps, Path(args.checkpoint), out_dir).save(out_dir / "vocoder_finetune.json")
     except (CheckpointError, config_lib.ConfigError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{out_dir}: {written} mels written now, {len(dataset) - written} were already there "
           f"({sampling.steps} {sampling.method} steps)\nnext: python train_flow_matching.py -c "
-          f"{out_dir / 'vocoder_finetune.json'} -m RUN_DIR, then python export_voice.py {args.checkpoint} "
+          f"{out_dir / 'vocoder_finetune.json'} -m RUN_DIR, then python -m inference.export_voice {args.checkpoint} "
           f"VOICE.pth --half --vocoder RUN_DIR/G_{FINETUNE['max_steps']}.pth")
     return 0
 

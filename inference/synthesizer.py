@@ -1,7 +1,7 @@
 """High-level text-to-speech API: load a checkpoint once, turn text into a waveform.
 
-    from synthesize import Synthesizer, save_wav
-    tts = Synthesizer.from_checkpoint("logs/ljs/G_100000.pth")
+    from inference.synthesizer import TorchSynthesizer, save_wav
+    tts = TorchSynthesizer.from_checkpoint("logs/ljs/G_100000.pth")
     audio, sample_rate, info = tts.synthesize("Hello world. How are you?")
     save_wav("hello.wav", audio, sample_rate)
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-import pipeline
+from runtime import pipeline
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
 from config import HParams
@@ -29,7 +29,7 @@ from text.sentences import split_sentences  # noqa: F401  (re-exported)
 REFERENCE_SECONDS = (0.5, 30.0)  # a prompt needs a few phonemes of the voice; long ones only cost time
 
 
-def read_reference(path: Union[str, Path], transcript: str, tts: "Synthesizer"):
+def read_reference(path: Union[str, Path], transcript: str, tts: "TorchSynthesizer"):
     """A reference clip and its transcript -> flow_matching.Prompt-ready (log-mel (1, n_mels, T), ids).
 
     Raises AudioError / ValueError with what to do for a missing, unreadable, silent, too short or too long
@@ -56,14 +56,14 @@ if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkp
 
 
 # ----------------------------------------------------------------------------------------------------
-# Synthesizer
+# TorchSynthesizer
 # ----------------------------------------------------------------------------------------------------
 
-class Synthesizer(pipeline.TextToSpeech):
+class TorchSynthesizer(pipeline.SpeechPipeline):
     """Text -> waveform with a loaded FlowMatchingSynthesizer (acoustic model + MB-iSTFT vocoder).
 
     synthesize(text, sampling, speaker, seed, timings), stream(...), prepare / sentences / text_to_ids come
-    from pipeline.TextToSpeech."""
+    from pipeline.SpeechPipeline."""
 
     def __init__(self, model: "FlowMatchingSynthesizer", hps: HParams, n_vocab: int,
                  device: Union[str, torch.device] = "cpu", batch_size: int = 8):
@@ -107,7 +107,7 @@ class Synthesizer(pipeline.TextToSpeech):
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                         use_ema: bool = True, config: Union[None, str, Path, dict, HParams] = None,
-                        batch_size: int = 8) -> "Synthesizer":
+                        batch_size: int = 8) -> "TorchSynthesizer":
         """Load a training checkpoint (G_<step>.pth) or an exported voice once (see voice.load_voice).
 
         use_ema: take the EMA weights (recommended for flow matching) when the checkpoint has them.
@@ -115,12 +115,12 @@ class Synthesizer(pipeline.TextToSpeech):
             checkpoint, else ConfigError naming the field.
         Raises CheckpointError for a missing/unreadable/incompatible file, ValueError for a bad device.
         """
-        from voice import load_voice
+        from training.voice_file import load_voice
 
         model, hps = load_voice(path, device, use_ema, config)
         return cls(model, hps, model.n_vocab, device=device, batch_size=batch_size)
 
-    # -- the model steps (pipeline.TextToSpeech does the rest) ------------------------------------------
+    # -- the model steps (pipeline.SpeechPipeline does the rest) ------------------------------------------
 
     @torch.inference_mode()
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(),
