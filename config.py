@@ -244,7 +244,7 @@ def _section_from_dict(section: str, values: dict):
     for key, value in values.items():
         if (section, key) in RETIRED_KEYS and value != RETIRED_KEYS[section, key]:
             raise ConfigError(f"{section}.{key} was an experiment that never shipped and is gone from the code "
-                              f"(pretrained/VOCODER.md names the commit that has it); remove the key")
+                              f"(docs/experiments.md names the commit that has it); remove the key")
     values = {k: v for k, v in values.items() if (section, k) not in RETIRED_KEYS}
     unknown = sorted(set(values) - set(known))
     if unknown:
