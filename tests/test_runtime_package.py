@@ -1,5 +1,5 @@
 """The torch-free runtime installs on its own: in a fresh virtual environment, `pip install .` (pyproject.toml +
-setup.py) brings no torch and no generic top-level module, and its `flowtts` command speaks with a folder that
+distribution/build_runtime.py) brings no torch and no generic top-level module, and its `flowtts` command speaks with a folder that
 `inference.export_onnx` wrote."""
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How `pip install .` assembles the torch-free runtime package `flowtts_runtime` (metadata in pyproject.toml).
+"""How `pip install .` assembles the torch-free runtime package `flowtts_runtime` (pyproject.toml names this
+build step in [tool.setuptools] cmdclass).
 
 The package is runtime/, with the text front end (text/) and the torch-free root modules the research code shares
 with it (SHARED) inside. In this checkout those are top-level modules (`import ode`); inside the package their
@@ -8,7 +9,6 @@ generic top-level names (text, ode, audio, ...) into site-packages.
 import re
 from pathlib import Path
 
-from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PACKAGE = "flowtts_runtime"
@@ -37,7 +37,3 @@ class BuildRuntime(build_py):
             target = Path(self.get_module_outfile(self.build_lib, [PACKAGE], module))
             target.write_text(package_relative(target.read_text(encoding="utf-8")), encoding="utf-8")
         return result
-
-
-setup(packages=[PACKAGE, f"{PACKAGE}.text"], package_dir={PACKAGE: "runtime", f"{PACKAGE}.text": "text"},
-      cmdclass={"build_py": BuildRuntime})
