@@ -130,6 +130,13 @@ def test_check_output_path(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "f"]  # the write probe cleaned up after itself
 
 
+def test_an_output_equal_to_another_output_is_refused_before_either_exists(tmp_path):
+    """`--alignments a.wav --output a.wav` once wrote JSON into the WAV: two outputs naming one new file."""
+    with pytest.raises(ValueError, match="one of the inputs or outputs"):
+        check_output_path(tmp_path / "a.wav", inputs=[tmp_path / "sub" / ".." / "a.wav"])
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(steps=0), "positive integer"), (dict(steps=-2), "positive integer"),
     (dict(steps=2.5), "positive integer"), (dict(steps=10000), "cap of 1000"),
