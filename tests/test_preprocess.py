@@ -164,7 +164,7 @@ def test_no_usable_clip_fails_cleanly(tmp_path, capsys):
     code = preprocess.main(["--filelists", str(tmp_path / "list.txt"), "--out-dir", str(tmp_path / "o"),
                             "--njobs", "1"])
     captured = capsys.readouterr()
-    assert code == 1 and "no usable clip" in captured.err and "file not found" in captured.out
+    assert code == 2 and "no usable clip" in captured.err and "file not found" in captured.out
 
 
 def test_cli_help_runs():
