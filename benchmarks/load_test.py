@@ -69,7 +69,7 @@ def run(url: str, voice: str, requests: int, concurrency: int, timeout: float) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--voice", default="demo")
+    p.add_argument("--voice", default=None, help="a name from /v1/voices (default: the server's default voice)")
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--timeout", type=float, default=120.0, help="per request, seconds")

@@ -1,46 +1,61 @@
-"""An OpenAI-compatible speech server with a web page: one model instance, safe under concurrent requests.
+"""An OpenAI-compatible speech server with a web page: one or more voice files, one synthesis at a time.
 
-    python -m serving.server                                     # the default voice on http://127.0.0.1:8000
-    python -m serving.server --onnx onnx/demo_voice --name demo  # the torch-free runtime
+    python -m serving.server                                   # the default voice on http://127.0.0.1:8000
+    python -m serving.server --checkpoint pretrained/multispeaker.pth my_clone/voice.pth
+    python -m serving.server --onnx onnx/demo_voice            # the torch-free runtime
     curl -s 127.0.0.1:8000/v1/audio/speech -H 'Content-Type: application/json' \
-        -d '{"model": "flow-tts", "input": "Hello there.", "voice": "demo"}' -o hello.wav
+        -d '{"model": "flow-tts", "input": "Hello there.", "voice": "awb"}' -o hello.wav
 
 Endpoints:
   POST /v1/audio/speech  OpenAI's fields: model (any string), input (text, at most --max-chars), voice (a
-                         name from /v1/voices), response_format wav | pcm | flac | json, speed (0.25 to 4;
-                         2 speaks twice as fast). Extras: steps, seed, cfg_scale (guidance: only 0 or 1
-                         until a model is trained with it). wav and pcm stream while the text is spoken
-                         (the WAV header then says "length unknown"); flac comes whole; json gives
+                         name from /v1/voices: a speaker of a multi-speaker voice file, or a single-speaker
+                         file's name; left out: the first file's default speaker), response_format wav | pcm |
+                         flac | json, speed (0.25 to 4; 2 speaks twice as fast). Extras: steps, seed (0 to
+                         2**32 - 1), cfg_scale (guidance; only for voices trained with it). Left out, steps and
+                         cfg_scale are the voice file's own defaults. pcm streams while the text is spoken;
+                         wav, flac come whole (the WAV header then holds the true length); json gives
                          {"audio": base64 WAV, "sample_rate", "timings": {"words", "phonemes"}}.
-  GET  /v1/voices        [{"name", "sample_rate", "speakers"}]
-  GET  /health           {"status": "ok", ...}
+  GET  /v1/voices        {"voices": [{"name", "voice_file", "speaker", "sample_rate", "guidance", "defaults"}]}
+  GET  /health           {"status": "ok", "voices", "busy": requests admitted and not yet finished}
   GET  /                 the web page (serving/web/index.html)
-Bad requests get a JSON error {"error": {"message", "type", "code"}} with 400 (empty input, unknown
-voice or format, bad values), 413 (input too long) or 422 (malformed JSON / fields); never a 500 for
-the caller's mistakes. One synthesis runs at a time; up to --max-queue more wait; beyond that 503.
+Every error is OpenAI's JSON shape {"error": {"message", "type", "code"}}: 400 (bad values), 404, 405, 411
+(a body without Content-Length), 413 (input or body too long), 422 (malformed JSON, unknown fields), 503
+(queue full); never a 500 for the caller's mistakes. One synthesis runs at a time, up to --max-queue more
+wait. A client that goes away frees the model at the next audio chunk and its queue slot at once. SIGTERM
+stops new connections, lets running requests finish (at most --drain-seconds) and exits.
 Binds to 127.0.0.1 unless --host says otherwise.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import dataclasses
+import functools
 import io
+import socket
 import struct
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import AsyncIterator, Dict, Iterator, List, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
 
 from audio import to_pcm16
-from sampling import MAX_STEPS
+from sampling import MAX_CFG_SCALE, MAX_STEPS
 
 HERE = Path(__file__).resolve().parent
 WEB_PAGE = HERE / "web" / "index.html"
 FORMATS = ("wav", "pcm", "flac", "json")
 MAX_CHARS = 4096
+MAX_SEED = 2 ** 32 - 1
 
 
 class SpeechError(Exception):
@@ -52,10 +67,12 @@ class SpeechError(Exception):
 
 
 class SpeechRequest(BaseModel):
-    """OpenAI's speech request (model, input, voice, response_format, speed) and the project's extras."""
+    """OpenAI's speech request (model, input, voice, response_format, speed) and the project's extras.
+    Unknown fields are refused, so a misspelt or unsupported option is not silently ignored."""
+    model_config = ConfigDict(extra="forbid")
     model: str = "flow-tts"
     input: str
-    voice: Optional[str] = None  # None: the server's first voice
+    voice: Optional[str] = None  # None: the first voice file's default speaker
     response_format: str = "wav"
     speed: float = 1.0
     steps: Optional[int] = None
@@ -63,62 +80,149 @@ class SpeechRequest(BaseModel):
     cfg_scale: Optional[float] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    """One name a client passes as `voice`: a voice file's synthesizer and the speaker in it (None: its default)."""
+    name: str
+    voice_file: str
+    tts: object
+    speaker: Union[None, int, str]
+
+
+def voice_catalog(voice_files: Dict[str, object]) -> Dict[str, Voice]:
+    """name -> Voice for every speaker of every voice file. A speaker is named as in its file; a name that an
+    earlier file already uses becomes FILE:SPEAKER; a single-speaker file is named after the file."""
+    catalog: Dict[str, Voice] = {}
+    for file, tts in voice_files.items():
+        names = tts.speaker_names
+        speakers = names or (list(range(tts.n_speakers)) if tts.n_speakers > 1 else [None])
+        for speaker in speakers:
+            name = file if speaker is None else f"{file}:{speaker}" if not names else speaker
+            name = f"{file}:{speaker}" if name in catalog and speaker is not None else name
+            if name in catalog:
+                raise ValueError(f"two voice files are both named {file!r}; rename one of them")
+            catalog[name] = Voice(name, file, tts, speaker)
+    return catalog
+
+
+def guidance_refusal(tts) -> Optional[str]:
+    """Why this voice cannot take a cfg_scale above 0, or None when it can (trained with condition dropout)."""
+    train = getattr(getattr(tts, "hps", None), "train", None)
+    if train is None:  # an ONNX voice: its export stores what it was trained with
+        info = tts.info
+        distilled, dropout = info.get("guidance_distill_scale", 0), info.get("cond_drop_rate", 0)
+    else:
+        distilled, dropout = train.guidance_distill_scale, train.cond_drop_rate
+    if distilled:
+        return (f"this voice has guidance folded in (distilled at scale {distilled:g}): every step is already "
+                f"guided, so cfg_scale must be 0 or left out")
+    if not dropout:
+        return ("this voice was trained without condition dropout (train.cond_drop_rate 0), so it has no "
+                "unconditional velocity to guide with: cfg_scale must be 0 or left out")
+    return None
+
+
 class SynthesisQueue:
-    """One synthesis at a time on the shared model; at most `max_waiting` requests wait, the rest get 503."""
+    """One synthesis at a time on the shared model; at most `max_waiting` requests wait, the rest get 503.
+    Used from the event loop only, so the counter needs no lock. The model runs on one worker thread, always
+    the same: calls cannot overlap, and memory stays in one allocator arena instead of growing one per thread."""
 
     def __init__(self, max_waiting: int):
-        self.lock = threading.Lock()
+        self.model = asyncio.Lock()
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="synthesis")
         self.max_waiting = max_waiting
         self.admitted = 0
-        self.count_lock = threading.Lock()
+
+    async def run(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) on the worker thread. If the caller is cancelled, the call still finishes there
+        (before any later one), so a generator is never closed while it runs."""
+        return await asyncio.wrap_future(self.worker.submit(functools.partial(fn, *args, **kwargs)))
 
     def admit(self) -> None:
-        with self.count_lock:
-            if self.admitted > self.max_waiting:  # one running + max_waiting waiting
-                raise SpeechError(503, "the server is busy (queue full); retry in a moment", "server_busy")
-            self.admitted += 1
+        if self.admitted > self.max_waiting:  # one running + max_waiting waiting
+            raise SpeechError(503, "the server is busy (queue full); retry in a moment", "server_busy")
+        self.admitted += 1
 
     def release(self) -> None:
-        with self.count_lock:
-            self.admitted -= 1
+        self.admitted -= 1
 
 
-def wav_header(sample_rate: int, n_samples: Optional[int] = None) -> bytes:
-    """A 16-bit mono WAV header; n_samples None writes the 'unknown length' sizes used for streaming."""
-    data = 0xFFFFFFFF - 36 if n_samples is None else 2 * n_samples
-    return (b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + data)) + b"WAVEfmt "
+def wav_header(sample_rate: int, n_samples: int) -> bytes:
+    """A 16-bit mono WAV header for n_samples samples."""
+    data = 2 * n_samples
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt "
             + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16) + b"data" + struct.pack("<I", data))
 
 
-def create_app(voices: Dict[str, object], max_queue: int = 4, max_chars: int = MAX_CHARS):
-    """The FastAPI app. voices: name -> a synthesizer (synthesize.Synthesizer or onnx_runtime.OnnxSynthesizer)."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+def error_response(status: int, message: str, code: str, headers: Optional[dict] = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status,
+                        headers=headers)
 
+
+class BodyLimit:
+    """ASGI middleware: a request whose Content-Length exceeds `limit` bytes gets 413 before its body is read;
+    one with a body but no Content-Length (chunked) gets 411. So no request can make the server buffer more."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is None and b"transfer-encoding" in headers:
+                return await error_response(411, "send the request body with a Content-Length header",
+                                            "length_required")(scope, receive, send)
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                return await error_response(413, f"the request body is over {self.limit} bytes; send only the "
+                                                 f"fields of a speech request", "body_too_large")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: int = MAX_CHARS):
+    """The ASGI app. voice_files: name -> a synthesizer (TorchSynthesizer or OnnxSynthesizer); see voice_catalog."""
+    catalog = voice_catalog(voice_files)
+    default_tts = next(iter(voice_files.values()))
     app = FastAPI(title="flow-matching TTS", description=__doc__.split("\n\n")[0])
     queue = SynthesisQueue(max_queue)
 
-    def error(status: int, message: str, code: str) -> JSONResponse:
-        return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status < 500
-                                       else "server_error", "code": code}}, status_code=status)
+    class SlotStreamingResponse(StreamingResponse):
+        """Closes its body and gives the queue slot back however the response ends: finished, failed, or the
+        client gone before the first byte or in the middle."""
+
+        async def __call__(self, scope, receive, send):
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await self.body_iterator.aclose()
+                queue.release()
 
     @app.exception_handler(SpeechError)
     async def speech_error(_: Request, e: SpeechError):
-        return error(e.status, e.message, e.code)
+        return error_response(e.status, e.message, e.code)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException):
+        return error_response(e.status_code, str(e.detail), str(e.detail).lower().replace(" ", "_"),
+                              getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request body",
-                     "invalid_field")
+        if first.get("type") == "extra_forbidden":
+            fields = ", ".join(SpeechRequest.model_fields)
+            return error_response(422, f"unknown field {where!r}; the fields are {fields} (voice names the "
+                                       f"speaker)", "unknown_field")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid request')}" if where else
+                              "invalid request body", "invalid_field")
 
     def check(req: SpeechRequest):
-        """(synthesizer, SamplingConfig) for a request, or SpeechError."""
-        req.voice = req.voice or next(iter(voices))
-        if req.voice not in voices:
-            raise SpeechError(400, f"unknown voice {req.voice!r}; available: {', '.join(voices)}", "unknown_voice")
+        """(synthesizer, speaker, SamplingConfig) for a request, or SpeechError."""
+        if req.voice is not None and req.voice not in catalog:
+            raise SpeechError(400, f"unknown voice {req.voice!r}; available: {', '.join(catalog)}", "unknown_voice")
+        tts, speaker = (catalog[req.voice].tts, catalog[req.voice].speaker) if req.voice else (default_tts, None)
         if req.response_format not in FORMATS:
             raise SpeechError(400, f"response_format {req.response_format!r} is not supported; use one of "
                                    f"{', '.join(FORMATS)}", "unsupported_format")
@@ -131,40 +235,56 @@ def create_app(voices: Dict[str, object], max_queue: int = 4, max_chars: int = M
             raise SpeechError(400, f"speed must be in [0.25, 4.0], got {req.speed}", "invalid_speed")
         if req.steps is not None and not 1 <= req.steps <= MAX_STEPS:
             raise SpeechError(400, f"steps must be in [1, {MAX_STEPS}], got {req.steps}", "invalid_steps")
-        if req.cfg_scale not in (None, 0.0, 1.0):
-            raise SpeechError(400, "this voice was trained without classifier-free guidance: cfg_scale must be "
-                                   "0 or 1 (or left out)", "guidance_unsupported")
-        tts = voices[req.voice]
-        sampling = tts.default_sampling.replace(duration_scale=1.0 / req.speed, **({"steps": req.steps} if req.steps else {}))
+        if not 0 <= req.seed <= MAX_SEED:
+            raise SpeechError(400, f"seed must be in [0, {MAX_SEED}], got {req.seed}", "invalid_seed")
+        sampling = tts.default_sampling.replace(duration_scale=1.0 / req.speed)
+        if req.steps is not None:
+            sampling = sampling.replace(steps=req.steps)
+        if req.cfg_scale is not None:
+            if not 0 <= req.cfg_scale <= MAX_CFG_SCALE:
+                raise SpeechError(400, f"cfg_scale must be in [0, {MAX_CFG_SCALE:g}], got {req.cfg_scale}",
+                                  "invalid_cfg_scale")
+            refusal = guidance_refusal(tts)
+            if req.cfg_scale > 0 and refusal:
+                raise SpeechError(400, refusal, "guidance_unsupported")
+            sampling = sampling.replace(cfg_scale=req.cfg_scale)
         try:
-            sentences = tts.sentences(req.input)
-            tts.text_to_ids(sentences[0])
+            tts.text_to_ids(tts.sentences(req.input)[0])
         except ValueError as e:
             raise SpeechError(400, str(e), "unspeakable_input") from None
-        return tts, sampling
+        return tts, speaker, sampling
 
-    def locked(chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """Run a synthesis generator under the model lock; the queue slot is freed when it ends (the
-        server always starts a response body it created, so the slot is not lost)."""
+    async def pcm_stream(chunks: Iterator[np.ndarray], request: Request) -> AsyncIterator[bytes]:
+        """16-bit PCM chunk by chunk under the model lock, each computed on the model's thread; a client that
+        has gone stops the synthesis before the next chunk."""
         try:
-            with queue.lock:
-                yield from chunks
+            async with queue.model:
+                while not await request.is_disconnected():
+                    chunk = await queue.run(next, chunks, None)
+                    if chunk is None:
+                        break
+                    yield to_pcm16(chunk)
         finally:
-            queue.release()
+            queue.worker.submit(chunks.close)  # after the chunk in flight, if any
 
     @app.post("/v1/audio/speech")
-    def speech(req: SpeechRequest):
-        tts, sampling = check(req)
+    async def speech(req: SpeechRequest, request: Request):
+        tts, speaker, sampling = await run_in_threadpool(check, req)
         queue.admit()
-        sr = tts.sample_rate
-        if req.response_format in ("wav", "pcm"):
-            pcm = (to_pcm16(chunk) for chunk in tts.stream(req.input, sampling, seed=req.seed))
-            body = _prefixed(wav_header(sr), pcm) if req.response_format == "wav" else pcm
-            return StreamingResponse(locked(body), media_type=f"audio/{req.response_format}",
-                                     headers={"X-Sample-Rate": str(sr)})
+        if req.response_format == "pcm":
+            try:
+                chunks = tts.stream(req.input, sampling, speaker=speaker, seed=req.seed)
+            except BaseException:
+                queue.release()
+                raise
+            return SlotStreamingResponse(pcm_stream(chunks, request), media_type="audio/pcm",
+                                         headers={"X-Sample-Rate": str(tts.sample_rate)})
         try:
-            with queue.lock:
-                audio, sr, info = tts.synthesize(req.input, sampling, seed=req.seed, timings=req.response_format == "json")
+            async with queue.model:
+                if await request.is_disconnected():  # gave up while waiting: nobody to answer
+                    return Response(status_code=499)
+                audio, sr, info = await queue.run(tts.synthesize, req.input, sampling, speaker=speaker,
+                                                          seed=req.seed, timings=req.response_format == "json")
         finally:
             queue.release()
         if req.response_format == "flac":
@@ -174,64 +294,100 @@ def create_app(voices: Dict[str, object], max_queue: int = 4, max_chars: int = M
             sf.write(buffer, np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
             return Response(buffer.getvalue(), media_type="audio/flac")
         wav = wav_header(sr, len(audio)) + to_pcm16(audio)
+        if req.response_format == "wav":
+            return Response(wav, media_type="audio/wav")
         return JSONResponse({"audio": base64.b64encode(wav).decode("ascii"), "sample_rate": sr,
                              "audio_seconds": len(audio) / sr, "timings": info["timings"]})
 
     @app.get("/v1/voices")
     def list_voices():
-        return {"voices": [{"name": name, "sample_rate": tts.sample_rate, "speakers": tts.n_speakers}
-                           for name, tts in voices.items()]}
+        return {"voices": [{"name": v.name, "voice_file": v.voice_file, "speaker": v.speaker,
+                            "sample_rate": v.tts.sample_rate, "guidance": guidance_refusal(v.tts) is None,
+                            "defaults": dataclasses.asdict(v.tts.default_sampling)} for v in catalog.values()]}
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "voices": list(voices), "busy": queue.admitted}
+        return {"status": "ok", "voices": list(catalog), "busy": queue.admitted}
 
     @app.get("/")
     def page():
         return FileResponse(WEB_PAGE, media_type="text/html")
 
-    return app
+    # a request body holds at most max_chars characters of 6 bytes each (JSON's \\uXXXX) and a few short fields
+    return BodyLimit(app, 6 * max_chars + 16384)
 
 
-def _prefixed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+def load_voice_files(checkpoints: List[str], onnx_dirs: List[str], device: str, threads: Optional[int],
+                     int8: bool) -> Dict[str, object]:
+    """name (the file's stem, an ONNX folder's name) -> synthesizer; every file is checked completely here,
+    so a broken one stops the server before it starts."""
+    voices: Dict[str, object] = {}
 
+    def add(name: str, path: str, tts) -> None:
+        if name in voices:
+            raise ValueError(f"two voice files are both named {name!r} ({path}); copy one under another name")
+        voices[name] = tts
 
-def load_voice_for_server(args) -> object:
-    if args.onnx:
+    for folder in onnx_dirs:
         from runtime.onnx_synthesizer import OnnxSynthesizer
-        return OnnxSynthesizer(args.onnx, threads=args.threads, int8=args.int8)
-    import torch
+        add(Path(folder).resolve().name, folder, OnnxSynthesizer(folder, threads=threads, int8=int8))
+    if checkpoints or not onnx_dirs:
+        import torch
 
-    from inference.synthesizer import TorchSynthesizer
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from training.voice_file import DEFAULT_VOICE
-    return TorchSynthesizer.from_checkpoint(args.checkpoint or DEFAULT_VOICE, device=args.device)
+        from inference.synthesizer import TorchSynthesizer
+        from training.voice_file import DEFAULT_VOICE
+        if threads:
+            torch.set_num_threads(threads)
+        for path in checkpoints or [str(DEFAULT_VOICE)]:
+            add(Path(path).stem, path, TorchSynthesizer.from_checkpoint(path, device=device))
+    return voices
 
 
-def main(argv=None) -> int:
+def check_port_free(host: str, port: int) -> None:
+    """OSError with one line when host:port cannot be bound (in use, or not an address of this machine)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise OSError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port or --host") from None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="voice file or G_<step>.pth (default: pretrained/multispeaker.pth)")
-    p.add_argument("--onnx", metavar="DIR", help="serve an export_onnx.py folder with the torch-free runtime")
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="VOICE",
+                   help="voice files or G_<step>.pth (default: pretrained/multispeaker.pth unless --onnx is given)")
+    p.add_argument("--onnx", nargs="+", default=[], metavar="DIR", help="export_onnx.py folders (torch-free runtime)")
     p.add_argument("--int8", action="store_true", help="with --onnx: the int8 graphs")
-    p.add_argument("--name", default="demo", help="the voice's name in requests (default demo)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-queue", type=int, default=4, help="requests that may wait for the model (default 4)")
     p.add_argument("--max-chars", type=int, default=MAX_CHARS, help=f"longest input (default {MAX_CHARS})")
+    p.add_argument("--drain-seconds", type=float, default=30.0,
+                   help="on SIGTERM, how long running requests may finish (default 30)")
     args = p.parse_args(argv)
+    for name, low, high in (("port", 1, 65535), ("max_queue", 0, 10000), ("max_chars", 1, 10 ** 6),
+                            ("threads", 1, 1024), ("drain_seconds", 0, 3600)):
+        value = getattr(args, name)
+        if value is not None and not low <= value <= high:
+            p.error(f"--{name.replace('_', '-')} must be in [{low}, {high}], got {value}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
-        tts = load_voice_for_server(args)
+        check_port_free(args.host, args.port)
+        voices = load_voice_files(args.checkpoint, args.onnx, args.device, args.threads, args.int8)
+        app = create_app(voices, args.max_queue, args.max_chars)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     import uvicorn
 
-    uvicorn.run(create_app({args.name: tts}, args.max_queue, args.max_chars), host=args.host, port=args.port)
+    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=args.drain_seconds)
     return 0
 
 

@@ -1,37 +1,46 @@
-"""server.py over real HTTP on 127.0.0.1: the official openai client, every error path, the queue, the
-load-test script, and the web page in a real headless browser (Debian's chromium) when one is installed."""
+"""server.py over real HTTP on 127.0.0.1: the official openai client with every listed voice, the audio equal
+to the Python API's, every error path, the queue, the fault drive (disconnects, huge bodies, bursts), SIGTERM,
+the load-test script, and the web page in a real headless browser (Debian's chromium) when one is installed."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
-
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+import torch
+import uvicorn
 
 try:
     from fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401  (pytest fixture)
 except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
+from conftest import make_tiny_hps, wake_velocity_net  # noqa: E402
 
-from serving import server  # noqa: E402
+import text  # noqa: E402
+from audio import to_pcm16  # noqa: E402
 from inference.synthesizer import TorchSynthesizer  # noqa: E402
+from models import FlowMatchingSynthesizer  # noqa: E402
+from serving import server  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import load_test  # noqa: E402
+import server_faults  # noqa: E402
 
 LONG = " ".join(["The quick brown fox jumps over the lazy dog, and then it runs far away."] * 25)
+HELLO = "Hello there, friend."
 
 
 def free_port() -> int:
@@ -40,10 +49,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def guided_multi_speaker_voice(path: Path, speaker_names) -> Path:
+    """An untrained tiny voice file of the multispeaker recipe: named speakers, trained with condition dropout
+    (so guidance is allowed), a velocity net that is not zero (so guidance and speakers change the audio)."""
+    hps = make_tiny_hps(n_speakers=len(speaker_names), gin_channels=8, speaker_names=list(speaker_names),
+                        cond_drop_rate=0.2, cfg_scale=1.0)
+    torch.manual_seed(0)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
+    wake_velocity_net(model.acoustic.cfm.estimator)
+    torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
-def base_url(tiny_checkpoint):
-    tts = TorchSynthesizer.from_checkpoint(tiny_checkpoint)
-    app = server.create_app({"tiny": tts}, max_queue=0, max_chars=3000)
+def voice_files(tiny_checkpoint, tmp_path_factory):
+    """name -> TorchSynthesizer: the trained tiny voice (single speaker, no guidance) and a guided
+    multi-speaker one with speakers ann and bob."""
+    folder = tmp_path_factory.mktemp("voices")
+    return {"tiny": TorchSynthesizer.from_checkpoint(tiny_checkpoint),
+            "multi": TorchSynthesizer.from_checkpoint(guided_multi_speaker_voice(folder / "multi.pth", ["ann", "bob"]))}
+
+
+@pytest.fixture(scope="module")
+def base_url(voice_files):
+    app = server.create_app(voice_files, max_queue=0, max_chars=3000)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -67,47 +96,86 @@ def post(base_url: str, payload, raw: bool = False):
         return e.code, e.read(), dict(e.headers)
 
 
-def test_openai_client_works_unchanged(base_url, tmp_path):
+def get_json(base_url: str, path: str):
+    return json.loads(urllib.request.urlopen(base_url + path, timeout=30).read())
+
+
+def api_pcm(tts, text_: str, speaker=None, seed=0, **sampling) -> bytes:
+    """What the Python API says for a request: 16-bit PCM of synthesize() with the voice's defaults + sampling."""
+    audio, _, _ = tts.synthesize(text_, tts.default_sampling.replace(**sampling), speaker=speaker, seed=seed)
+    return to_pcm16(audio)
+
+
+def test_voices_list_every_speaker_of_every_voice_file(base_url):
+    voices = get_json(base_url, "/v1/voices")["voices"]
+    assert [(v["name"], v["voice_file"], v["speaker"], v["guidance"]) for v in voices] == [
+        ("tiny", "tiny", None, False), ("ann", "multi", "ann", True), ("bob", "multi", "bob", True)]
+    assert all(v["sample_rate"] == 22050 and v["defaults"]["steps"] >= 1 for v in voices)
+    assert get_json(base_url, "/health") == {"status": "ok", "voices": ["tiny", "ann", "bob"], "busy": 0}
+
+
+def test_a_speaker_name_taken_by_an_earlier_file_is_qualified(voice_files):
+    catalog = server.voice_catalog({"multi": voice_files["multi"], "again": voice_files["multi"]})
+    assert list(catalog) == ["ann", "bob", "again:ann", "again:bob"] and catalog["again:bob"].speaker == "bob"
+
+
+def test_openai_client_speaks_every_listed_voice(base_url, voice_files):
+    """The official client, voice = each name /v1/voices lists; each answer is that speaker's audio (equal to
+    the Python API's), and a saved WAV's header gives its true length."""
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url + "/v1", api_key="not-needed")
-    reply = client.audio.speech.create(model="flow-tts", voice="tiny", input="Hello there. How are you?",
-                                       response_format="wav", speed=1.0)
-    path = tmp_path / "speech.wav"
-    path.write_bytes(reply.content)
-    audio, sr = sf.read(str(path), dtype="float32")
-    assert sr == 22050 and len(audio) > 2000 and np.isfinite(audio).all()
-    flac = client.audio.speech.create(model="flow-tts", voice="tiny", input="Hello there.", response_format="flac",
-                                      extra_body={"steps": 2, "seed": 3})
+    for v in get_json(base_url, "/v1/voices")["voices"]:
+        reply = client.audio.speech.create(model="flow-tts", voice=v["name"], input=HELLO, response_format="wav",
+                                           extra_body={"steps": 2, "seed": 3})
+        with wave.open(io.BytesIO(reply.content)) as w:
+            frames = w.readframes(w.getnframes())
+            assert w.getframerate() == 22050 and w.getnframes() * 2 == len(reply.content) - 44
+        assert frames == api_pcm(voice_files[v["voice_file"]], HELLO, v["speaker"], seed=3, steps=2), v["name"]
+    flac = client.audio.speech.create(model="flow-tts", voice="bob", input="Hello there.", response_format="flac")
     audio, sr = sf.read(io.BytesIO(flac.content), dtype="float32")
     assert sr == 22050 and len(audio) > 1000
 
 
-def test_pcm_and_json_formats(base_url):
-    status, pcm, headers = post(base_url, {"input": "Hello there.", "voice": "tiny", "response_format": "pcm",
-                                           "steps": 2, "seed": 1})
-    assert status == 200 and headers["x-sample-rate"] == "22050" and len(pcm) % 2 == 0 and len(pcm) > 1000
-    status, body, _ = post(base_url, {"input": "Hello there, friend.", "voice": "tiny", "response_format": "json",
-                                      "steps": 2, "seed": 1, "speed": 0.5})
+def test_streamed_pcm_and_json_equal_the_python_api(base_url, voice_files):
+    """The server must speak the request's text, seed, steps and speed: its bytes equal the API's, and changing
+    any of them changes the bytes."""
+    tts = voice_files["multi"]
+    request = {"input": HELLO, "voice": "ann", "response_format": "pcm", "steps": 2, "seed": 1}
+    status, pcm, headers = post(base_url, request)
+    assert status == 200 and headers["x-sample-rate"] == "22050"
+    assert pcm == api_pcm(tts, HELLO, "ann", seed=1, steps=2)
+    for change in ({"seed": 2}, {"steps": 3}, {"input": "Hello there, friends."}, {"voice": "bob"}):
+        assert post(base_url, {**request, **change})[1] != pcm, change
+    status, body, _ = post(base_url, {**request, "response_format": "json", "speed": 0.5})
     data = json.loads(body)
     assert status == 200 and [w["word"] for w in data["timings"]["words"]] == ["Hello", "there,", "friend."]
-    import base64
-    audio, sr = sf.read(io.BytesIO(base64.b64decode(data["audio"])), dtype="float32")
-    assert sr == 22050 and abs(len(audio) / sr - data["audio_seconds"]) < 1e-6
-    # speed 0.5 speaks twice as slowly as speed 1 (durations scale with 1 / speed, frames are rounded up)
-    fast = json.loads(post(base_url, {"input": "Hello there, friend.", "voice": "tiny", "response_format": "json",
-                                      "steps": 2, "seed": 1})[1])
-    assert 1.6 < data["audio_seconds"] / fast["audio_seconds"] < 2.4
+    audio, sr = sf.read(io.BytesIO(base64.b64decode(data["audio"])), dtype="int16")
+    assert sr == 22050 and audio.tobytes() == api_pcm(tts, HELLO, "ann", seed=1, steps=2, duration_scale=2.0)
+    assert len(audio) * 2 > len(pcm) * 1.2  # speed 0.5: longer (an untrained voice's rounded durations)
+
+
+def test_cfg_scale_is_honoured_where_the_voice_was_trained_with_guidance(base_url, voice_files):
+    request = {"input": HELLO, "voice": "bob", "response_format": "pcm", "steps": 2}
+    unguided, guided = (post(base_url, {**request, "cfg_scale": s})[1] for s in (0.0, 2.0))
+    assert unguided != guided
+    assert guided == api_pcm(voice_files["multi"], HELLO, "bob", steps=2, cfg_scale=2.0)
+    status, body, _ = post(base_url, {**request, "voice": "tiny", "cfg_scale": 2.0})
+    assert status == 400 and "without condition dropout" in json.loads(body)["error"]["message"]
+    assert post(base_url, {**request, "voice": "tiny", "cfg_scale": 0.0})[0] == 200
 
 
 @pytest.mark.parametrize("payload, status, needle", [
     ({"input": "   ", "voice": "tiny"}, 400, "input is empty"),
     ({"input": "x" * 3001, "voice": "tiny"}, 413, "limit is 3000"),
-    ({"input": "Hello.", "voice": "alloy"}, 400, "unknown voice 'alloy'; available: tiny"),
+    ({"input": "Hello.", "voice": "alloy"}, 400, "unknown voice 'alloy'; available: tiny, ann, bob"),
     ({"input": "Hello.", "voice": "tiny", "response_format": "mp3"}, 400, "use one of wav, pcm, flac, json"),
     ({"input": "Hello.", "voice": "tiny", "speed": 10}, 400, "speed must be in"),
     ({"input": "Hello.", "voice": "tiny", "steps": 5000}, 400, "steps must be in"),
-    ({"input": "Hello.", "voice": "tiny", "cfg_scale": 3.0}, 400, "guidance"),
+    ({"input": "Hello.", "voice": "ann", "cfg_scale": -1}, 400, "cfg_scale must be in"),
+    ({"input": "Hello.", "voice": "tiny", "seed": -1}, 400, "seed must be in [0, 4294967295]"),
+    ({"input": "Hello.", "voice": "tiny", "seed": 2 ** 32}, 400, "seed must be in"),
+    ({"input": "Hello.", "speaker": "bob"}, 422, "unknown field 'speaker'"),
     ({"input": "...", "voice": "tiny"}, 400, "nothing speakable"),
     ({"voice": "tiny"}, 422, "input"),
     ({"input": 5, "voice": "tiny"}, 422, "input"),
@@ -123,12 +191,18 @@ def test_malformed_json_is_422_not_500(base_url):
     assert got == 422 and "error" in json.loads(body)
 
 
-def test_voices_health_and_page(base_url):
-    voices = json.loads(urllib.request.urlopen(base_url + "/v1/voices", timeout=30).read())
-    assert voices == {"voices": [{"name": "tiny", "sample_rate": 22050, "speakers": 0}]}
-    assert json.loads(urllib.request.urlopen(base_url + "/health", timeout=30).read())["status"] == "ok"
+def test_wrong_method_and_path_answer_in_openai_error_shape(base_url):
+    for method, path, status in (("GET", "/v1/audio/speech", 405), ("POST", "/v1/voices", 405),
+                                 ("GET", "/v1/nothing", 404)):
+        req = urllib.request.Request(base_url + path, method=method, data=b"{}" if method == "POST" else None)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+        assert e.value.code == status and set(json.loads(e.value.read())["error"]) == {"message", "type", "code"}
+
+
+def test_page_is_served(base_url):
     page = urllib.request.urlopen(base_url + "/", timeout=30).read().decode()
-    assert "<textarea" in page and "/v1/audio/speech" in page
+    assert "<textarea" in page and "/v1/audio/speech" in page and "/v1/voices" in page
 
 
 def test_full_queue_answers_503(base_url):
@@ -154,6 +228,60 @@ def test_load_test_script(base_url):
         load_test.run("http://10.0.0.1:8000", "tiny", 1, 1, 1)
 
 
+@pytest.fixture(scope="module")
+def server_process(tiny_checkpoint, tmp_path_factory):
+    """`python -m serving.server` as a user starts it (its own process, so its memory can be watched)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serving.server", "--checkpoint", str(tiny_checkpoint),
+                                 "--port", str(port), "--max-queue", "2", "--threads", "1", "--drain-seconds", "60"],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            get_json(url, "/health")
+            break
+        except OSError:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_server_survives_disconnects_huge_bodies_and_bursts(server_process):
+    """benchmarks/server_faults.py, two rounds: disconnects mid-stream and before the first byte, a 200 MB body,
+    bursts over the queue; then the same answer as before, nothing busy, memory flat."""
+    proc, url = server_process
+    report = server_faults.run(url, rounds=2, burst_clients=5, body_mb=200, pid=proc.pid)
+    print(report)
+    assert report["busy_after"] == 0 and report["same_answer_after"], report
+    assert set(report["oversized"]) == {413} and all(b > 1024 for b in report["mid_stream_bytes"]), report
+    assert all("503" in b and "200" in b for b in report["bursts"]), report  # queue 2: five at once overflow
+    assert report["rss_growth_mb"] < 50, report
+
+
+def test_sigterm_lets_the_running_request_finish_then_exits(server_process, tiny_checkpoint):
+    """SIGTERM while a stream runs: the stream still delivers every byte, then the server exits (uvicorn ends
+    by re-raising the signal, the conventional status of a process stopped by SIGTERM)."""
+    proc, url = server_process
+    request = {"input": LONG[:600], "response_format": "pcm", "steps": 2, "seed": 4}
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(reply=post(url, request)))
+    worker.start()
+    while not get_json(url, "/health")["busy"]:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=120)
+    status, pcm, _ = result["reply"]
+    tts = TorchSynthesizer.from_checkpoint(tiny_checkpoint)
+    chunks = tts.stream(request["input"], tts.default_sampling.replace(steps=2), seed=4)
+    assert status == 200 and pcm == b"".join(to_pcm16(chunk) for chunk in chunks)
+    assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -161,8 +289,9 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None or shutil.which("chromedriver") is None,
                     reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
 def test_web_page_in_a_real_browser(base_url, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -176,6 +305,9 @@ def test_web_page_in_a_real_browser(base_url, tmp_path):
         driver.set_window_size(900, 900)
         driver.get(base_url + "/")
         WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#voice option"))
+        Select(driver.find_element(By.ID, "voice")).select_by_value("bob")  # not the default voice
+        assert driver.find_element(By.ID, "steps").get_attribute("value") == str(get_json(
+            base_url, "/v1/voices")["voices"][2]["defaults"]["steps"])  # the voice's own default steps
         box = driver.find_element(By.ID, "text")
         box.clear()
         box.send_keys("Hello there. This is a test of the page, with several words to highlight.")

@@ -11,11 +11,15 @@ import functools
 import logging
 import os
 import re
+import threading
 from typing import List, Sequence
 
 _ESPEAK_LOGGER = "text.phonemize.espeak"
 _WHITESPACE_RE = re.compile(r"\s+")
 _MIN_TEXTS_PER_JOB = 256  # below this, starting worker processes costs more than it saves
+# One espeak instance per process keeps its state between calls, so two threads phonemizing at once (a
+# server checking one request's text while another's is being spoken) mix their lines: one at a time.
+_ESPEAK_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,9 +68,10 @@ def phonemize(texts: Sequence[str], language: str = "en-us", njobs: int = 1) -> 
     out = list(texts)
     todo = [i for i, t in enumerate(texts) if any(c.isalnum() for c in t)]
     if todo:
-        result = espeak_backend(language).phonemize(
-            [texts[i] for i in todo], separator=Separator(phone="", syllable="", word=" "),
-            strip=True, njobs=max(1, int(njobs)) if len(todo) >= _MIN_TEXTS_PER_JOB * 2 else 1)
+        with _ESPEAK_LOCK:
+            result = espeak_backend(language).phonemize(
+                [texts[i] for i in todo], separator=Separator(phone="", syllable="", word=" "),
+                strip=True, njobs=max(1, int(njobs)) if len(todo) >= _MIN_TEXTS_PER_JOB * 2 else 1)
         if len(result) != len(todo):
             raise RuntimeError(f"phonemizer returned {len(result)} results for {len(todo)} texts")
         for i, phones in zip(todo, result):
