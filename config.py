@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sampling import SamplingConfig
+
 
 class ConfigError(ValueError):
     """A config value is unknown, missing, of the wrong type or inconsistent."""
@@ -28,6 +30,10 @@ MEL_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel
 INPUT_KEYS = ("n_speakers", "add_blank", "text_cleaners", "language")
 # data.* keys a trained model's weights depend on (a resumed run must keep them).
 MODEL_DATA_KEYS = MEL_KEYS + INPUT_KEYS + ("mel_mean", "mel_std", "cleaned_text")
+# The model keys that shape the MB-iSTFT generator: a vocoder taken from another file brings them along.
+GENERATOR_KEYS = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes", "gen_istft_n_fft", "gen_istft_hop_size",
+                  "subbands", "pqmf_taps", "pqmf_cutoff", "pqmf_beta", "harmonic_source", "source_harmonics")
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,10 @@ class ModelConfig:
     pqmf_beta: float = 9.0
     prompt_context: bool = False  # the velocity net also sees a mel context (reference-clip prompting)
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
+    # The voice's default sampling at inference (with cfg_scale): what every path (command line, Python API,
+    # ONNX export, server, page) uses when the user does not choose; set from a measured table, not a guess.
+    sampling_steps: int = 10
+    sampling_method: str = "euler"
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
     source_harmonics: int = 8  # sines at F0 .. source_harmonics F0 (those above the Nyquist frequency are silent)
@@ -316,6 +326,11 @@ def check_guidance_distillation(hps: HParams) -> None:
                           "parameters under 'acoustic.cfm.' (or be empty)")
 
 
+def default_sampling(model: ModelConfig) -> SamplingConfig:
+    """The sampling settings a voice speaks with unless the user chooses others (model.sampling_*, cfg_scale)."""
+    return SamplingConfig(steps=model.sampling_steps, method=model.sampling_method, cfg_scale=model.cfg_scale)
+
+
 def validate(hps: HParams) -> HParams:
     """Raise ConfigError for values that are individually valid but inconsistent together."""
     d, m, t = hps.data, hps.model, hps.train
@@ -346,6 +361,10 @@ def validate(hps: HParams) -> HParams:
         raise ConfigError("train.speaker_drop_rate > 0 needs a multi-speaker model (data.n_speakers > 1)")
     if m.cfg_scale < 0:
         raise ConfigError(f"model.cfg_scale must be >= 0, got {m.cfg_scale}")
+    try:
+        default_sampling(m)
+    except ValueError as e:
+        raise ConfigError(f"the model's default sampling (model.sampling_steps, sampling_method, cfg_scale): {e}") from None
     check_guidance_distillation(hps)
     if m.discriminator_channels < 16 or m.discriminator_channels % 16:
         raise ConfigError(f"model.discriminator_channels must be a multiple of 16 (grouped convs), got "

@@ -12,6 +12,8 @@ scored against the reference recording:
   wer_ref     the same recogniser on the reference audio: the ceiling this ASR allows
   mcd         mel-cepstral distortion (dB, 24 coefficients, DTW-aligned, silence trimmed)
   log_dur     log(synthesized / reference speech duration), silence trimmed; the mean of |log_dur| is reported
+  p808, ovrl  DNSMOS naturalness (evaluation/naturalness.py) of the synthesized audio; p808_ref, ovrl_ref of
+              the recording: its ceiling (--no-dnsmos skips them, about a second per clip)
   rtf         wall time of TorchSynthesizer.synthesize (text front end + acoustic model + vocoder) / audio seconds
   rtf_model   the same without the text front end (acoustic model + vocoder only)
 
@@ -33,6 +35,7 @@ from typing import Dict, List, Optional, Union
 
 from evaluation import metrics
 from evaluation.asr import Transcriber
+from evaluation.naturalness import dnsmos
 from atomic import write_text_atomic
 from audio import AudioError, read_audio
 from data_utils import FilelistError, Utterance, read_filelist
@@ -71,11 +74,12 @@ def hardware_info(device: str) -> Dict:
 
 def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=None,
              sampling: Optional[SamplingConfig] = None, seed: int = 0, save_audio: Optional[Path] = None,
-             log=print, speaker: Union[None, int, str] = None) -> Dict:
+             log=print, speaker: Union[None, int, str] = None, naturalness: bool = True) -> Dict:
     """Score every utterance; returns {"utterances": [...], "summary": {...}}.
 
     synthesizer: a synthesize.Synthesizer, or None to score the reference audio only. speaker: speak every
-    utterance with this speaker (name or id) instead of the filelist's speaker column.
+    utterance with this speaker (name or id) instead of the filelist's speaker column. naturalness: DNSMOS of
+    the recordings and the synthesized audio.
     A failing utterance (unreadable audio, unspeakable text) is reported in its row and skipped.
     """
     # A multi-speaker voice speaks each utterance's speaker, unless a reference clip sets the voice.
@@ -84,7 +88,7 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
 
     def speaker_of(utt: Utterance):
         return (utt.speaker if speaker is None else speaker) if multi_speaker else None
-    settings = dict(sampling=sampling or SamplingConfig(), seed=seed)
+    settings = dict(sampling=sampling or getattr(synthesizer, "default_sampling", None), seed=seed)
     if synthesizer is not None:  # warm-up: first-call allocations and lazy init are not timed
         synthesizer.synthesize(utterances[0].text, speaker=speaker_of(utterances[0]), **settings)
     rows = []
@@ -97,6 +101,8 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
             asr_seconds = time.perf_counter() - t0
             row["wer_ref"] = metrics.wer(utt.text, row["ref_hyp"])
             row["ref_seconds"] = ref.seconds
+            if naturalness:
+                row.update(_dnsmos(ref.wav, ref.sampling_rate, "_ref"))
             if synthesizer is not None:
                 t0 = time.perf_counter()
                 wav, sr, info = synthesizer.synthesize(utt.text, speaker=speaker_of(utt), **settings)
@@ -114,6 +120,8 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
                 row["mcd"] = metrics.mcd_dtw(ref.wav, ref.sampling_rate, wav, sr)
                 row["log_dur"] = metrics.log_duration_ratio(metrics.speech_seconds(wav, sr),
                                                             metrics.speech_seconds(ref.wav, ref.sampling_rate))
+                if naturalness:
+                    row.update(_dnsmos(wav, sr))
                 if save_audio is not None:
                     from inference.synthesizer import save_wav
                     save_wav(save_audio / f"{row['id']}.wav", wav, sr)
@@ -131,6 +139,12 @@ def evaluate(utterances: List[Utterance], transcriber: Transcriber, synthesizer=
             "summary": summarize(rows, synthesizer is not None)}
 
 
+def _dnsmos(wav, sample_rate: int, suffix: str = "") -> Dict[str, float]:
+    """{"p808" + suffix, "ovrl" + suffix}: the two DNSMOS scores the reports carry."""
+    scores = dnsmos(wav, sample_rate)
+    return {f"p808{suffix}": scores["p808"], f"ovrl{suffix}": scores["ovrl"]}
+
+
 def summarize(rows: List[Dict], with_synthesis: bool) -> Dict:
     ok = [r for r in rows if "error" not in r]
     s: Dict = {"utterances": len(rows), "scored": len(ok), "failed": len(rows) - len(ok)}
@@ -139,6 +153,9 @@ def summarize(rows: List[Dict], with_synthesis: bool) -> Dict:
     s["wer_ref"] = metrics.corpus_wer([r["text"] for r in ok], [r["ref_hyp"] for r in ok])
     s["wer_ref_mean"] = metrics.finite_mean([r["wer_ref"] for r in ok])
     s["ref_audio_seconds"] = float(sum(r["ref_seconds"] for r in ok))
+    for key in ("p808_ref", "ovrl_ref") + (("p808", "ovrl") if with_synthesis else ()):
+        if key in ok[0]:
+            s[f"{key}_mean"] = metrics.finite_mean([r[key] for r in ok])
     if with_synthesis:
         s["wer_synth"] = metrics.corpus_wer([r["text"] for r in ok], [r["synth_hyp"] for r in ok])
         s["wer_synth_mean"] = metrics.finite_mean([r["wer_synth"] for r in ok])
@@ -156,6 +173,7 @@ def format_table(report: Dict) -> str:
     """Per-utterance rows and the summary as a fixed-width text table."""
     synth = "wer_synth" in report["summary"]
     cols = ["id", "words", "wer_ref"] + (["wer_synth", "mcd", "log_dur", "rtf"] if synth else [])
+    cols += [c for c in ("p808_ref", "p808") if f"{c}_mean" in report["summary"]]
 
     def fmt(v):
         return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -169,7 +187,7 @@ def format_table(report: Dict) -> str:
     s = report["summary"]
     total = {"id": "ALL", "words": sum(r["words"] for r in report["utterances"]), "wer_ref": s.get("wer_ref"),
              "wer_synth": s.get("wer_synth"), "mcd": s.get("mcd_mean"), "log_dur": s.get("abs_log_dur_ratio_mean"),
-             "rtf": s.get("rtf")}
+             "rtf": s.get("rtf"), "p808_ref": s.get("p808_ref_mean"), "p808": s.get("p808_mean")}
     lines.append(" ".join(f"{fmt(total[c]):>10}" if i else f"{'ALL':<14}" for i, c in enumerate(cols)))
     note = ("ALL: corpus WER (errors / words), mean MCD dB, mean |log duration ratio|, total compute / total audio"
             if synth else "ALL: corpus WER (errors / words) of the reference audio")
@@ -191,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, help="write the JSON report here")
     p.add_argument("--save-audio", default=None, help="folder for the synthesized WAVs (<id>.wav)")
     p.add_argument("--ground-truth-only", action="store_true", help="only transcribe the reference audio")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip the DNSMOS naturalness scores")
     return p
 
 
@@ -233,7 +252,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.perf_counter()
     report = evaluate(utterances, Transcriber(), synthesizer, sampling, args.seed, save_audio,
-                      speaker=speaker if synthesizer is not None else None)
+                      speaker=speaker if synthesizer is not None else None, naturalness=not args.no_dnsmos)
     report["settings"] = {
         "checkpoint": args.checkpoint, "filelist": str(args.filelist), "limit": args.limit,
         "ground_truth_only": args.ground_truth_only, "asr": "pocketsphinx en-us (bundled model)",

@@ -23,15 +23,17 @@ from models import FlowMatchingSynthesizer
 from training.voice_file import VOCODER_PREFIX, read_vocoder, read_voice
 
 
-def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int]]:
-    """The vocoder weights ('generator.*', EMA when present) of a voice, checkpoint or vocoder file, and its
-    step; CheckpointError unless it was trained on the same mel features as `hps`."""
+def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int], object]:
+    """The vocoder weights ('generator.*', EMA when present) of a voice, checkpoint or vocoder file, its step,
+    and `hps` with that vocoder's generator shape (config.GENERATOR_KEYS: it may be wider than the voice's
+    own); CheckpointError unless it was trained on the same mel features as `hps`."""
     state, theirs, ckpt = read_vocoder(path)
     differ = [k for k in config_lib.MEL_KEYS if getattr(theirs.data, k) != getattr(hps.data, k)]
     if differ:
         raise CheckpointError(f"the vocoder {path} was trained on other mel features ({', '.join(differ)}): "
                               f"it cannot vocode this voice's mels")
-    return {VOCODER_PREFIX + k: v for k, v in state.items()}, ckpt.get("step")
+    hps = hps.replace(**{k: getattr(theirs.model, k) for k in config_lib.GENERATOR_KEYS})
+    return {VOCODER_PREFIX + k: v for k, v in state.items()}, ckpt.get("step"), hps
 
 
 def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False,
@@ -43,18 +45,19 @@ def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = F
     is under "metadata" (clone_voice.py records the source dataset and date there). vocoder: take the
     vocoder from this file instead (e.g. a newer shared vocoder for a voice trained with a frozen one)."""
     state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
-    weights = dict(state.weights)
-    with torch.device("meta"):
-        skeleton = FlowMatchingSynthesizer(state.n_vocab, state.hps)
+    weights, hps = dict(state.weights), state.hps
     if vocoder is not None:
-        swapped, step = vocoder_from(vocoder, state.hps)
-        check_state_fits(skeleton.generator, {k[len(VOCODER_PREFIX):]: v for k, v in swapped.items()}, vocoder)
+        swapped, step, hps = vocoder_from(vocoder, hps)
+        weights = {k: v for k, v in weights.items() if not k.startswith(VOCODER_PREFIX)}
         weights.update(swapped)
         metadata = {**(metadata or {}), "vocoder": {"file": Path(vocoder).name, "step": step}}
+    with torch.device("meta"):
+        skeleton = FlowMatchingSynthesizer(state.n_vocab, hps)
+    check_state_fits(skeleton, weights, vocoder or src)
     buffers = {name for name, _ in skeleton.named_buffers()}
     weights = {k: v.half() if half and k not in buffers and v.is_floating_point() else v
                for k, v in weights.items() if not vocoder_only or k.startswith(VOCODER_PREFIX)}
-    exported = {"ema": weights, "config": state.hps.to_dict(), "n_vocab": state.n_vocab,
+    exported = {"ema": weights, "config": hps.to_dict(), "n_vocab": state.n_vocab,
                 "step": state.checkpoint.get("step"), "weights": "ema-only", "dtype": "float16" if half else "float32",
                 "parts": ["vocoder"] if vocoder_only else ["acoustic", "vocoder"], **({"metadata": metadata} if metadata else {})}
     save_checkpoint(dst, exported)

@@ -22,7 +22,7 @@ import torch
 from runtime import pipeline
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
-from config import HParams
+from config import HParams, default_sampling
 from sampling import SamplingConfig
 from text.sentences import split_sentences  # noqa: F401  (re-exported)
 
@@ -72,7 +72,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
         self.n_vocab = n_vocab
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.default_sampling = SamplingConfig(cfg_scale=hps.model.cfg_scale)  # 10 Euler steps with sway
+        self.default_sampling = default_sampling(hps.model)  # the voice file's own (model.sampling_*)
         self.reference = None  # (log-mel (1, n_mels, T), transcript ids) set by set_reference
 
     def set_reference(self, path: Union[str, Path, None], transcript: str = "") -> None:

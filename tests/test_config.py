@@ -145,3 +145,16 @@ def test_every_shipped_config_loads_and_starts_from_a_shipped_file(path):
             source = hps.model.harmonic_source and any(k.startswith("pitch.") for k in state)
             check_state_fits(MultiBandISTFTGenerator(hps.replace(harmonic_source=source)), state, init)
 
+
+
+def test_a_voice_carries_its_default_sampling(tiny_hps):
+    """model.sampling_steps / sampling_method / cfg_scale: what every path speaks with unless told otherwise."""
+    from config import default_sampling
+    from sampling import SamplingConfig
+
+    hps = tiny_hps.replace(sampling_steps=3, sampling_method="midpoint")
+    assert default_sampling(hps.model) == SamplingConfig(steps=3, method="midpoint", cfg_scale=0.0)
+    with pytest.raises(ConfigError, match="model.sampling_steps.*positive integer"):
+        tiny_hps.replace(sampling_steps=0)
+    with pytest.raises(ConfigError, match="unknown ODE method 'rk45'"):
+        tiny_hps.replace(sampling_method="rk45")

@@ -125,6 +125,17 @@ def test_export_can_take_its_vocoder_from_another_file(tiny_checkpoint, tmp_path
         assert torch.equal(weights[k], expected), k
     assert torch.load(out, weights_only=True)["metadata"]["vocoder"] == {"file": "newer_vocoder.pth", "step": 77}
 
+    # a wider vocoder (another generator shape) brings its shape keys into the voice's config
+    wider = make_tiny_hps(upsample_initial_channel=2 * hps.model.upsample_initial_channel)
+    wide_generator = FlowMatchingSynthesizer(len(text.symbols), wider)
+    torch.save({"ema": wide_generator.state_dict(), "config": wider.to_dict()}, tmp_path / "wider.pth")
+    assert export_voice.main([str(tiny_checkpoint), str(out), "--vocoder", str(tmp_path / "wider.pth")]) == 0
+    state = read_voice(out)
+    assert state.hps.model.upsample_initial_channel == wider.model.upsample_initial_channel
+    assert torch.equal(state.weights["generator.conv_pre.bias"], wide_generator.state_dict()["generator.conv_pre.bias"])
+    assert torch.equal(state.weights["acoustic.cfm.estimator.out_proj.weight"],
+                       original["acoustic.cfm.estimator.out_proj.weight"])
+
     wide = make_tiny_hps(n_mel_channels=64)
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), wide).state_dict(), "config": wide.to_dict()},
                tmp_path / "wide.pth")

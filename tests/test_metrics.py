@@ -205,3 +205,15 @@ def test_loud_band_log_mel_error_finds_where_energy_is_lost(clips):
     low_passed = scipy.signal.sosfiltfilt(scipy.signal.butter(8, 1000, fs=22050, output="sos"), wav)
     low, *upper = metrics.loud_band_log_mel_error(ref, log_mel(low_passed))
     assert abs(low) < 0.1 and all(e < -1 for e in upper)
+
+
+def test_dnsmos_hears_noise_that_leaves_the_words_alone(lj_wavs):
+    """DNSMOS (speechmos's ONNX models, offline): a real recording scores above itself with noise added."""
+    from audio import read_audio
+    from evaluation.naturalness import dnsmos
+
+    clip = read_audio(lj_wavs[0])
+    noisy = clip.wav + np.random.default_rng(0).normal(0, 0.05, len(clip.wav)).astype(np.float32)
+    clean, dirty = dnsmos(clip.wav, clip.sampling_rate), dnsmos(noisy, clip.sampling_rate)
+    assert set(clean) == {"p808", "ovrl", "sig", "bak"} and all(1 <= v <= 5 for v in clean.values())
+    assert clean["p808"] > dirty["p808"] + 0.3 and clean["bak"] > dirty["bak"] + 0.5, (clean, dirty)

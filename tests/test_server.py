@@ -53,7 +53,7 @@ def guided_multi_speaker_voice(path: Path, speaker_names) -> Path:
     """An untrained tiny voice file of the multispeaker recipe: named speakers, trained with condition dropout
     (so guidance is allowed), a velocity net that is not zero (so guidance and speakers change the audio)."""
     hps = make_tiny_hps(n_speakers=len(speaker_names), gin_channels=8, speaker_names=list(speaker_names),
-                        cond_drop_rate=0.2, cfg_scale=1.0)
+                        cond_drop_rate=0.2, cfg_scale=1.0, sampling_steps=3, sampling_method="midpoint")
     torch.manual_seed(0)
     model = FlowMatchingSynthesizer(len(text.symbols), hps)
     wake_velocity_net(model.acoustic.cfm.estimator)
@@ -110,7 +110,9 @@ def test_voices_list_every_speaker_of_every_voice_file(base_url):
     voices = get_json(base_url, "/v1/voices")["voices"]
     assert [(v["name"], v["voice_file"], v["speaker"], v["guidance"]) for v in voices] == [
         ("tiny", "tiny", None, False), ("ann", "multi", "ann", True), ("bob", "multi", "bob", True)]
-    assert all(v["sample_rate"] == 22050 and v["defaults"]["steps"] >= 1 for v in voices)
+    assert all(v["sample_rate"] == 22050 for v in voices)
+    assert [(v["defaults"]["steps"], v["defaults"]["method"], v["defaults"]["cfg_scale"]) for v in voices[1:]] == [
+        (3, "midpoint", 1.0)] * 2  # the voice file's own defaults (model.sampling_steps, sampling_method, cfg_scale)
     assert get_json(base_url, "/health") == {"status": "ok", "voices": ["tiny", "ann", "bob"], "busy": 0}
 
 
@@ -147,6 +149,8 @@ def test_streamed_pcm_and_json_equal_the_python_api(base_url, voice_files):
     assert pcm == api_pcm(tts, HELLO, "ann", seed=1, steps=2)
     for change in ({"seed": 2}, {"steps": 3}, {"input": "Hello there, friends."}, {"voice": "bob"}):
         assert post(base_url, {**request, **change})[1] != pcm, change
+    defaults = {k: v for k, v in request.items() if k != "steps"}  # the voice file's 3 midpoint steps
+    assert post(base_url, defaults)[1] == api_pcm(tts, HELLO, "ann", seed=1) != pcm
     status, body, _ = post(base_url, {**request, "response_format": "json", "speed": 0.5})
     data = json.loads(body)
     assert status == 200 and [w["word"] for w in data["timings"]["words"]] == ["Hello", "there,", "friend."]
@@ -226,6 +230,22 @@ def test_load_test_script(base_url):
     assert report["status_codes"] == {"200": 4} and report["latency"].startswith("p50")
     with pytest.raises(ValueError, match="this machine only"):
         load_test.run("http://10.0.0.1:8000", "tiny", 1, 1, 1)
+
+
+def test_bad_flags_a_busy_port_and_a_broken_voice_stop_the_server_before_it_starts(capsys, tmp_path):
+    for argv, needle in ((["--port", "99999"], "--port must be in [1, 65535], got 99999"),
+                         (["--max-queue", "-1"], "--max-queue must be in"), (["--threads", "0"], "--threads must be")):
+        with pytest.raises(SystemExit) as e:
+            server.main(argv)
+        assert e.value.code == 2 and needle in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert server.main(["--port", str(taken.getsockname()[1]), "--checkpoint", "missing.pth"]) == 2
+        assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    assert server.main(["--port", str(free_port()), "--checkpoint", str(tmp_path / "missing.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.pth" in err and err.count("\n") == 1
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from training.checkpoint import (CheckpointError, load_checkpoint, load_latest_valid, load_state_checked, prune_checkpoints,
                         save_checkpoint)
-from config import ConfigError
+from config import GENERATOR_KEYS, ConfigError
 from training.train_utils import capture_rng, restore_rng, seed_everything
 
 
@@ -173,8 +173,7 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
 def _generator_keys(config: Optional[dict]) -> str:
     """The width and shape keys of the vocoder in a checkpoint's config dict, as `key=value` text."""
     model = (config or {}).get("model", {})
-    keys = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock", "subbands",
-            "gen_istft_n_fft", "gin_channels", "speaker_conditioned_vocoder", "harmonic_source")
+    keys = GENERATOR_KEYS + ("gin_channels", "speaker_conditioned_vocoder")
     return ", ".join(f"model.{k}={model[k]}" for k in keys if k in model) or "(the file holds no config)"
 
 
