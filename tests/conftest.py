@@ -55,6 +55,13 @@ def one_thread():
         yield
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                              reason="needs a CUDA GPU"))])
+def device(request) -> str:
+    """Each device a test's code path runs on: "cpu" always, "cuda" where a GPU is present."""
+    return request.param
+
+
 @pytest.fixture
 def tiny_hps() -> HParams:
     """The tiny HParams (frozen: tests make changed copies with .replace)."""

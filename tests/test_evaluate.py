@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from evaluation import evaluate
+from evaluation import evaluate, metrics
 import text
 from training.checkpoint import save_checkpoint
 from conftest import make_tiny_hps
@@ -38,6 +38,8 @@ def _finite(x) -> bool:
 
 
 def test_end_to_end_with_tiny_checkpoint(tiny_ckpt, lj_metadata, tmp_path, capsys):
+    """Catches a score computed on the wrong audio or text: every row's WER, MCD, duration ratio and RTF are
+    recomputed from the saved WAV, the recording and the transcripts."""
     out, audio_dir = tmp_path / "report.json", tmp_path / "wavs"
     rc = evaluate.main(["--checkpoint", str(tiny_ckpt), "--filelist", str(lj_metadata), "--limit", "2",
                         "--steps", "2", "--temperature", "0.5", "--output", str(out), "--save-audio", str(audio_dir)])
@@ -53,11 +55,17 @@ def test_end_to_end_with_tiny_checkpoint(tiny_ckpt, lj_metadata, tmp_path, capsy
     for r in rows:
         for key in ROW_SYNTH:
             assert _finite(r[key]), (r["id"], key, r[key])
-        assert isinstance(r["synth_hyp"], str) and isinstance(r["ref_hyp"], str)
-        assert r["wer_synth"] >= 0 and r["words"] > 0
-        assert r["log_dur"] == pytest.approx(math.log(r["synth_seconds"] / r["ref_seconds"]), abs=1.0)
-        info = sf.info(str(audio_dir / f"{r['id']}.wav"))
-        assert info.samplerate == 22050 and info.frames / 22050 == pytest.approx(r["synth_seconds"], abs=1e-3)
+        assert r["wer_synth"] == metrics.wer(r["text"], r["synth_hyp"]) and r["words"] > 0
+        assert r["wer_ref"] == metrics.wer(r["text"], r["ref_hyp"])
+        assert r["rtf"] == pytest.approx(r["compute_seconds"] / r["synth_seconds"])
+        synth, sr = sf.read(str(audio_dir / f"{r['id']}.wav"), dtype="float32")
+        ref, ref_sr = sf.read(str(lj_metadata.parent / "wavs" / f"{r['id']}.wav"), dtype="float32")
+        assert sr == 22050 and len(synth) / sr == pytest.approx(r["synth_seconds"], abs=1e-6)
+        assert ref_sr == 22050 and len(ref) / ref_sr == pytest.approx(r["ref_seconds"], abs=1e-6)
+        speech = metrics.speech_seconds(synth, sr) / metrics.speech_seconds(ref, ref_sr)
+        assert r["log_dur"] == pytest.approx(math.log(speech), abs=1e-4)  # the saved WAV is 16-bit
+        assert r["mcd"] == pytest.approx(metrics.mcd_dtw(ref, ref_sr, synth, sr), abs=1e-3)
+        assert r["mcd"] > 2.0 > metrics.mcd_dtw(ref, ref_sr, ref, ref_sr)  # noise from an untrained model
     # the corpus WER weighs utterances by their words
     words = [r["words"] for r in rows]
     assert s["wer_ref"] == pytest.approx(sum(r["wer_ref"] * w for r, w in zip(rows, words)) / sum(words))

@@ -160,15 +160,16 @@ def tts(tiny_checkpoint) -> TorchSynthesizer:
 def expected_samples(tts: TorchSynthesizer, sentence: str, duration_scale: float = 1.0) -> int:
     """Oracle: frames from the duration predictor for this sentence alone, times hop."""
     (ids,) = tts.prepare(sentence)
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=tts.device)
     acoustic = tts.model.acoustic
     with torch.no_grad():
-        h, _, x_mask, g = acoustic._encode(x, torch.tensor([len(ids)]), None)
+        h, _, x_mask, g = acoustic._encode(x, torch.tensor([len(ids)], device=tts.device), None)
         frames = int(acoustic.predict_durations(h, x_mask, g, duration_scale).sum())
     return frames * tts.hop_length
 
 
-def test_api_sentence_length_and_info(tts):
+def test_api_sentence_length_and_info(tts, tiny_checkpoint, device):
+    tts = tts if device == "cpu" else TorchSynthesizer.from_checkpoint(tiny_checkpoint, device=device)
     audio, sr, info = tts.synthesize(SENTENCE, sampling=SamplingConfig(steps=4))
     assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
     assert sr == tts.hps.data.sampling_rate == 22050
@@ -492,7 +493,6 @@ def test_cli_bad_input(bad_results, name):
     ("speaker on single-speaker model", ["--text", "Hi.", "--speaker", "2"], ["single speaker"]),
     ("cuda without gpu", ["--text", "Hi.", "--device", "cuda"], ["CUDA"]),
     ("zero threads", ["--text", "Hi.", "--threads", "0"], ["threads"]),
-    ("zero duration scale", ["--text", "Hi.", "--duration-scale", "0"], ["duration scale"]),
     ("negative guidance", ["--text", "Hi.", "--cfg-scale", "-1"], ["guidance scale"]),
     ("reference without its words", ["--text", "Hi.", "--ref-audio", "{work}/ref.wav"], ["--ref-text"]),
     ("reference on a voice without prompting", ["--text", "Hi.", "--ref-audio", "{clip}", "--ref-text", "Hello."],
@@ -524,20 +524,44 @@ def test_cli_main_rare_mistakes(tiny_checkpoint, bad_env, capsys, name, argv, wo
 # test_flow_matching.py (self-check + speed table script)
 # ----------------------------------------------------------------------------------------------------
 
-def test_self_check_script_and_speed_table():
-    proc = run_cli("--config", str(ROOT / "configs" / "tiny.json"), "--steps", "1", "3", "--runs", "1",
-                   "--threads", "1", "--audio-seconds", "1.0", script=ROOT / "test_flow_matching.py")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "All Flow Matching core tests passed!" in out and "All FlowMatchingSynthesizer tests passed!" in out
-    assert "FAIL" not in out
-    for stated in ("hardware:", "1 threads", "dtype fp32", "warm-up", "median of 1 runs", "vocoder included",
-                   "1.00 s (86 frames"):
+def test_speed_table_states_its_setup_and_every_row(tiny_checkpoint, capsys):
+    """Catches a wrong NFE, ms/NFE or RTF column in test_flow_matching.py's speed table, timed on the tiny
+    checkpoint at 5/10/20 steps (--no-checks: its self-checks are modules of this suite)."""
+    import test_flow_matching as script
+
+    assert script.main(["--checkpoint", str(tiny_checkpoint), "--no-checks", "--runs", "1", "--threads", "1",
+                        "--audio-seconds", "1.0"]) == 0
+    out = capsys.readouterr().out
+    for stated in ("hardware:", "1 threads", "dtype fp32", "EMA weights", "warm-up", "median of 1 runs",
+                   "vocoder included", "1.00 s (86 frames"):
         assert stated in out, stated
-    rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["1", "euler"], ["3", "euler"],
-                                                                             ["1", "midpoint"], ["3", "midpoint"])]
-    assert sorted((r[1], int(r[0]), int(r[2])) for r in rows) == [
-        ("euler", 1, 1), ("euler", 3, 3), ("midpoint", 1, 2), ("midpoint", 3, 6)]  # NFE column
-    for r in rows:
-        ac, voc, total, rtf = float(r[4]), float(r[5]), float(r[6]), float(r[9])
-        assert ac > 0 and voc > 0 and rtf == pytest.approx(total / (86 * 256 / 22050), rel=0.02, abs=2e-3)
+    assert "Running" not in out
+    rows = {(r[1], int(r[0])): r for r in map(str.split, out.splitlines()) if len(r) == 10 and r[0].isdigit()}
+    assert {key: int(r[2]) for key, r in rows.items()} == {  # the NFE column
+        ("euler", 5): 5, ("euler", 10): 10, ("euler", 20): 20, ("midpoint", 5): 10, ("midpoint", 10): 20,
+        ("midpoint", 20): 40}
+    seconds = 86 * 256 / 22050
+    for r in rows.values():
+        nfe, (ms, ac, voc, total, rtf_ac, rtf_voc, rtf) = int(r[2]), map(float, r[3:])
+        assert ac > 0 and voc > 0 and total == pytest.approx(ac + voc, abs=2e-3)  # one run: the median is it
+        assert ms == pytest.approx(1000 * ac / nfe, abs=1)
+        for part, ratio in ((ac, rtf_ac), (voc, rtf_voc), (total, rtf)):
+            assert ratio == pytest.approx(part / seconds, rel=0.02, abs=2e-3)
+
+
+def test_self_checks_gate_the_speed_table(monkeypatch, capsys, tmp_path):
+    """Catches a failing self-check that does not fail test_flow_matching.py: exit 1, the failed modules
+    named, no speed table; and run_checks reads pytest's exit status."""
+    import test_flow_matching as script
+
+    run_checks, ran = script.run_checks, []
+    monkeypatch.setattr(script, "run_checks", lambda modules: ran.append(modules) or len(ran) == 1)
+    assert script.main(["--config", str(ROOT / "configs" / "tiny.json"), "--steps", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert ran == [modules for _, modules in script.CHECK_SUITES] and all((ROOT / m).is_file() for ms in ran for m in ms)
+    assert "All Flow Matching core tests passed!" in out and "Speed" not in out
+    assert "checks FAILED in tests/test_synthesizer.py, tests/test_vocoder.py" in err
+    (tmp_path / "test_passes.py").write_text("def test_one():\n    assert True\n")
+    (tmp_path / "test_fails.py").write_text("def test_one():\n    assert False\n")
+    assert run_checks([str(tmp_path / "test_passes.py")]) is True
+    assert run_checks([str(tmp_path / "test_fails.py")]) is False

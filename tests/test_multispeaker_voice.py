@@ -3,7 +3,7 @@
 pretrained/multispeaker.pth was trained on the multi-voice corpus (see pretrained/MULTISPEAKER.md). Three of
 its voices read held-out sentences (corpus/test_ids.txt: no voice trained on them); the offline recogniser
 scores them and resemblyzer checks that a voice's sentences are closer to each other than to another
-voice's. Bounds come from the values measured when the voice was exported, with margin for another CPU.
+voice's. The WER bounds are 1.5x the measured values, so a regression of a few words fails them.
 """
 import numpy as np
 import pytest
@@ -20,8 +20,11 @@ VOICE = ROOT / "pretrained" / "multispeaker.pth"
 SPEAKERS = ["awb", "flite_slt", "kal", "kal16", "rms", "slt_hts", "ljspeech"]
 CHECKED = ["slt_hts", "awb", "rms"]  # a female and two male voices, two engines
 N_SENTENCES = 4
-# Measured 2026-12-02 (Intel Xeon, 4 Euler steps, guidance 1): slt_hts 0.244, awb 0.171, rms 0.073 (41 words)
-MAX_WER = {"slt_hts": 0.40, "awb": 0.35, "rms": 0.25}
+# Measured 2026-12-07 (AMD EPYC, 4 Euler steps, guidance 1): slt_hts 0.244, awb 0.098, rms 0.073 (41 words;
+# 2026-12-02 on an Intel Xeon: 0.244, 0.171, 0.073). Bounds: 1.5x, so two or three more wrong words fail;
+# awb's is set above the Xeon's 0.171 (CI may run on another CPU), still below 0.220 of a real regression
+# (durations rounded down instead of to the nearest frame).
+MAX_WER = {"slt_hts": 0.37, "awb": 0.18, "rms": 0.11}
 # Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured
 # 0.917 - 0.649 = 0.268
 MIN_VOICE_MARGIN = 0.15

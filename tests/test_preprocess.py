@@ -112,6 +112,7 @@ def test_every_bad_input_is_in_one_summary_table(bad_run):
 
 
 def test_filelists_hold_exactly_the_good_clips_with_phonemes(bad_run):
+    """Catches a filelist line with a symbol the model lacks, or with no phonemes, or a bad clip kept."""
     _, _, root, out = bad_run
     train, val = read_filelist(out / "train.txt"), read_filelist(out / "val.txt")
     assert len(val) == 1
@@ -119,7 +120,8 @@ def test_filelists_hold_exactly_the_good_clips_with_phonemes(bad_run):
     assert names == ["LJ001-0002.wav", "LJ001-0004.wav", "emoji.wav", "stereo.wav"]
     for u in train + val:
         assert u.wav_path.startswith("/") and not u.raw_text
-        text.cleaned_text_to_sequence(u.text)  # no unknown symbols (would warn) nor empty text
+        assert set(u.text) <= set(text.symbols), u.text  # no unknown symbols (they would only warn)
+        text.cleaned_text_to_sequence(u.text)  # nor empty text (raises)
     by_name = {u.wav_path.rsplit("/", 1)[-1]: u.text for u in train + val}
     assert by_name["LJ001-0002.wav"] == "ɪn bˌiːɪŋ kəmpˈæɹətˌɪvli mˈɑːdɚn."
     assert by_name["emoji.wav"] == text.clean_text("Hello there.")

@@ -28,9 +28,9 @@ def tiny_model(**overrides) -> FlowMatchingSynthesizer:
 
 
 @pytest.mark.parametrize("method,nfe_per_step", [("euler", 1), ("midpoint", 2)])
-def test_sentence_to_audio_of_predicted_length(method, nfe_per_step):
-    model = tiny_model()
-    ids, lengths = encode(SENTENCES, model.hps)
+def test_sentence_to_audio_of_predicted_length(method, nfe_per_step, device):
+    model = tiny_model().to(device)
+    ids, lengths = (x.to(device) for x in encode(SENTENCES, model.hps))
     audio, durations, mel, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=4, method=method),
                                                rng=torch.Generator().manual_seed(0))
     mel_lengths = durations.sum(1)
@@ -38,7 +38,7 @@ def test_sentence_to_audio_of_predicted_length(method, nfe_per_step):
     assert torch.equal(extra["audio_lengths"], mel_lengths * 256)
     assert audio.shape == (2, 1, int(mel_lengths.max()) * 256)
     assert mel.shape == (2, 80, int(mel_lengths.max()))
-    assert (durations[lengths.unsqueeze(1) > torch.arange(ids.size(1))] >= 1).all()  # every token spoken
+    assert (durations[lengths.unsqueeze(1) > torch.arange(ids.size(1), device=device)] >= 1).all()  # all spoken
     assert torch.isfinite(audio).all() and audio.abs().max() > 0
     short = int(lengths.argmin())
     assert audio[short, :, int(extra["audio_lengths"][short]):].abs().max() == 0  # nothing past its length
@@ -63,25 +63,20 @@ def test_batch_matches_items_alone():
         assert torch.allclose(batch_audio[i, :, :keep], alone[0, :, :keep], atol=1e-4)
 
 
-def test_remove_weight_norm_keeps_audio():
-    model = tiny_model()
-    ids, lengths = encode(SENTENCES[1:], model.hps)
-    before = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), rng=torch.Generator().manual_seed(0))[0]
-    model.remove_weight_norm()
-    after = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), rng=torch.Generator().manual_seed(0))[0]
-    assert torch.allclose(before, after, atol=1e-5)
-
-
 def test_multi_speaker_vocoder_is_conditioned():
+    """Catches the vocoder's speaker input zeroed or ignored: two speakers' audio from one mel differ by far more
+    than float noise (measured: 24 % of the signal's norm)."""
     model = tiny_model(gin_channels=8, n_speakers=3)
     assert model.generator.cond is not None
     mel = torch.randn(1, 80, 12) - 5
     with torch.no_grad():
         a, _ = model.vocode(mel, torch.tensor([0]))
         b, _ = model.vocode(mel, torch.tensor([2]))
-    assert a.shape == (1, 1, 12 * 256) and (a - b).abs().max() > 0
+    assert a.shape == (1, 1, 12 * 256) and (a - b).norm() > 0.05 * a.norm()
     with pytest.raises(ValueError, match="speakers"):
         model.vocode(mel)
+    with pytest.raises(ValueError, match="gin_channels"):  # a one-voice vocoder refuses a speaker
+        tiny_model().generator(mel, torch.ones(1, 8, 1))
     ids, lengths = encode(SENTENCES[1:], model.hps)
     audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([1]))
     assert audio.shape[-1] == int(extra["audio_lengths"][0])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -340,8 +341,9 @@ def test_nonfinite_loss_skips_the_update_and_is_logged(tiny_config, tmp_path, ca
     assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
-def test_bf16_autocast_step_runs_on_cpu(tiny_config, tmp_path):
-    trainer = make_trainer(tiny_config, tmp_path / "run", bf16_run=True)
+def test_bf16_autocast_step_runs_on_each_device(tiny_config, tmp_path, device):
+    hps = config_lib.load_config(tiny_config).replace(bf16_run=True)
+    trainer = train.Trainer(hps, tmp_path, distributed.DistContext(device=torch.device(device)), tensorboard=False)
     assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
     batch = first_batch(trainer)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -440,7 +442,9 @@ def test_init_checkpoint_refuses_a_harmonic_vocoder_for_a_config_without_one(res
 
 
 class SmallDiscriminator(torch.nn.Module):
-    """Stand-in with the Discriminator interface; the real one (58M parameters) takes ~10 s a step here."""
+    """Stand-in with the Discriminator interface for the bookkeeping tests (the real one at its default 1024
+    channels, 58M parameters, takes ~10 s a step here; test_real_discriminator_learns_in_a_training_step
+    runs a 16-channel real one)."""
 
     def __init__(self, hps):
         super().__init__()
@@ -476,6 +480,21 @@ def test_discriminator_has_its_own_optimizer_and_checkpoint(tiny_config, tmp_pat
     for k, v in trainer.discriminator.state_dict().items():
         assert torch.equal(v, again.discriminator.state_dict()[k]), k
     assert again.optimizers["discriminator"].state_dict()["state"]  # Adam moments restored
+
+
+def test_real_discriminator_learns_in_a_training_step(tiny_config, tmp_path):
+    """Catches the real Discriminator (not the stand-in above) not learning in train_step: every weight of a
+    16-channel one (58k parameters) moves, and every loss is finite."""
+    from training.discriminators import Discriminator
+    hps = config_lib.load_config(tiny_config).replace(use_discriminator=True, discriminator_channels=16,
+                                                      train_acoustic=False)
+    trainer = train.Trainer(hps, tmp_path, tensorboard=False)
+    assert type(trainer.discriminator) is Discriminator
+    before = {k: v.clone() for k, v in trainer.discriminator.named_parameters()}
+    result = trainer.train_step(first_batch(trainer))
+    assert not result.skipped and {"disc", "gen", "fm", "mel"} <= set(result.losses)
+    assert all(math.isfinite(v) for v in [*result.losses.values(), *result.grad_norms.values()]), result
+    assert not [k for k, v in trainer.discriminator.named_parameters() if torch.equal(v, before[k])]
 
 
 def test_adversarial_weight_scales_the_generators_lsgan_term(tiny_config, tmp_path, monkeypatch):
