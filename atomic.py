@@ -10,6 +10,7 @@ the permissions the umask gives an ordinary new file (mkstemp alone would make i
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -56,6 +57,15 @@ def write_text_atomic(path: PathLike, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes: which model or voice file wrote a folder (export_onnx, teacher_forced_mels)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def writer_pid(tmp_name: str) -> Optional[int]:
     """The pid in a temporary file name made by atomic_write, or None if it is not one."""
     pid = tmp_name.rpartition(TMP_MARK)[2].partition("-")[0]
@@ -83,27 +93,31 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = ()) -> Path:
+def check_output_path(path: Union[str, Path], inputs: Sequence[Union[None, str, Path]] = (),
+                      flag: str = "--output", example: str = "out.wav") -> Path:
     """Raise OSError with a clear message unless a file can be written at `path` (checked up front).
 
     inputs: files the run reads (checkpoint, config, text file) or writes besides `path` (another output):
-    `path` naming one of them is refused with ValueError, since writing it would destroy the other."""
+    `path` naming one of them is refused with ValueError, since writing it would destroy the other.
+    flag: the option that gave `path` (--output, --alignments, ...), named in the messages; example: a file
+    name suggested when `path` is a folder."""
     path = Path(path)
     for source in inputs:
         if source is not None and _same_file(path, Path(source)):
-            raise ValueError(f"output path {path} is one of the inputs or outputs ({source}); writing there would "
-                             f"destroy it: choose another output path")
+            raise ValueError(f"{flag} {path} is one of the inputs or outputs ({source}); writing there would "
+                             f"destroy it: choose another {flag}")
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise IsADirectoryError(f"output path {path} is a directory; give a file name such as {path / 'out.wav'}")
+        raise IsADirectoryError(f"{flag} {path} is a directory; give a file name such as {path / example}")
     if not parent.exists():
-        raise FileNotFoundError(f"output directory {parent} does not exist; create it first or choose another --output")
+        raise FileNotFoundError(f"{flag} directory {parent} does not exist; create it first or choose another {flag}")
     if not parent.is_dir():
-        raise NotADirectoryError(f"output directory {parent} is not a directory")
+        raise NotADirectoryError(f"{flag} directory {parent} is not a directory; choose another {flag}")
     try:  # os.access is unreliable (root, ACLs, read-only mounts): really try to create a file
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".write-test-", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise PermissionError(f"cannot write to output directory {parent}: {e.strerror or e}") from None
+        raise PermissionError(f"cannot write to {flag} directory {parent}: {e.strerror or e}; choose another "
+                              f"{flag}") from None
     return path

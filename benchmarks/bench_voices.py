@@ -4,12 +4,15 @@
         --limit 10 --output benchmarks/results/guidance.json
     python benchmarks/bench_voices.py clone --voice logs/multispeaker/G_4000.pth --minutes 1 5 \
         --adapt-steps 200 --limit 10 --output benchmarks/results/cloning.json
+    python benchmarks/bench_voices.py clone --voice pretrained/multispeaker.pth --defaults --prompt-seconds \
+        --limit 10 --output benchmarks/results/cloning_defaults.json      # clone_voice.py --dataset D -m R only
 
 The corpus is build_voices.py's (datasets/multivoice): speakers.json names the trained voices and the
 held-out one, test_<voice>.txt holds each voice's held-out sentences (never trained on by any voice),
 unseen_<voice>.txt every clip of the held-out voice.
 
-Every row reports pocketsphinx WER (corpus level; beside it the recordings' own WER, the ceiling), MCD
+Every row reports pocketsphinx WER (corpus level; beside it the recordings' own WER, the ceiling), DNSMOS
+P.808 and OVRL (beside the recordings' own), MCD
 against the recording (dB, DTW) and speaker similarity: the cosine between an utterance's resemblyzer
 embedding and the centroid of the voice's real clips. The similarity scale is set by the recordings
 themselves: `same` (a held-out recording against its own voice's centroid) and `different` (against
@@ -64,7 +67,7 @@ class Corpus:
 
     def held_out_split(self, limit: Optional[int]):
         """(test utterances: the sentences held out of all training, the rest: material to clone from)."""
-        test_ids = {Path(u.wav_path).stem for u in self.test(self.names[0], None)}
+        test_ids = set((ROOT / "voices" / "corpus" / "test_ids.txt").read_text(encoding="utf-8").split())
         clips = evaluation.load_utterances(self.folder / f"unseen_{self.held_out}.txt")
         test = [u for u in clips if Path(u.wav_path).stem in test_ids][:limit]
         return test, [u for u in clips if Path(u.wav_path).stem not in test_ids]
@@ -78,7 +81,9 @@ def score(utts, transcriber, tts, sampling, encoder, centroid, speaker=None) -> 
         report = evaluation.evaluate(utts, transcriber, tts, sampling, save_audio=Path(tmp), log=lambda *_: None)
         sims = [encoder.similarity(encoder.embed_file(p), centroid) for p in sorted(Path(tmp).glob("*.wav"))]
     s = report["summary"]
-    return {k: s.get(k) for k in ("wer_ref", "wer_synth", "mcd_mean", "rtf", "nfe", "scored")} | {
+    keys = ("wer_ref", "wer_synth", "mcd_mean", "rtf", "nfe", "scored", "p808_mean", "p808_ref_mean", "ovrl_mean",
+            "ovrl_ref_mean")
+    return {k: s.get(k) for k in keys} | {
         "similarity": statistics.fmean(sims) if sims else None}
 
 
@@ -112,7 +117,7 @@ def guidance(args) -> Dict:
     ref = similarity_levels(encoder, corpus, voices, args.limit)
     rows = []
     for scale in args.scales:
-        sampling = SamplingConfig(steps=args.steps, cfg_scale=scale)
+        sampling = tts.default_sampling.replace(cfg_scale=scale, **({"steps": args.steps} if args.steps else {}))
         for v in voices:
             row = {"scale": scale, "voice": v, **score(corpus.test(v, args.limit), transcriber, tts, sampling,
                                                       encoder, ref["centroids"][v])}
@@ -128,13 +133,13 @@ def clone(args) -> Dict:
 
     corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
     test, pool = corpus.held_out_split(args.limit)
-    others = [v for v in corpus.names if len(corpus.test(v, None)) >= args.limit]
+    others = [v for v in corpus.names if corpus.train_clips(v)]
     centroid = encoder.centroid([u.wav_path for u in pool[-CENTROID_CLIPS:]])
     embs = [encoder.embed_file(u.wav_path) for u in test]
     held_out = levels(encoder, embs, centroid, list(voice_centroids(encoder, corpus, others).values()))
     print(f"{corpus.held_out}: same-voice similarity {held_out['same']:.3f}, different voices "
           f"{held_out['different']:.3f}")
-    sampling = SamplingConfig(steps=args.steps)
+    sampling = SamplingConfig(steps=args.steps) if args.steps else None  # None: each voice's own default
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -148,19 +153,23 @@ def clone(args) -> Dict:
             print(_line(row), flush=True)
         base.set_reference(None)
         dataset = _ljspeech_folder(pool, tmp / corpus.held_out)
-        for adapt, minutes in [(a, m) for a in args.adapt for m in args.minutes]:
-            run = tmp / f"adapt_{adapt}_{minutes:g}"
+        recipes = [("defaults", None)] if args.defaults else [(a, m) for a in args.adapt for m in args.minutes]
+        for adapt, minutes in recipes:
+            run = tmp / f"adapt_{adapt}_{minutes}"
+            flags = ["--dataset", str(dataset), "-m", str(run)]
+            if not args.defaults:
+                flags += ["--base", args.voice, "--name", corpus.held_out, "--minutes", str(minutes), "--steps",
+                          str(args.adapt_steps), "--vocoder-steps", str(args.vocoder_steps), "--adapt", adapt,
+                          "--device", "cpu"] + (["--vocoder-bf16"] if args.vocoder_bf16 else [])
             t0 = time.perf_counter()
-            code = clone_voice.main(["--dataset", str(dataset), "--base", args.voice, "-m", str(run), "--name",
-                                     corpus.held_out, "--minutes", str(minutes), "--steps", str(args.adapt_steps),
-                                     "--vocoder-steps", str(args.vocoder_steps),
-                                     "--adapt", adapt, "--device", "cpu"] + (["--vocoder-bf16"] if args.vocoder_bf16 else []))
+            code = clone_voice.main(flags)
             if code != 0:
                 raise RuntimeError(f"clone_voice.py failed with exit code {code}")
             tts = TorchSynthesizer.from_checkpoint(run / "voice.pth")
-            row = {"method": f"adapt {adapt}", "minutes": minutes, "adapt_steps": args.adapt_steps,
-                   "vocoder_steps": args.vocoder_steps, "vocoder_bf16": args.vocoder_bf16,
-                   "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
+            recipe = {"flags": flags[4:]} if args.defaults else {
+                "minutes": minutes, "adapt_steps": args.adapt_steps, "vocoder_steps": args.vocoder_steps,
+                "vocoder_bf16": args.vocoder_bf16}
+            row = {"method": f"adapt {adapt}", **recipe, "adapt_cpu_minutes": (time.perf_counter() - t0) / 60,
                    **score(test, transcriber, tts, sampling, encoder, centroid, speaker=tts.n_speakers - 1)}
             rows.append(row | {"progress": progress(row["similarity"], **held_out)})
             print(_line(row), flush=True)
@@ -217,7 +226,10 @@ def main(argv=None) -> int:
                    help="clone: what adaptation trains (clone_voice.py --adapt)")
     p.add_argument("--vocoder-bf16", action="store_true", help="clone: clone_voice.py --vocoder-bf16")
     p.add_argument("--prompt-seconds", type=float, nargs="*", default=[6.0, 20.0], help="clone: reference lengths")
-    p.add_argument("--steps", type=int, default=10, help="ODE steps (euler, sway)")
+    p.add_argument("--steps", type=int, default=None, help="ODE steps (euler, sway, no guidance; default: each "
+                                                          "voice's own default sampling)")
+    p.add_argument("--defaults", action="store_true",
+                   help="clone: clone_voice.py with only --dataset and -m (its defaults: the shipped recipe)")
     p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")
     p.add_argument("--output", help="JSON report")
     args = p.parse_args(argv)

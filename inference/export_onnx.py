@@ -12,6 +12,9 @@ Writes to OUT_DIR:
   voice.json      symbols, cleaners, language, add_blank, sample rate, hop, mel statistics, prior start,
                   speaker count and the default sampling settings
   *_int8.onnx     with --int8: onnxruntime's dynamic int8 quantization of the velocity net and vocoder
+OUT_DIR must be new, empty or an earlier export of the same voice file (voice.json records the file's SHA-256):
+another voice's export is refused, never mixed with this one, and re-exporting without --int8 removes the
+earlier int8 graphs. --cfg-scale is refused for a voice that never learned the unconditional velocity.
 Lengths are dynamic on every axis that is a length. onnx_runtime.py runs the folder with onnxruntime and
 numpy only. A TensorRT engine can be built from the same files on a GPU, e.g.
     trtexec --onnx=velocity.onnx --saveEngine=velocity.plan --fp16 \
@@ -33,12 +36,15 @@ import torch
 from torch import nn
 
 import text as text_lib
-from atomic import write_text_atomic
+from atomic import file_sha256, write_text_atomic
+from config import default_sampling, guidance_refusal
 from sampling import SamplingConfig
 from training.voice_file import load_voice
 
 OPSET = 17
 FORMAT_VERSION = 1
+GRAPHS = ("encoder.onnx", "velocity.onnx", "vocoder.onnx")
+INT8_GRAPHS = ("velocity_int8.onnx", "vocoder_int8.onnx")
 
 
 class EncoderGraph(nn.Module):
@@ -80,6 +86,24 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], o
                           output_names=list(outputs), dynamic_axes=dynamic, opset_version=OPSET)
 
 
+def check_out_dir(out_dir: Path, sha256: str) -> None:
+    """ValueError unless out_dir is missing, empty, or an earlier export of this very voice file (its voice.json
+    "source" has the same SHA-256): writing into another voice's export would mix the two."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; give a folder")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        source = json.loads((out_dir / "voice.json").read_text(encoding="utf-8")).get("source") or {}
+    except (OSError, ValueError, AttributeError):
+        source = {}
+    if isinstance(source, dict) and source.get("sha256") == sha256:
+        return
+    held = f"the export of {source['file']}" if isinstance(source, dict) and source.get("file") else "other files"
+    raise ValueError(f"{out_dir} already holds {held}, not an export of this voice file; choose an empty folder "
+                     f"or remove it first")
+
+
 def voice_json(hps, step, sampling: SamplingConfig) -> dict:
     d, m = hps.data, hps.model
     return {"format_version": FORMAT_VERSION, "symbols": list(text_lib.symbols), "text_cleaners": list(d.text_cleaners),
@@ -89,15 +113,22 @@ def voice_json(hps, step, sampling: SamplingConfig) -> dict:
             "speaker_names": list(d.speaker_names), "default_speaker": d.default_speaker,
             "gin_channels": m.gin_channels if d.n_speakers > 1 else 0,
             "cond_channels": m.hidden_channels + d.n_mel_channels * (2 if m.prompt_context else 1),
-            "sampling": dataclasses.asdict(sampling), "step": step}
+            "sampling": dataclasses.asdict(sampling), "guidance_refusal": guidance_refusal(hps), "step": step}
 
 
-def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: SamplingConfig = SamplingConfig(),
-           cfg_scale: Optional[float] = None) -> dict:
-    """Write the folder (see the module docstring); returns voice.json's content. The stored default guidance
-    scale is cfg_scale, or the voice's model.cfg_scale when None."""
+def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_changes) -> dict:
+    """Write the folder (see the module docstring); returns voice.json's content. The stored default sampling
+    is the voice file's own (config.default_sampling), with `sampling_changes` (steps, method, cfg_scale, ...)
+    where given.
+
+    out_dir must be missing, empty or an earlier export of the same voice file (check_out_dir); re-exporting
+    without int8 removes that export's int8 graphs, so the folder never holds graphs of another export."""
+    sha256 = file_sha256(checkpoint)
+    check_out_dir(out_dir, sha256)
     model, hps = load_voice(checkpoint, istft_impl="conv")
-    sampling = sampling.replace(cfg_scale=hps.model.cfg_scale if cfg_scale is None else cfg_scale)
+    sampling = default_sampling(hps.model).replace(**sampling_changes)
+    if sampling.cfg_scale and guidance_refusal(hps):
+        raise ValueError(f"--cfg-scale {sampling.cfg_scale:g}: {guidance_refusal(hps)}")
     acoustic, d = model.acoustic, hps.data
     if acoustic.duration_predictor is None:
         raise ValueError(f"{checkpoint} has no duration predictor (model.use_duration_predictor false): the "
@@ -127,7 +158,11 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, sampling: Sampli
     export_vocoder(model.generator, g if model.generator.cond is not None else (), out_dir, t_mel)  # shared: no g
     if int8:
         quantize(out_dir)
+    else:
+        for name in INT8_GRAPHS:  # an earlier export's, of this same voice (check_out_dir)
+            (out_dir / name).unlink(missing_ok=True)
     info = voice_json(hps, read_step(checkpoint), sampling)
+    info["source"] = {"file": Path(checkpoint).name, "sha256": sha256}
     write_text_atomic(out_dir / "voice.json", json.dumps(info, indent=2) + "\n")
     return info
 
@@ -159,24 +194,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("checkpoint", help="voice file or G_<step>.pth")
     p.add_argument("out_dir", help="folder for the graphs and voice.json (created)")
     p.add_argument("--int8", action="store_true", help="also write int8-quantized velocity and vocoder graphs")
-    p.add_argument("--steps", type=int, default=2,
-                   help="default ODE steps stored for the runtime (default 2: see the few-step table in the README)")
-    p.add_argument("--method", default="euler", help="default solver stored for the runtime (default euler)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="default ODE steps stored for the runtime (default: the voice's own, model.sampling_steps)")
+    p.add_argument("--method", default=None,
+                   help="default solver stored for the runtime (default: the voice's own, model.sampling_method)")
     p.add_argument("--cfg-scale", type=float, default=None,
                    help="default guidance scale stored for the runtime (default: the voice's model.cfg_scale)")
     args = p.parse_args(argv)
     out = Path(args.out_dir)
-    if out.exists() and not out.is_dir():
-        print(f"error: {out} is a file; give a folder", file=sys.stderr)
-        return 2
     try:
-        sampling = SamplingConfig(steps=args.steps, method=args.method)
-        info = export(Path(args.checkpoint), out, args.int8, sampling, args.cfg_scale)
+        changes = {k: v for k, v in (("steps", args.steps), ("method", args.method), ("cfg_scale", args.cfg_scale))
+                   if v is not None}
+        SamplingConfig(**changes)  # a bad value fails before anything is loaded
+        if not Path(args.checkpoint).is_file():
+            raise FileNotFoundError(f"voice file {args.checkpoint} does not exist")
+        info = export(Path(args.checkpoint), out, args.int8, **changes)
     except (CheckpointError, ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out.glob("*.onnx")))
-    print(f"wrote {out}: {sizes}; voice.json (step {info['step']}, default {sampling.steps} {sampling.method} steps)")
+    written = GRAPHS + (INT8_GRAPHS if args.int8 else ())
+    sizes = ", ".join(f"{name} {(out / name).stat().st_size / 1e6:.1f} MB" for name in written)
+    default = info["sampling"]
+    print(f"wrote {out}: {sizes}; voice.json (step {info['step']}, default {default['steps']} {default['method']} "
+          f"steps, guidance {default['cfg_scale']:g})")
     return 0
 
 

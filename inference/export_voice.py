@@ -37,15 +37,18 @@ def vocoder_from(path: Path, hps) -> Tuple[dict, Optional[int], object]:
 
 
 def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = False,
-                 metadata: Optional[dict] = None, vocoder: Optional[Path] = None) -> dict:
+                 metadata: Optional[dict] = None, vocoder: Optional[Path] = None, **model_changes) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict.
 
     vocoder_only: keep the MB-iSTFT generator alone (a shared vocoder file: voice.load_vocoder reads it,
     train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it). metadata: stored as
     is under "metadata" (clone_voice.py records the source dataset and date there). vocoder: take the
-    vocoder from this file instead (e.g. a newer shared vocoder for a voice trained with a frozen one)."""
+    vocoder from this file instead (e.g. a newer shared vocoder for a voice trained with a frozen one).
+    model_changes: config keys to set in the export, e.g. sampling_steps=2 (the voice's measured default)."""
     state = read_voice(src, use_ema=True, require_ema=True)  # refuses weights that do not fit their config
     weights, hps = dict(state.weights), state.hps
+    metadata = {**(state.checkpoint.get("metadata") or {}), **(metadata or {})}  # a re-export keeps the source's
+    hps = hps.replace(**model_changes)
     if vocoder is not None:
         swapped, step, hps = vocoder_from(vocoder, hps)
         weights = {k: v for k, v in weights.items() if not k.startswith(VOCODER_PREFIX)}
@@ -72,13 +75,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--vocoder-only", action="store_true",
                    help="export the vocoder alone (a shared vocoder such as pretrained/vocoder.pth)")
     p.add_argument("--vocoder", help="take the vocoder from this voice / checkpoint / vocoder file instead")
+    p.add_argument("--default-steps", type=int, help="the voice's default ODE steps (model.sampling_steps)")
+    p.add_argument("--default-method", help="the voice's default solver (model.sampling_method)")
     args = p.parse_args(argv)
+    defaults = {k: v for k, v in (("sampling_steps", args.default_steps), ("sampling_method", args.default_method))
+                if v is not None}
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
         return 2
     try:
         exported = export_voice(Path(args.checkpoint), Path(args.output), half=args.half,
-                                vocoder_only=args.vocoder_only, vocoder=args.vocoder and Path(args.vocoder))
+                                vocoder_only=args.vocoder_only, vocoder=args.vocoder and Path(args.vocoder),
+                                **defaults)
     except (CheckpointError, config_lib.ConfigError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import torch
 from runtime import pipeline
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
-from config import HParams, default_sampling
+from config import HParams, default_sampling, guidance_refusal
 from sampling import SamplingConfig
 from text.sentences import split_sentences  # noqa: F401  (re-exported)
 
@@ -73,6 +73,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.default_sampling = default_sampling(hps.model)  # the voice file's own (model.sampling_*)
+        self.guidance_refusal = guidance_refusal(hps)  # why cfg_scale > 0 cannot work here, or None
         self.reference = None  # (log-mel (1, n_mels, T), transcript ids) set by set_reference
 
     def set_reference(self, path: Union[str, Path, None], transcript: str = "") -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 from atomic import check_output_path, write_text_atomic
 from audio import save_wav, to_pcm16, write_wav_stream
 from sampling import SamplingConfig, add_sampling_arguments, from_args
+from text.cleaners import UnknownSymbolWarning
 from text.sentences import split_sentences
+from .pipeline import check_is_text
 
 USER_ERROR = 2  # the exit status of every user error, as argparse's
 
@@ -57,13 +60,27 @@ def check_speech_args(args: argparse.Namespace) -> None:
     if args.text is None and args.text_file is None and not args.list_speakers:
         raise ValueError("nothing to say: pass --text \"...\" or --text-file FILE")
     if args.text == "-":
-        args.text = sys.stdin.read()
+        args.text = read_stdin_text()
     if args.text is not None and not args.text.strip():
         raise ValueError("--text is empty; give some words to speak")
+    if args.text is not None:
+        check_is_text(args.text, "--text")
     if args.output == "-" and args.text_file is not None:
         raise ValueError("--output - (raw PCM on stdout) goes with --text, not --text-file")
     if args.alignments is not None and args.text_file is not None:
         raise ValueError("--alignments goes with --text, not --text-file")
+
+
+def read_stdin_text() -> str:
+    """--text -: stdin as UTF-8 text; ValueError for bytes that are not (random data would speak as babble)."""
+    if not hasattr(sys.stdin, "buffer"):  # replaced by a text stream (tests, embedding): already decoded
+        return sys.stdin.read()
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--text - (stdin) does not look like text: it is not UTF-8 (byte 0x{data[e.start]:02x} at "
+                         f"offset {e.start}); pipe UTF-8 text") from None
 
 
 def plan_jobs(args: argparse.Namespace) -> List[Job]:
@@ -88,10 +105,13 @@ def plan_jobs(args: argparse.Namespace) -> List[Job]:
 
 def check_outputs(args: argparse.Namespace, jobs: Sequence[Job], inputs: Sequence) -> None:
     """Every output path is writable and none is an input or another output (atomic.check_output_path)."""
-    outputs = ([] if args.output == "-" else [path for _, path, _ in jobs]) + ([args.alignments] if args.alignments
-                                                                               else [])
-    for i, path in enumerate(outputs):
-        check_output_path(path, inputs=(*inputs, *outputs[:i]))
+    flag = "--output-dir" if args.text_file is not None else "--output"
+    outputs = [] if args.output == "-" else [(path, flag) for _, path, _ in jobs]
+    if args.alignments:
+        outputs.append((args.alignments, "--alignments"))
+    for i, (path, flag) in enumerate(outputs):
+        check_output_path(path, inputs=(*inputs, *(p for p, _ in outputs[:i])), flag=flag,
+                          example="alignments.json" if flag == "--alignments" else "out.wav")
 
 
 def _read_text_file(path: str) -> List[Tuple[int, str]]:
@@ -103,6 +123,8 @@ def _read_text_file(path: str) -> List[Tuple[int, str]]:
     items = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
     if not items:
         raise ValueError(f"text file {path} has no non-blank lines")
+    for n, line in items:
+        check_is_text(line, f"line {n} of {path}")
     return items
 
 
@@ -202,15 +224,38 @@ def _with_rtf(stats: dict) -> dict:
     return {**stats, "rtf": (stats["acoustic_seconds"] + stats["vocoder_seconds"]) / max(stats["audio_seconds"], 1e-9)}
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
+class WarningLines:
+    """Warnings as `warning: ...` lines on stderr. Dropped or replaced characters (UnknownSymbolWarning) come
+    once per sentence, so a text full of them would flood the terminal: they are kept and summed up in one line
+    by `flush`."""
+
+    def __init__(self):
+        self.unknown: List[str] = []
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UnknownSymbolWarning):
+            self.unknown.append(str(message))
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+
+    def flush(self) -> None:
+        """Print the dropped-character warnings: the one as it is, or several as one line."""
+        if len(self.unknown) == 1:
+            print(f"warning: {self.unknown[0]}", file=sys.stderr)
+        elif self.unknown:
+            codes = sorted(set(re.findall(r"U\+[0-9A-F]{4,6}", " ".join(self.unknown))))
+            shown = ", ".join(codes[:20]) + (f" and {len(codes) - 20} more" if len(codes) > 20 else "")
+            print(f"warning: characters with no spoken form were dropped or replaced ({shown}), "
+                  f"{len(self.unknown)} times; the first: {self.unknown[0]}", file=sys.stderr)
+        self.unknown = []
 
 
 def run_reporting_errors(run, args: argparse.Namespace, errors: Tuple[type, ...] = ()) -> int:
-    """run(args) with warnings as `warning: ...` lines and a user error (ValueError, OSError or one of `errors`)
-    as one `error: ...` line and exit status USER_ERROR; 130 on Ctrl-C."""
+    """run(args) with warnings as `warning: ...` lines (WarningLines) and a user error (ValueError, OSError or one
+    of `errors`) as one `error: ...` line and exit status USER_ERROR; 130 on Ctrl-C."""
+    lines = WarningLines()
     with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
+        warnings.showwarning = lines.show
         try:
             return run(args)
         except (ValueError, OSError, *errors) as e:
@@ -219,6 +264,8 @@ def run_reporting_errors(run, args: argparse.Namespace, errors: Tuple[type, ...]
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130
+        finally:
+            lines.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:

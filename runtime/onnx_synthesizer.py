@@ -14,6 +14,7 @@ with pauses. Noise comes from numpy's generator, so a waveform is not bit-identi
 from __future__ import annotations
 
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -29,19 +30,118 @@ import text as text_lib
 from sampling import SamplingConfig
 
 
+class OnnxVoiceError(ValueError):
+    """An export folder is missing a file or does not fit this code."""
+
+
 def _session(path: Path, threads: int):
-    """An onnxruntime CPU session on `threads` intra-op threads that do not spin."""
+    """An onnxruntime CPU session on `threads` intra-op threads that do not spin; OnnxVoiceError naming the file
+    when the graph does not load (truncated, empty, not ONNX)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): one line, not a traceback
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][-200:]
+        raise OnnxVoiceError(f"{path} is not a usable ONNX graph (truncated or damaged?): {reason}; export the "
+                             f"voice again with `python -m inference.export_onnx`") from None
 
 
-class OnnxVoiceError(ValueError):
-    """An export folder is missing a file or does not fit this code."""
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _str_list(x) -> bool:
+    return isinstance(x, list) and all(isinstance(v, str) for v in x)
+
+
+# voice.json: key -> (check, what it must be). Everything the runtime reads, so a bad folder fails at load.
+VOICE_KEYS = {
+    "symbols": (_str_list, "a list of symbols"),
+    "text_cleaners": (lambda x: _str_list(x) and bool(x) and all(c in text_lib.CLEANERS for c in x),
+                      f"a list of text cleaners among {', '.join(text_lib.CLEANERS)}"),
+    "language": (lambda x: isinstance(x, str) and bool(x), "an espeak language name such as en-us"),
+    "add_blank": (lambda x: isinstance(x, bool), "true or false"),
+    "sample_rate": (_positive_int, "a positive integer"),
+    "hop_length": (_positive_int, "a positive integer"),
+    "n_mel_channels": (_positive_int, "a positive integer"),
+    "mel_mean": (_finite, "a finite number"),
+    "mel_std": (lambda x: _finite(x) and x > 0, "a positive number"),
+    "prior_start": (lambda x: isinstance(x, bool), "true or false"),
+    "n_speakers": (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "an integer >= 0"),
+    "cond_channels": (_positive_int, "a positive integer"),
+}
+OPTIONAL_KEYS = {
+    "speaker_names": (_str_list, "a list of names"),
+    "default_speaker": (lambda x: isinstance(x, str), "a speaker name"),
+    "sampling": (lambda x: isinstance(x, dict), "an object of sampling settings"),
+}
+
+
+def read_voice_json(path: Path) -> dict:
+    """voice.json, checked: OnnxVoiceError naming the file for anything the runtime could not use."""
+    def bad(problem: str) -> OnnxVoiceError:
+        return OnnxVoiceError(f"{path} is not a valid voice.json: {problem}; export the voice again with "
+                              f"`python -m inference.export_onnx VOICE.pth {path.parent}`")
+
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"not JSON ({e})") from None
+    except OSError as e:
+        raise OnnxVoiceError(f"{path} cannot be read: {e.strerror or e}") from None
+    if not isinstance(info, dict):
+        raise bad(f"it holds a JSON {type(info).__name__}, not an object")
+    for key, (ok, what) in VOICE_KEYS.items():
+        if key not in info:
+            raise bad(f"it lacks {key!r}")
+        if not ok(info[key]):
+            raise bad(f"{key} must be {what}, got {info[key]!r:.80}")
+    for key, (ok, what) in OPTIONAL_KEYS.items():
+        if key in info and not ok(info[key]):
+            raise bad(f"{key} must be {what}, got {info[key]!r:.80}")
+    names = info.get("speaker_names", [])
+    if names and len(names) != max(info["n_speakers"], 1):
+        raise bad(f"{len(names)} speaker_names for {info['n_speakers']} speakers")
+    if info.get("default_speaker") and info["default_speaker"] not in names:
+        raise bad(f"default_speaker {info['default_speaker']!r} is not among speaker_names")
+    try:
+        _sampling(info)
+    except (TypeError, ValueError) as e:
+        raise bad(f"sampling: {e}") from None
+    return info
+
+
+def _sampling(info: dict) -> SamplingConfig:
+    """The default SamplingConfig stored in voice.json (its known fields; ValueError for a bad value)."""
+    stored = info.get("sampling", {})
+    return SamplingConfig(**{f.name: stored[f.name] for f in fields(SamplingConfig) if f.name in stored})
+
+
+# Inputs each graph must take (export_onnx.py), and the voice.json size its channel axis must have.
+GRAPH_INPUTS = {"encoder": {"ids": None, "lengths": None}, "velocity": {"x": "n_mel_channels", "mask": None,
+                "cond": "cond_channels", "t": None}, "vocoder": {"mel": "n_mel_channels"}}
+
+
+def _check_graph(session, role: str, path: Path, info: dict) -> None:
+    """OnnxVoiceError unless the graph takes the inputs of its role with voice.json's channel counts."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    for name, key in GRAPH_INPUTS[role].items():
+        if name not in inputs:
+            raise OnnxVoiceError(f"{path} is not a {role} graph (no input {name!r}; it takes "
+                                 f"{', '.join(inputs)}); export the voice again")
+        shape = inputs[name]
+        if key and len(shape) == 3 and isinstance(shape[1], int) and shape[1] != info[key]:
+            raise OnnxVoiceError(f"{path} takes {shape[1]} channels in {name!r} but voice.json says {key} "
+                                 f"{info[key]}: the files come from different exports; export the voice again")
 
 
 class _Data:
@@ -55,7 +155,10 @@ class _Data:
 
 class OnnxSynthesizer(pipeline.SpeechPipeline):
     """Text -> waveform with the graphs of an export folder (see export_onnx.py); synthesize, stream and the
-    text front end come from pipeline.SpeechPipeline. Sampling defaults: voice.json's."""
+    text front end come from pipeline.SpeechPipeline. Sampling defaults: voice.json's.
+
+    The folder is checked completely here (voice.json's keys and values, every graph loads and fits), so a
+    server refuses a broken folder at start-up: OnnxVoiceError, one line naming the file."""
 
     def __init__(self, folder: Union[str, Path], threads: Optional[int] = None, int8: bool = False):
         folder = Path(folder)
@@ -63,16 +166,15 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
         if not info_path.is_file():
             raise OnnxVoiceError(f"{folder} is not an ONNX voice folder (no voice.json); make one with "
                                  f"`python -m inference.export_onnx VOICE.pth {folder}`")
-        self.info = json.loads(info_path.read_text(encoding="utf-8"))
-        if self.info.get("symbols") != list(text_lib.symbols):
-            raise OnnxVoiceError(f"{folder} was exported with another symbol table than this code's text front end; "
-                                 f"export it again with this version")
+        self.info = read_voice_json(info_path)
+        if self.info["symbols"] != list(text_lib.symbols):
+            raise OnnxVoiceError(f"{info_path} lists another symbol table than this code's text front end; "
+                                 f"export the voice again with this version")
         # `threads` cores: the velocity net uses them as intra-op threads, without spinning (spinning
         # threads slowed it down here); the vocoder, whose convolutions gain nothing from intra-op threads,
         # instead vocodes that many pieces of the mel at once, each on one thread (with context, as
         # streaming does: the same samples).
         self.workers = max(1, threads or 1)
-        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         names = {"encoder": "encoder", "velocity": "velocity_int8" if int8 else "velocity",
                  "vocoder": "vocoder_int8" if int8 else "vocoder"}
         self.sessions = {}
@@ -82,10 +184,13 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
                 hint = " (export with --int8)" if int8 else ""
                 raise OnnxVoiceError(f"{path} is missing{hint}")
             self.sessions[role] = _session(path, self.workers if role == "velocity" else 1)
+            _check_graph(self.sessions[role], role, path, self.info)
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
         self.data = _Data(self.info)
         self._vocoder_takes_speaker = "g" in {i.name for i in self.sessions["vocoder"].get_inputs()}
-        self.default_sampling = SamplingConfig(**{f.name: self.info["sampling"][f.name] for f in fields(SamplingConfig)
-                                          if f.name in self.info.get("sampling", {})})
+        self.default_sampling = _sampling(self.info)
+        # why cfg_scale > 0 cannot work for this voice, or None (exports older than this key: not refused)
+        self.guidance_refusal = self.info.get("guidance_refusal")
 
     @property
     def sample_rate(self) -> int:

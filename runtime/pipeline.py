@@ -7,6 +7,7 @@ onnx_runtime.OnnxSynthesizer: one inference path (no torch here).
 from __future__ import annotations
 
 import time
+import unicodedata
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -17,6 +18,23 @@ from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
 from sampling import SamplingConfig
 from text.sentences import has_speakable, split_sentences
 from .word_timings import text_timings
+
+
+NOT_TEXT = ("Cc", "Cs", "Co", "Cn")  # control codes, undecodable bytes (lone surrogates), private use, unassigned
+MAX_NOT_TEXT_SHARE = 0.25  # a stray NUL or escape code is replaced with a warning; this much is not text
+
+
+def check_is_text(text: str, what: str = "text") -> None:
+    """ValueError unless `text` looks like text: bytes that were not UTF-8 (Python keeps them as lone surrogates)
+    or a quarter of its characters being control codes, private-use or unassigned means data, not words, and
+    would speak as minutes of babble."""
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        raise ValueError(f"{what} does not look like text: it holds bytes that are not UTF-8; give UTF-8 text")
+    visible = [c for c in text if not c.isspace()]
+    odd = [c for c in visible if unicodedata.category(c) in NOT_TEXT]
+    if visible and len(odd) > MAX_NOT_TEXT_SHARE * len(visible):
+        raise ValueError(f"{what} does not look like text: {len(odd)} of its {len(visible)} characters are control "
+                         f"codes or unassigned (e.g. U+{ord(odd[0]):04X}); give plain text")
 
 
 class SpeechPipeline:
@@ -40,6 +58,7 @@ class SpeechPipeline:
         """Split text into speakable sentences; ValueError for empty or unspeakable text."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty; give some words to speak")
+        check_is_text(text)
         sentences = split_sentences(text)
         if not sentences:
             raise ValueError(f"text {text!r} has nothing speakable (no letters or digits)")

@@ -105,23 +105,6 @@ def voice_catalog(voice_files: Dict[str, object]) -> Dict[str, Voice]:
     return catalog
 
 
-def guidance_refusal(tts) -> Optional[str]:
-    """Why this voice cannot take a cfg_scale above 0, or None when it can (trained with condition dropout)."""
-    train = getattr(getattr(tts, "hps", None), "train", None)
-    if train is None:  # an ONNX voice: its export stores what it was trained with
-        info = tts.info
-        distilled, dropout = info.get("guidance_distill_scale", 0), info.get("cond_drop_rate", 0)
-    else:
-        distilled, dropout = train.guidance_distill_scale, train.cond_drop_rate
-    if distilled:
-        return (f"this voice has guidance folded in (distilled at scale {distilled:g}): every step is already "
-                f"guided, so cfg_scale must be 0 or left out")
-    if not dropout:
-        return ("this voice was trained without condition dropout (train.cond_drop_rate 0), so it has no "
-                "unconditional velocity to guide with: cfg_scale must be 0 or left out")
-    return None
-
-
 class SynthesisQueue:
     """One synthesis at a time on the shared model; at most `max_waiting` requests wait, the rest get 503.
     Used from the event loop only, so the counter needs no lock. The model runs on one worker thread, always
@@ -244,7 +227,7 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
             if not 0 <= req.cfg_scale <= MAX_CFG_SCALE:
                 raise SpeechError(400, f"cfg_scale must be in [0, {MAX_CFG_SCALE:g}], got {req.cfg_scale}",
                                   "invalid_cfg_scale")
-            refusal = guidance_refusal(tts)
+            refusal = tts.guidance_refusal
             if req.cfg_scale > 0 and refusal:
                 raise SpeechError(400, refusal, "guidance_unsupported")
             sampling = sampling.replace(cfg_scale=req.cfg_scale)
@@ -302,7 +285,7 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
     @app.get("/v1/voices")
     def list_voices():
         return {"voices": [{"name": v.name, "voice_file": v.voice_file, "speaker": v.speaker,
-                            "sample_rate": v.tts.sample_rate, "guidance": guidance_refusal(v.tts) is None,
+                            "sample_rate": v.tts.sample_rate, "guidance": v.tts.guidance_refusal is None,
                             "defaults": dataclasses.asdict(v.tts.default_sampling)} for v in catalog.values()]}
 
     @app.get("/health")

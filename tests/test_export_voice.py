@@ -142,3 +142,17 @@ def test_export_can_take_its_vocoder_from_another_file(tiny_checkpoint, tmp_path
     assert export_voice.main([str(tiny_checkpoint), str(tmp_path / "x.pth"), "--vocoder",
                               str(tmp_path / "wide.pth")]) == 2
     assert "other mel features (n_mel_channels)" in capsys.readouterr().err
+
+
+def test_export_sets_the_voices_measured_default_sampling(tiny_checkpoint, tmp_path, capsys):
+    """--default-steps / --default-method: what the voice file tells every path to sample with."""
+    from inference.synthesizer import TorchSynthesizer
+
+    shipped, out = tmp_path / "shipped.pth", tmp_path / "voice.pth"
+    export_voice.export_voice(tiny_checkpoint, shipped, metadata={"cloned_from": {"dataset": "x"}})
+    assert export_voice.main([str(shipped), str(out), "--default-steps", "2", "--default-method", "midpoint"]) == 0
+    sampling = TorchSynthesizer.from_checkpoint(out).default_sampling
+    assert (sampling.steps, sampling.method) == (2, "midpoint")
+    assert torch.load(out, weights_only=True)["metadata"] == {"cloned_from": {"dataset": "x"}}  # kept
+    assert export_voice.main([str(tiny_checkpoint), str(tmp_path / "bad.pth"), "--default-method", "rk4"]) == 2
+    assert "unknown ODE method 'rk4'" in capsys.readouterr().err and not (tmp_path / "bad.pth").exists()

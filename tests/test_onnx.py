@@ -12,8 +12,6 @@ import pytest
 import soundfile as sf
 import torch
 
-pytest.importorskip("onnxruntime")
-
 try:
     from fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401  (pytest fixture)
 except ImportError:  # tests/ imported as a package
@@ -34,7 +32,7 @@ CLIP = ROOT / "tests" / "data" / "wavs" / "LJ001-0001.wav"
 @pytest.fixture(scope="module")
 def exported(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "tiny"
-    assert export_onnx.main([str(tiny_checkpoint), str(out), "--int8"]) == 0
+    assert export_onnx.main([str(tiny_checkpoint), str(out), "--int8", "--steps", "2"]) == 0
     return out
 
 
@@ -86,11 +84,21 @@ def test_whole_utterance_matches_torch_at_zero_temperature(tiny_checkpoint, expo
 
 
 def test_int8_graphs_run_and_stay_close(exported):
+    """Catches int8=True loading an fp32 graph: the int8 velocity net and vocoder each differ from their fp32
+    twins on the same input (measured: by 1 % of the output's peak), and the utterance stays close."""
     sampling = SamplingConfig(steps=2, temperature=0.0)
-    fp32, _, _ = OnnxSynthesizer(exported).synthesize(SENTENCE, sampling)
-    int8, _, _ = OnnxSynthesizer(exported, int8=True).synthesize(SENTENCE, sampling)
-    assert int8.shape == fp32.shape and np.isfinite(int8).all()
-    assert np.corrcoef(fp32, int8)[0, 1] > 0.5  # quantized, not broken
+    fp32, int8 = OnnxSynthesizer(exported), OnnxSynthesizer(exported, int8=True)
+    a, b = fp32.synthesize(SENTENCE, sampling)[0], int8.synthesize(SENTENCE, sampling)[0]
+    assert a.shape == b.shape and np.corrcoef(a, b)[0, 1] > 0.99  # quantized, not broken (measured 0.9999)
+    rng = np.random.default_rng(0)
+    mel = fp32.mel(fp32.text_to_ids(SENTENCE), sampling, rng)[0]
+    frames = mel.shape[-1]
+    feeds = {"x": rng.standard_normal(mel.shape, dtype=np.float32), "mask": np.ones((1, 1, frames), np.float32),
+             "cond": rng.standard_normal((1, fp32.info["cond_channels"], frames), dtype=np.float32),
+             "t": np.array([0.3], np.float32)}
+    for x, y in ((fp32.sessions["velocity"].run(None, feeds)[0], int8.sessions["velocity"].run(None, feeds)[0]),
+                 (fp32.vocode(mel), int8.vocode(mel))):
+        assert x.shape == y.shape and 1e-4 < np.abs(x - y).max() / np.abs(x).max() < 0.1
 
 
 def test_bad_folder_is_a_clear_error(tmp_path, exported):
@@ -124,7 +132,7 @@ def test_cli_onnx_path_never_imports_torch(exported, tmp_path):
 
 
 def test_demo_voice_through_onnx_is_intelligible(tmp_path):
-    """Whole utterances through the exported demo voice: WER within the demo voice's own bound."""
+    """Whole utterances through the exported demo voice: WER within 1.5x of the measured 0.158 (51 words)."""
     from evaluation.asr import Transcriber
     from evaluation.metrics import corpus_wer
     from test_demo_voice import held_out_sentences
@@ -137,7 +145,7 @@ def test_demo_voice_through_onnx_is_intelligible(tmp_path):
     sentences = held_out_sentences(6)  # never trained on
     transcriber = Transcriber()
     hyps = [transcriber.transcribe(tts.synthesize(s, seed=0)[0], tts.sample_rate) for s in sentences]
-    assert corpus_wer(sentences, hyps) <= 0.35, hyps
+    assert corpus_wer(sentences, hyps) <= 0.24, hyps
 
 
 def test_bench_e2e_runs_and_reports_every_column(exported, tiny_checkpoint, tmp_path):
@@ -178,6 +186,7 @@ def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path
     assert export_onnx.main([str(voice), str(out)]) == 0
     onnx = OnnxSynthesizer(out)
     assert onnx.default_sampling.cfg_scale == 1.5 and onnx.speaker_names == ["ann", "bob"]
+    assert onnx.default_sampling == TorchSynthesizer.from_checkpoint(voice).default_sampling  # the voice's own
     torch_tts = TorchSynthesizer.from_checkpoint(voice)
     for scale in (0.0, 1.5):
         sampling = SamplingConfig(steps=2, temperature=0.0, cfg_scale=scale)

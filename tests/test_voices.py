@@ -329,7 +329,7 @@ def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, dat
     base = tiny_multi_speaker_base(tmp_path / "base.pth")
     run = tmp_path / "run"
     assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
-                             "--steps", "3", "--device", "cpu"]) == 0
+                             "--steps", "3", "--device", "cpu", "--adapt", "conditioning", "--vocoder-steps", "0"]) == 0
     voice = load_checkpoint(run / "voice.pth")
     assert voice["config"]["data"]["speaker_names"] == ["ann", "bob", "cy", "dee"]
     meta = voice["metadata"]["cloned_from"]
@@ -393,7 +393,7 @@ def test_clone_voice_refuses_a_single_speaker_base_and_a_folder_without_metadata
 
 def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_wavs):
     """benchmarks/bench_voices.py on a corpus of the four LJ clips posing as two voices: every row has WER, MCD,
-    RTF and a similarity on the scale the recordings set."""
+    RTF and a similarity on the scale the recordings set; catches --scales not reaching the sampler."""
     import json
     import sys
 
@@ -409,16 +409,21 @@ def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_
         (corpus / f"test_{name}.txt").write_text("".join(f"{lj_wavs[j]}|{i}|{texts[j]}\n" for j in (i, i + 2)))
     hps = make_tiny_hps(**{**MULTI, "n_speakers": 2, "speaker_names": ["ann", "bob"]})
     torch.manual_seed(0)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
+    wake_velocity_net(model.acoustic.cfm.estimator)  # else v = 0 and no scale could change anything
     voice = tmp_path / "multi.pth"
-    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, voice)
+    torch.save({"ema": model.state_dict(), "config": hps.to_dict()}, voice)
     out = tmp_path / "report.json"
     assert bench_voices.main(["guidance", "--voice", str(voice), "--corpus", str(corpus), "--scales", "0", "2",
                         "--limit", "2", "--steps", "2", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert [(r["scale"], r["voice"]) for r in report["rows"]] == [(0, "ann"), (0, "bob"), (2, "ann"), (2, "bob")]
-    for row in report["rows"]:
+    rows = report["rows"]
+    assert [(r["scale"], r["voice"]) for r in rows] == [(0, "ann"), (0, "bob"), (2, "ann"), (2, "bob")]
+    for row in rows:
         assert row["scored"] == 2 and 0 <= row["wer_synth"] and row["mcd_mean"] > 0 and row["nfe"] == 2
         assert -1 <= row["similarity"] <= 1 and row["wer_ref"] < 0.5  # real LJ Speech: the recogniser's ceiling
+    for plain, guided in zip(rows[:2], rows[2:]):  # the scale reaches the sampler (measured: 0.03-0.04 dB apart)
+        assert abs(guided["mcd_mean"] - plain["mcd_mean"]) > 0.01
     for level in report["levels"].values():  # one real speaker posing as two: no order between the levels
         assert -1 <= level["different"] <= 1 and -1 <= level["same"] <= 1
 

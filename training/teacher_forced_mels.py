@@ -9,15 +9,19 @@ model generates a mel with exactly those durations (FlowMatchingTTS.infer(durati
 frame i lines up with recorded sample i * hop. A vocoder trained on (generated mel, recorded audio) pairs
 learns to undo the acoustic model's blur (HiFi-GAN's fine-tuning for Tacotron 2). Writes
 <out-dir>/<wav stem>.npy, float32 (n_mels, T_mel) log-mel; existing files are kept, so a stopped run resumes.
+<out-dir>/source.json records the model that wrote them (its SHA-256): another model's folder is refused, so
+mels of two models never mix. A clip whose transcript has more symbols than the clip has mel frames cannot be
+what the clip says (alignment gives every symbol a frame): it is skipped and named.
 Also writes <out-dir>/vocoder_finetune.json: the model's config set to fine-tune its own vocoder on these
 mels (FINETUNE below: the vocoder alone, mel + multi-resolution STFT losses, no discriminator).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +29,7 @@ from tqdm import tqdm
 
 import config as config_lib
 import sampling as sampling_lib
+from atomic import file_sha256, write_text_atomic
 from training.checkpoint import CheckpointError
 from data_utils import TextMelCollate, TextMelLoader, clip_file, save_npy_atomic
 from training.voice_file import load_voice
@@ -55,13 +60,49 @@ def output_paths(dataset: TextMelLoader, out_dir: Path) -> list:
     return paths
 
 
+SOURCE = "source.json"  # in the out-dir: which model wrote its mels
+
+
+def check_source(out_dir: Path, checkpoint: Path, sha256: str) -> None:
+    """ValueError unless out_dir's mels (if any) were written by this very model file (source.json)."""
+    record = out_dir / SOURCE
+    if record.is_file():
+        try:
+            source = json.loads(record.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{record} is not valid JSON ({e}); remove the folder or choose another --out-dir") from None
+        if isinstance(source, dict) and source.get("sha256") == sha256:
+            return
+        theirs = source.get("checkpoint") if isinstance(source, dict) else None
+        raise ValueError(f"{out_dir} holds the mels of another model ({theirs or 'unknown'}), not of {checkpoint}; "
+                         f"choose another --out-dir or remove it")
+    if out_dir.is_dir() and any(out_dir.glob("*.npy")):
+        raise ValueError(f"{out_dir} holds mels without a record ({SOURCE}) of the model that wrote them, perhaps "
+                         f"another model's; choose another --out-dir or remove it")
+
+
+def too_long(dataset: TextMelLoader) -> List[int]:
+    """Items whose transcript has more symbols than the clip has mel frames: monotonic alignment gives every
+    symbol at least one frame, so the transcript cannot be what the clip says."""
+    return [i for i, ((_, ids), frames) in enumerate(zip(dataset.items, dataset.lengths)) if len(ids) > frames]
+
+
 @torch.no_grad()
 def write_teacher_forced_mels(model, dataset: TextMelLoader, out_dir: Path, sampling, batch_size: int = 8,
-                              seed: int = 0, device: torch.device = torch.device("cpu")) -> int:
-    """Generate and write the mels of every item not written yet -> how many were written now."""
+                              seed: int = 0, device: torch.device = torch.device("cpu")) -> Tuple[int, List[int]]:
+    """Generate and write the mels of every item not written yet -> (how many were written now, the items
+    skipped because their transcript is too long for the clip)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = output_paths(dataset, out_dir)
-    todo = sorted((i for i, p in enumerate(paths) if not p.is_file()), key=lambda i: dataset.lengths[i])
+    skipped = too_long(dataset)
+    for i in skipped:
+        _, ids = dataset.items[i]
+        print(f"warning: skipped {dataset.paths[i]}: its transcript has {len(ids)} symbols but the clip only "
+              f"{dataset.lengths[i]} mel frames, so it cannot be what the clip says; fix its line in the filelist",
+              file=sys.stderr)
+    left_out = set(skipped)
+    todo = sorted((i for i, p in enumerate(paths) if not p.is_file() and i not in left_out),
+                  key=lambda i: dataset.lengths[i])
     collate, acoustic = TextMelCollate(), model.acoustic
     speakers_on = dataset.hps.data.n_speakers > 1
     for start in tqdm(range(0, len(todo), batch_size), desc="teacher-forced mels", unit="batch"):
@@ -76,7 +117,7 @@ def write_teacher_forced_mels(model, dataset: TextMelLoader, out_dir: Path, samp
         for row, i in enumerate(indices):
             frames = int(mel_lengths[row])
             save_npy_atomic(paths[i], out["mel"][row, :, :frames].cpu().numpy().astype(np.float32))
-    return len(todo)
+    return len(todo), skipped
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -91,6 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     sampling_lib.add_sampling_arguments(p)
     args = p.parse_args(argv)
+    for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"error: {flag} must be a positive integer, got {value}", file=sys.stderr)
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -100,15 +145,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         filelist = args.filelist or hps.data.training_files
         if not Path(filelist).is_file():
             raise FileNotFoundError(f"filelist {filelist} not found; pass --filelist (a `wav|text` list)")
-        dataset = TextMelLoader(filelist, hps)
-        device = next(model.parameters()).device
         out_dir = Path(args.out_dir)
-        written = write_teacher_forced_mels(model, dataset, out_dir, sampling, args.batch_size, args.seed, device)
+        sha256 = file_sha256(Path(args.checkpoint))
+        check_source(out_dir, Path(args.checkpoint), sha256)
+        dataset = TextMelLoader(filelist, hps)
+        if len(too_long(dataset)) == len(dataset):
+            raise ValueError(f"every transcript in {filelist} has more symbols than its clip has mel frames: the "
+                             f"transcripts do not belong to these clips")
+        device = next(model.parameters()).device
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / SOURCE, json.dumps({"checkpoint": str(Path(args.checkpoint).resolve()),
+                                                             "sha256": sha256}) + "\n")
+        written, skipped = write_teacher_forced_mels(model, dataset, out_dir, sampling, args.batch_size, args.seed,
+                                                     device)
         finetune_config(hps, Path(args.checkpoint), out_dir).save(out_dir / "vocoder_finetune.json")
     except (CheckpointError, config_lib.ConfigError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{out_dir}: {written} mels written now, {len(dataset) - written} were already there "
+    print(f"{out_dir}: {written} mels written now, {len(dataset) - written - len(skipped)} were already there"
+          f"{f', {len(skipped)} skipped (transcript too long for the clip)' if skipped else ''} "
           f"({sampling.steps} {sampling.method} steps)\nnext: python train_flow_matching.py -c "
           f"{out_dir / 'vocoder_finetune.json'} -m RUN_DIR, then python -m inference.export_voice {args.checkpoint} "
           f"VOICE.pth --half --vocoder RUN_DIR/G_{FINETUNE['max_steps']}.pth")

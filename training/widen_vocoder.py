@@ -16,6 +16,7 @@ The output is a vocoder-only file (as `export_voice.py --vocoder-only` writes, f
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -24,9 +25,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from training.checkpoint import save_checkpoint
+from atomic import check_output_path
+from config import ConfigError
+from training.checkpoint import CheckpointError, load_state_checked, save_checkpoint
 from models import MultiBandISTFTGenerator
 from training.voice_file import VOCODER_PREFIX, read_vocoder
+
+# Refused above this: parameters grow with the square of the width, and --channels 100000 would ask for
+# hundreds of GB. 100M parameters (0.4 GB in float32) is about 4x the shipped vocoder's width.
+MAX_PARAMETERS = 100_000_000
 
 
 def channel_map(old: int, new: int, generator: torch.Generator) -> torch.Tensor:
@@ -107,6 +114,19 @@ def widen_generator(narrow: MultiBandISTFTGenerator, wide: MultiBandISTFTGenerat
     return wide
 
 
+def max_channels(narrow: MultiBandISTFTGenerator, channels: int, multiple: int) -> int:
+    """The widest upsample_initial_channel (a multiple of `multiple`) whose generator stays under MAX_PARAMETERS,
+    estimated from the narrow one (`channels` wide): parameters grow with the square of the width."""
+    params = sum(p.numel() for p in narrow.parameters())
+    return int(channels * math.sqrt(MAX_PARAMETERS / params)) // multiple * multiple
+
+
+def _refuse(message: str) -> None:
+    """One `error:` line and exit status 2 (argparse's), before anything is written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", type=Path, help="vocoder file, voice or training checkpoint (EMA weights are used)")
@@ -116,13 +136,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not args.source.is_file():
-        ap.error(f"{args.source} does not exist")
-    state, hps, ckpt = read_vocoder(args.source)
-    narrow = MultiBandISTFTGenerator(hps)
-    narrow.load_state_dict({k: v.float() for k, v in state.items()})
-    if args.channels <= hps.model.upsample_initial_channel:
-        ap.error(f"--channels {args.channels} must exceed the vocoder's {hps.model.upsample_initial_channel}")
-    wide_hps = hps.replace(upsample_initial_channel=args.channels)
+        _refuse(f"{args.source} does not exist; give a vocoder file, voice or G_<step>.pth")
+    try:
+        check_output_path(args.output, inputs=[args.source], flag="output", example="wide.pth")
+        state, hps, ckpt = read_vocoder(args.source)
+        narrow = MultiBandISTFTGenerator(hps)
+        load_state_checked(narrow, {k: v.float() for k, v in state.items()}, args.source)
+    except (CheckpointError, ConfigError, ValueError, OSError) as e:
+        _refuse(str(e))
+    old = hps.model.upsample_initial_channel
+    if args.channels <= old:
+        _refuse(f"--channels {args.channels} must exceed the vocoder's {old}")
+    multiple = 2 ** len(hps.model.upsample_rates)  # channels halve per stage
+    widest = max_channels(narrow, old, multiple)
+    if args.channels > widest:  # checked before the wide generator is allocated
+        _refuse(f"--channels {args.channels} would make a vocoder of about "
+                f"{sum(p.numel() for p in narrow.parameters()) * (args.channels / old) ** 2 / 1e6:,.0f}M parameters; "
+                f"at most {widest} channels ({MAX_PARAMETERS // 1_000_000}M parameters) are allowed")
+    try:
+        wide_hps = hps.replace(upsample_initial_channel=args.channels)
+    except ConfigError as e:
+        _refuse(f"--channels {args.channels} does not fit this vocoder: {e}")
     wide = widen_generator(narrow, MultiBandISTFTGenerator(wide_hps), args.noise, args.seed)
     weights = {VOCODER_PREFIX + k: v for k, v in wide.state_dict().items()}
     save_checkpoint(args.output, {"ema": weights, "config": wide_hps.to_dict(), "n_vocab": ckpt.get("n_vocab"), "step": 0,

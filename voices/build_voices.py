@@ -57,6 +57,8 @@ def voice_splits(voices_dirs: Sequence[Path], ljspeech: Optional[Path], ljspeech
             splits[folder.name] = (read_metadata(folder / "metadata_train.csv"),
                                    read_metadata(folder / "metadata_test.csv"))
     if ljspeech is not None:
+        if ljspeech_test < 1:
+            raise ValueError(f"--ljspeech-test must be a positive number of clips, got {ljspeech_test}")
         rows = read_metadata(ljspeech / "metadata.csv")
         if len(rows) <= ljspeech_test:
             raise ValueError(f"{ljspeech} has {len(rows)} clips; need more than --ljspeech-test {ljspeech_test}")
@@ -101,6 +103,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--ljspeech", type=Path, default=None, help="LJSpeech-style folder added as voice 'ljspeech'")
     ap.add_argument("--ljspeech-test", type=int, default=4, help="last N LJ Speech clips held out (default 4)")
     args = ap.parse_args(argv)
+    if args.ljspeech_test < 1:  # rows[:-0] would be empty and rows[-0:] all of them: the split swapped
+        print(f"error: --ljspeech-test must be a positive number of clips, got {args.ljspeech_test}", file=sys.stderr)
+        return 2
     for folder in args.voices_dir:
         if not folder.is_dir():
             print(f"error: --voices-dir {folder} is not a folder (build voices with build_corpus.py)", file=sys.stderr)
