@@ -13,6 +13,7 @@ and by Griffin-Lim (60 iterations on the mel's least-squares linear spectrum). S
   mrstft multi-resolution STFT distance to the recording (spectral convergence + log-magnitude L1, the
          vocoder training loss's full-band resolutions)
   sim    (--similarity) speaker similarity of the output to its recording (resemblyzer embeddings)
+  p808, ovrl  DNSMOS naturalness (evaluation/naturalness.py), the recording's own as the ceiling
   lock   frame-rate lock (metrics.frame_rate_lock): how much of the output's power sits at multiples of the
          mel frame rate (sample rate / hop) instead of at the voice's pitch; recordings score near 0
   bands  signed log-mel error against the recording in the loud frames, per quarter of the mel channels, low
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import metrics  # noqa: E402
 from evaluation.asr import Transcriber  # noqa: E402
+from evaluation.naturalness import dnsmos  # noqa: E402
 from atomic import write_text_atomic  # noqa: E402
 from audio import load_wav  # noqa: E402
 from data_utils import read_filelist  # noqa: E402
@@ -101,6 +103,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
     refs, hyps = [], {}
     dist: Dict[str, Dict[str, List[float]]] = {}
     locks: Dict[str, List[float]] = {}
+    natural: Dict[str, List[Dict[str, float]]] = {}
     for utt in utterances:
         ref = load_wav(utt.wav_path, d.sampling_rate, True)
         mel = mel_from_config(torch.from_numpy(ref).unsqueeze(0), d)
@@ -112,6 +115,7 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
         for name, wav in outputs.items():
             hyps.setdefault(name, []).append(transcriber.transcribe(wav, d.sampling_rate))
             locks.setdefault(name, []).append(metrics.frame_rate_lock(wav, d.sampling_rate, d.hop_length))
+            natural.setdefault(name, []).append(dnsmos(wav, d.sampling_rate))
             if name != "recording":
                 scores = dist.setdefault(name, {"mcd": [], "mrstft": [], "bands": [],
                                                 **({"sim": []} if encoder else {})})
@@ -125,7 +129,8 @@ def score_voice(list_path: Path, vocoders: Dict[str, tuple], transcriber: Transc
     result, words = {}, []
     for name, h in hyps.items():
         errors, words = metrics.clip_word_errors(refs, h)
-        result[name] = {"wer": sum(errors) / sum(words), "lock": float(np.mean(locks[name])), "clip_errors": errors}
+        result[name] = {"wer": sum(errors) / sum(words), "lock": float(np.mean(locks[name])), "clip_errors": errors,
+                        **{k: float(np.mean([n[k] for n in natural[name]])) for k in ("p808", "ovrl")}}
         for key, values in dist.get(name, {}).items():
             mean = np.mean(values, axis=0)  # per clip -> per path (bands: one mean per band)
             result[name][key] = mean.tolist() if key == "bands" else float(mean)
@@ -151,10 +156,11 @@ def format_table(report: Dict) -> str:
             s = v["paths"][name]
             cells.append(f"{s['wer']:.3f}" + (f" / {s['mcd']:.2f} / {s['mrstft']:.2f}" if "mcd" in s else "")
                          + (f" / {s['sim']:.3f}" if "sim" in s else "")
+                         + (f" / P.808 {s['p808']:.2f}" if "p808" in s else "")
                          + (f" / lock {s['lock']:.2f}" if "lock" in s else ""))
         lines.append(f"| {voice} | {v['clips']} | " + " | ".join(cells) + " |")
     lines += ["", "cells: WER / MCD dB / MR-STFT distance [/ speaker similarity to the recording] "
-                  "/ frame-rate lock (recording: WER and lock only)"]
+                  "/ DNSMOS P.808 / frame-rate lock (recording: WER, P.808 and lock only)"]
     for voice, v in report["voices"].items():
         for name, s in v["paths"].items():
             if "bands" in s:

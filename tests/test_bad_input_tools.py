@@ -186,7 +186,7 @@ def test_clone_voice_defaults_are_the_measured_recipe_on_the_shipped_voice():
 
     args = clone_voice.parse_args(["--dataset", "d", "-m", "m"])
     assert Path(args.base) == DEFAULT_VOICE  # no --base needed
-    assert (args.adapt, args.steps, args.vocoder_steps, args.minutes) == ("acoustic", 600, 1200, 5.0)
+    assert (args.adapt, args.steps, args.vocoder_steps, args.minutes) == ("acoustic", 600, 1800, 5.0)
     assert "python -m voices.clone_voice --dataset /data/my_voice -m logs/my_voice\n" in \
         (ROOT / "docs" / "voices.md").read_text(encoding="utf-8")
 

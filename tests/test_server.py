@@ -246,6 +246,11 @@ def test_bad_flags_a_busy_port_and_a_broken_voice_stop_the_server_before_it_star
     assert server.main(["--port", str(free_port()), "--checkpoint", str(tmp_path / "missing.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.pth" in err and err.count("\n") == 1
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "voice.json").write_text("[]")  # an ONNX folder that would fail every request
+    assert server.main(["--port", str(free_port()), "--onnx", str(tmp_path / "broken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "voice.json" in err and err.count("\n") == 1
 
 
 @pytest.fixture(scope="module")

@@ -407,6 +407,8 @@ def test_copy_synthesis_reuses_reference_scores(tmp_path, data_dir, lj_wavs, mon
     assert a["clip_ids"] == b["clip_ids"] == [copy_synthesis.clip_id(lj_wavs[1])]
     assert b["paths"] == a["paths"] and set(a["paths"]) == {"recording", "griffin_lim", "vocoder"}
     assert abs(a["paths"]["recording"]["lock"]) < 1 and "lock" in a["paths"]["vocoder"]
+    assert all(1 <= a["paths"][n][k] <= 5 for n in a["paths"] for k in ("p808", "ovrl"))  # DNSMOS on every path
+    assert a["paths"]["recording"]["p808"] > a["paths"]["griffin_lim"]["p808"]  # Griffin-Lim's phase is audible
     assert len(a["paths"]["vocoder"]["bands"]) == 4 and "bands" not in a["paths"]["recording"]
     assert all(abs(e) < 0.3 for e in a["paths"]["griffin_lim"]["bands"])  # Griffin-Lim keeps each band's energy
     gap = a["versus_griffin_lim"]["vocoder"]

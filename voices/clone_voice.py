@@ -9,11 +9,11 @@ date it was made (metadata.cloned_from).
 and phonemized (preprocess.py) into RUN/data; --minutes keeps only the first minutes of them (default 5).
 The new speaker is appended to the base model's speakers (its embedding starts at the mean of theirs); the
 base is the shipped multi-speaker voice unless --base names another. The defaults are the recipe that meets
-the cloning bar in docs/voices.md (5 minutes of audio: 81-85% of the way from other voices to the same voice,
-WER 1.4-1.6x the recordings', about 12-15 minutes on 2 cores): the whole acoustic model adapts for 600 steps
+the cloning bar in docs/voices.md (5 minutes of audio: 82% of the way from other voices to the same voice,
+WER 0.91x the recordings', 12.5 minutes on 2 cores): the whole acoustic model adapts for 600 steps
 (`--adapt conditioning` trains only ADAPTED, the new speaker's embedding and the layers that map a speaker
 embedding into the text encoder, the duration predictor and the velocity network: weaker), then the vocoder
-fine-tunes on the same clips for 1200 steps (ground-truth mels, in RUN/vocoder; --vocoder-steps 0 keeps the
+fine-tunes on the same clips for 1800 steps (ground-truth mels, in RUN/vocoder; --vocoder-steps 0 keeps the
 base's): the shared vocoder, never trained on this voice, is what caps a clone's speaker similarity. The
 vocoder trains in bfloat16 mixed precision where the CPU does bfloat16 in hardware (AMX or AVX-512 BF16),
 1.3x faster there; --vocoder-bf16 / --no-vocoder-bf16 decide instead. Training runs train_flow_matching.py
@@ -46,7 +46,7 @@ from training.voice_file import DEFAULT_VOICE
 ADAPTED = ["acoustic.emb_g", "acoustic.encoder.cond", "acoustic.duration_predictor.cond", "acoustic.cfm.estimator.spk"]
 WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: speaker layers, or all (the default)
 # --vocoder-steps: teacher_forced_mels.FINETUNE on ground-truth mels, with the batch and rate measured for
-# cloning (README "Many voices": 600 and 1200 steps on 5 minutes of audio)
+# cloning (docs/voices.md: 600, 1200 and 1800 steps on 5 minutes of audio)
 VOCODER_FINETUNE = dict(FINETUNE, batch_size=8, vocoder_learning_rate=2e-4, trainable=[])
 
 
@@ -68,8 +68,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--adapt", choices=sorted(WHAT_TRAINS), default="acoustic",
                    help="acoustic (default): the whole acoustic model (the voice file then serves this speaker "
                         "best); conditioning: the new speaker's embedding and the speaker layers only (weaker)")
-    p.add_argument("--vocoder-steps", type=int, default=1200,
-                   help="then fine-tune the vocoder on the same clips for N steps (default 1200; 0 keeps the base's)")
+    p.add_argument("--vocoder-steps", type=int, default=1800,
+                   help="then fine-tune the vocoder on the same clips for N steps (default 1800; 0 keeps the base's)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="learning rate (default 2e-3 for --adapt conditioning, 2e-4 for acoustic)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
