@@ -4,6 +4,7 @@ research checkout's `inference_flow_matching.py`: text in, 16-bit PCM WAV (or ra
     flowtts --voice onnx/multispeaker --text "Hello world." --output hello.wav
     echo "Hello world." | flowtts --voice onnx/multispeaker --text - --output - | aplay -r 22050 -f S16_LE -c 1
     flowtts --voice onnx/multispeaker --text-file lines.txt --output-dir out/
+    flowtts --voice onnx/multispeaker --ssml --text '<speak>Hi <break time="300ms"/> there.</speak>' -o hi.wav
 
 Every bad input ends with one `error: ...` line on stderr and exit status 2 (argparse's own usage errors use 2 as
 well); WAV files are written atomically (never half-written), and never over an input file.
@@ -23,6 +24,7 @@ from audio import save_wav, to_pcm16, write_wav_stream
 from sampling import SamplingConfig, add_sampling_arguments, from_args
 from text.cleaners import UnknownSymbolWarning
 from text.sentences import split_sentences
+from text.ssml import parse_ssml
 from .pipeline import check_is_text
 
 USER_ERROR = 2  # the exit status of every user error, as argparse's
@@ -39,6 +41,9 @@ def add_speech_arguments(p: argparse.ArgumentParser) -> None:
                    help="output WAV for --text (default: out.wav), written as it is synthesized; - streams raw "
                         "16-bit mono PCM to stdout (e.g. | aplay -r 22050 -f S16_LE -c 1)")
     p.add_argument("--output-dir", default="out", help="output folder for --text-file (default: out/, created)")
+    p.add_argument("--ssml", action="store_true",
+                   help="the --text (or the whole --text-file) is one SSML document (docs/inference.md, SSML), "
+                        "written to --output")
     p.add_argument("--alignments", metavar="JSON", help="with --text: write word and phoneme start/end seconds here")
     add_sampling_arguments(p)
     p.add_argument("--speaker", type=_speaker, default=None, help="speaker name or id for multi-speaker voices")
@@ -65,7 +70,9 @@ def check_speech_args(args: argparse.Namespace) -> None:
         raise ValueError("--text is empty; give some words to speak")
     if args.text is not None:
         check_is_text(args.text, "--text")
-    if args.output == "-" and args.text_file is not None:
+    if args.ssml and args.alignments is not None:
+        raise ValueError("--alignments goes with plain --text, not --ssml")
+    if args.output == "-" and args.text_file is not None and not args.ssml:
         raise ValueError("--output - (raw PCM on stdout) goes with --text, not --text-file")
     if args.alignments is not None and args.text_file is not None:
         raise ValueError("--alignments goes with --text, not --text-file")
@@ -85,6 +92,8 @@ def read_stdin_text() -> str:
 
 def plan_jobs(args: argparse.Namespace) -> List[Job]:
     """The utterances and their output paths, each checked to hold something speakable; creates --output-dir."""
+    if args.ssml:
+        return [(_ssml_document(args), Path(args.output), None)]
     if args.text_file is not None:
         items = _read_text_file(args.text_file)
         width = max(4, len(str(items[-1][0])))
@@ -103,9 +112,26 @@ def plan_jobs(args: argparse.Namespace) -> List[Job]:
     return jobs
 
 
+def _ssml_document(args: argparse.Namespace) -> str:
+    """--ssml: the document (--text, or the whole --text-file), parsed once here so that a malformed one fails
+    before the voice is loaded (ValueError with its line and column)."""
+    if args.text_file is None:
+        document = args.text
+    else:
+        try:
+            document = Path(args.text_file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"SSML file {args.text_file} is not UTF-8: {e}") from None
+        check_is_text(document, args.text_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its warnings come once, when it is spoken
+        parse_ssml(document)
+    return document
+
+
 def check_outputs(args: argparse.Namespace, jobs: Sequence[Job], inputs: Sequence) -> None:
     """Every output path is writable and none is an input or another output (atomic.check_output_path)."""
-    flag = "--output-dir" if args.text_file is not None else "--output"
+    flag = "--output-dir" if args.text_file is not None and not args.ssml else "--output"
     outputs = [] if args.output == "-" else [(path, flag) for _, path, _ in jobs]
     if args.alignments:
         outputs.append((args.alignments, "--alignments"))
@@ -142,6 +168,8 @@ def speak(tts, args: argparse.Namespace, jobs: Sequence[Job], runtime: str) -> i
     from tqdm import tqdm
 
     sampling = from_args(args, tts.default_sampling)
+    if args.ssml:
+        return _speak_ssml(tts, args, jobs[0][0], sampling, runtime)
     if args.text_file is None:
         return _speak_text(tts, args, sampling, runtime)
     prepared = []
@@ -217,6 +245,19 @@ def _speak_with_alignments(tts, args: argparse.Namespace, sampling: SamplingConf
     print(report, file=sys.stderr if args.output == "-" else sys.stdout)
     if args.output != "-":
         print(f"alignments: {len(info['timings']['words'])} words -> {args.alignments}\n{runtime}")
+    return 0
+
+
+def _speak_ssml(tts, args: argparse.Namespace, document: str, sampling: SamplingConfig, runtime: str) -> int:
+    """--ssml: the whole document at once (pipeline.SpeechPipeline.synthesize_ssml), then the WAV or raw PCM."""
+    audio, sample_rate, info = tts.synthesize_ssml(document, sampling, args.speaker, args.seed)
+    if args.output == "-":
+        sys.stdout.buffer.write(to_pcm16(audio))
+        sys.stdout.buffer.flush()
+        print(_summary("stdout", info, sampling), file=sys.stderr)
+        return 0
+    save_wav(args.output, audio, sample_rate)
+    print(f"{_summary(args.output, info, sampling)}\n{runtime}")
     return 0
 
 

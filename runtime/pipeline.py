@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+import warnings
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -17,10 +18,12 @@ import text as text_lib
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
 from sampling import SamplingConfig
 from text.sentences import has_speakable, split_sentences
+from text.ssml import Segment, SsmlWarning, parse_ssml
 from .word_timings import text_timings
 
 
 NOT_TEXT = ("Cc", "Cs", "Co", "Cn")  # control codes, undecodable bytes (lone surrogates), private use, unassigned
+PHONEMIZING_CLEANERS = ("english_cleaners2", "multilingual_cleaners")  # their output is IPA: <phoneme> fits in
 MAX_NOT_TEXT_SHARE = 0.25  # a stray NUL or escape code is replaced with a warning; this much is not text
 
 
@@ -124,6 +127,68 @@ class SpeechPipeline:
         if timings:
             info["timings"] = text_timings(sentences, info["durations"], self.data, self.hop_length, sample_rate)
         return audio, sample_rate, info
+
+    def synthesize_ssml(self, document: str, sampling: Optional[SamplingConfig] = None,
+                        speaker: Union[None, int, str] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
+        """An SSML document (text/ssml.py) -> (waveform float32 (T,), sample_rate, info) like `synthesize`.
+
+        Each text segment is spoken by `synthesize` with its speaker (a <voice>, else `speaker`), the sampling's
+        duration_scale times the segment's, and seed + its index among the text segments; its gain_db scales
+        its samples; pauses are silence of exactly round(seconds * sample_rate) samples. info: nfe,
+        audio_seconds, acoustic_seconds, vocoder_seconds, rtf, sentences, segments.
+        ValueError for a malformed document and a bad speaker (every <voice> is checked before any synthesis)."""
+        segments = parse_ssml(document)
+        self.validate_speaker(speaker)
+        for name in {s.speaker for s in segments if s.speaker is not None}:
+            try:
+                self.validate_speaker(name)
+            except ValueError as e:
+                raise ValueError(f"SSML <voice name={name!r}>: {e}") from None
+        if not any(not s.is_pause for s in segments):
+            raise ValueError("the SSML document has nothing speakable (no letters or digits)")
+        if any(s.phonemes for s in segments) and not self._reads_ipa():
+            warnings.warn("SSML: this voice reads letters, not phonemes; <phoneme> elements were read as their text",
+                          SsmlWarning, stacklevel=2)
+        sampling = sampling or self.default_sampling
+        totals = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "sentences": 0}
+        pieces: List[np.ndarray] = []
+        spoken = 0
+        for segment in segments:
+            if segment.is_pause:
+                pieces.append(np.zeros(int(round(segment.pause * self.sample_rate)), dtype=np.float32))
+                continue
+            audio, info = self._speak_segment(segment, sampling, speaker, seed + spoken)
+            spoken += 1
+            pieces.append(audio * np.float32(10.0 ** (segment.gain_db / 20.0)))
+            totals["nfe"] = info["nfe"]
+            for key in ("acoustic_seconds", "vocoder_seconds", "sentences"):
+                totals[key] += info[key]
+        audio = np.concatenate(pieces)
+        totals["audio_seconds"] = len(audio) / self.sample_rate
+        totals["rtf"] = (totals["acoustic_seconds"] + totals["vocoder_seconds"]) / max(totals["audio_seconds"], 1e-9)
+        totals["segments"] = len(segments)
+        return audio, self.sample_rate, totals
+
+    def _reads_ipa(self) -> bool:
+        """Whether the voice's ids are IPA symbols (a phonemizing cleaner), so <phoneme> IPA can be spoken."""
+        return any(c in PHONEMIZING_CLEANERS for c in self.data.text_cleaners)
+
+    def _speak_segment(self, segment: Segment, sampling: SamplingConfig, speaker: Union[None, int, str],
+                       seed: int) -> Tuple[np.ndarray, Dict]:
+        """One text segment of an SSML document -> (audio float32 (T,), synthesize's info)."""
+        sampling = sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale)
+        speaker = segment.speaker if segment.speaker is not None else speaker
+        if segment.phonemes is not None:
+            if self._reads_ipa():
+                # The IPA goes straight to the symbol table, as the cleaners' espeak output would.
+                ids = text_lib.text_to_ids(segment.phonemes, self.data, cleaned=True)
+                audio, _, info = self.synthesize_sequences([ids], sampling, speaker, seed)
+                return audio, info
+            if not has_speakable(segment.text):
+                return np.zeros(0, dtype=np.float32), {"nfe": sampling.nfe, "acoustic_seconds": 0.0,
+                                                       "vocoder_seconds": 0.0, "sentences": 0}
+        audio, _, info = self.synthesize(segment.text, sampling, speaker, seed)
+        return audio, info
 
     def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
                seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:

@@ -11,7 +11,8 @@ Endpoints:
                          name from /v1/voices: a speaker of a multi-speaker voice file, or a single-speaker
                          file's name; left out: the first file's default speaker), response_format wav | pcm |
                          flac | json, speed (0.25 to 4; 2 speaks twice as fast). Extras: steps, seed (0 to
-                         2**32 - 1), cfg_scale (guidance; only for voices trained with it). Left out, steps and
+                         2**32 - 1), cfg_scale (guidance; only for voices trained with it). An input that
+                         starts with <speak> is SSML (docs/inference.md), spoken whole. Left out, steps and
                          cfg_scale are the voice file's own defaults. pcm streams while the text is spoken;
                          wav, flac come whole (the WAV header then holds the true length); json gives
                          {"audio": base64 WAV, "sample_rate", "timings": {"words", "phonemes"}}.
@@ -36,6 +37,7 @@ import io
 import socket
 import struct
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Dict, Iterator, List, Optional, Union
@@ -50,6 +52,7 @@ from starlette.exceptions import HTTPException
 
 from audio import to_pcm16
 from sampling import MAX_CFG_SCALE, MAX_STEPS
+from text.ssml import SsmlWarning, looks_like_ssml, parse_ssml
 
 HERE = Path(__file__).resolve().parent
 WEB_PAGE = HERE / "web" / "index.html"
@@ -97,8 +100,12 @@ def voice_catalog(voice_files: Dict[str, object]) -> Dict[str, Voice]:
         names = tts.speaker_names
         speakers = names or (list(range(tts.n_speakers)) if tts.n_speakers > 1 else [None])
         for speaker in speakers:
-            name = file if speaker is None else f"{file}:{speaker}" if not names else speaker
-            name = f"{file}:{speaker}" if name in catalog and speaker is not None else name
+            if speaker is None:
+                name = file
+            elif names and speaker not in catalog:
+                name = speaker
+            else:  # unnamed speakers, or a name an earlier file took
+                name = f"{file}:{speaker}"
             if name in catalog:
                 raise ValueError(f"two voice files are both named {file!r}; rename one of them")
             catalog[name] = Voice(name, file, tts, speaker)
@@ -128,6 +135,15 @@ class SynthesisQueue:
 
     def release(self) -> None:
         self.admitted -= 1
+
+
+def check_ssml(tts, document: str) -> None:
+    """ValueError for a malformed SSML document or a <voice name> that is not a speaker of this voice file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SsmlWarning)  # what is accepted but not realised: not the caller's error
+        segments = parse_ssml(document)
+    for name in {s.speaker for s in segments if s.speaker is not None}:
+        tts.validate_speaker(name)
 
 
 def wav_header(sample_rate: int, n_samples: int) -> bytes:
@@ -232,7 +248,10 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
                 raise SpeechError(400, refusal, "guidance_unsupported")
             sampling = sampling.replace(cfg_scale=req.cfg_scale)
         try:
-            tts.text_to_ids(tts.sentences(req.input)[0])
+            if looks_like_ssml(req.input):
+                check_ssml(tts, req.input)
+            else:
+                tts.text_to_ids(tts.sentences(req.input)[0])
         except ValueError as e:
             raise SpeechError(400, str(e), "unspeakable_input") from None
         return tts, speaker, sampling
@@ -254,7 +273,8 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
     async def speech(req: SpeechRequest, request: Request):
         tts, speaker, sampling = await run_in_threadpool(check, req)
         queue.admit()
-        if req.response_format == "pcm":
+        ssml = looks_like_ssml(req.input)
+        if req.response_format == "pcm" and not ssml:
             try:
                 chunks = tts.stream(req.input, sampling, speaker=speaker, seed=req.seed)
             except BaseException:
@@ -266,10 +286,15 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
             async with queue.model:
                 if await request.is_disconnected():  # gave up while waiting: nobody to answer
                     return Response(status_code=499)
-                audio, sr, info = await queue.run(tts.synthesize, req.input, sampling, speaker=speaker,
-                                                          seed=req.seed, timings=req.response_format == "json")
+                if ssml:  # spoken whole, in every format
+                    audio, sr, info = await queue.run(tts.synthesize_ssml, req.input, sampling, speaker, req.seed)
+                else:
+                    audio, sr, info = await queue.run(tts.synthesize, req.input, sampling, speaker=speaker,
+                                                      seed=req.seed, timings=req.response_format == "json")
         finally:
             queue.release()
+        if req.response_format == "pcm":
+            return Response(to_pcm16(audio), media_type="audio/pcm", headers={"X-Sample-Rate": str(sr)})
         if req.response_format == "flac":
             import soundfile as sf
 
@@ -280,7 +305,7 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
         if req.response_format == "wav":
             return Response(wav, media_type="audio/wav")
         return JSONResponse({"audio": base64.b64encode(wav).decode("ascii"), "sample_rate": sr,
-                             "audio_seconds": len(audio) / sr, "timings": info["timings"]})
+                             "audio_seconds": len(audio) / sr, "timings": info.get("timings")})
 
     @app.get("/v1/voices")
     def list_voices():

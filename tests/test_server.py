@@ -169,6 +169,22 @@ def test_cfg_scale_is_honoured_where_the_voice_was_trained_with_guidance(base_ur
     assert post(base_url, {**request, "voice": "tiny", "cfg_scale": 0.0})[0] == 200
 
 
+def test_an_input_starting_with_speak_is_ssml(base_url, voice_files):
+    """<speak> input is read as SSML (a break, a voice switch) and answers what synthesize_ssml gives."""
+    tts = voice_files["multi"]
+    document = '<speak>Hello there. <break time="300ms"/><voice name="bob">Good morning.</voice></speak>'
+    audio, _, _ = tts.synthesize_ssml(document, tts.default_sampling.replace(steps=2), "ann", seed=5)
+    for fmt in ("pcm", "wav"):
+        status, body, _ = post(base_url, {"input": document, "voice": "ann", "response_format": fmt, "steps": 2,
+                                          "seed": 5})
+        assert status == 200 and body[-len(audio) * 2:] == to_pcm16(audio), fmt
+    for document, needle in (("<speak>Hello <break time='x'/></speak>", "break"),
+                             ("<speak>Hello <b>there</speak>", "line 1, column"),
+                             ('<speak><voice name="zed">Hi.</voice></speak>', "unknown speaker 'zed'")):
+        status, body, _ = post(base_url, {"input": document, "voice": "ann"})
+        assert status == 400 and needle in json.loads(body)["error"]["message"], body
+
+
 @pytest.mark.parametrize("payload, status, needle", [
     ({"input": "   ", "voice": "tiny"}, 400, "input is empty"),
     ({"input": "x" * 3001, "voice": "tiny"}, 413, "limit is 3000"),
