@@ -33,7 +33,7 @@ class BuildRuntime(build_py):
 
     def build_module(self, module, module_file, package):
         result = super().build_module(module, module_file, package)
-        if package in (PACKAGE, [PACKAGE]) or package == PACKAGE.split("."):
+        if package in (PACKAGE, [PACKAGE]):  # setuptools passes the package as a name or a list of parts
             target = Path(self.get_module_outfile(self.build_lib, [PACKAGE], module))
             target.write_text(package_relative(target.read_text(encoding="utf-8")), encoding="utf-8")
         return result
