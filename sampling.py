@@ -48,14 +48,14 @@ class SamplingConfig:
                              f"useful range (quality stops improving long before {MAX_STEPS})")
         if self.method not in ode.SOLVERS:
             raise ValueError(f"unknown ODE method {self.method!r}; choose one of: {', '.join(ode.SOLVERS)}")
-        if not _is_finite_number(self.sway_coef):
+        if not is_finite_number(self.sway_coef):
             raise ValueError(f"sway coefficient must be a finite number, got {self.sway_coef!r}")
         self.time_grid_array()  # ValueError for an unknown schedule or a sway that folds the grid
-        if not _is_finite_number(self.duration_scale) or self.duration_scale <= 0:
+        if not is_finite_number(self.duration_scale) or self.duration_scale <= 0:
             raise ValueError(f"duration scale must be a positive number, got {self.duration_scale!r}")
-        if not _is_finite_number(self.temperature) or self.temperature < 0:
+        if not is_finite_number(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be a non-negative number, got {self.temperature!r}")
-        if not _is_finite_number(self.cfg_scale) or not 0 <= self.cfg_scale <= MAX_CFG_SCALE:
+        if not is_finite_number(self.cfg_scale) or not 0 <= self.cfg_scale <= MAX_CFG_SCALE:
             raise ValueError(f"guidance scale must be a number in [0, {MAX_CFG_SCALE:g}], got {self.cfg_scale!r}")
 
     @property
@@ -76,7 +76,7 @@ class SamplingConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _is_finite_number(x) -> bool:
+def is_finite_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 

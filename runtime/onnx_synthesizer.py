@@ -14,7 +14,6 @@ with pauses. Noise comes from numpy's generator, so a waveform is not bit-identi
 from __future__ import annotations
 
 import json
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
@@ -27,7 +26,7 @@ import ode
 from . import pipeline
 from . import streaming
 import text as text_lib
-from sampling import SamplingConfig
+from sampling import SamplingConfig, is_finite_number
 
 
 class OnnxVoiceError(ValueError):
@@ -55,10 +54,6 @@ def _positive_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _str_list(x) -> bool:
     return isinstance(x, list) and all(isinstance(v, str) for v in x)
 
@@ -73,8 +68,8 @@ VOICE_KEYS = {
     "sample_rate": (_positive_int, "a positive integer"),
     "hop_length": (_positive_int, "a positive integer"),
     "n_mel_channels": (_positive_int, "a positive integer"),
-    "mel_mean": (_finite, "a finite number"),
-    "mel_std": (lambda x: _finite(x) and x > 0, "a positive number"),
+    "mel_mean": (is_finite_number, "a finite number"),
+    "mel_std": (lambda x: is_finite_number(x) and x > 0, "a positive number"),
     "prior_start": (lambda x: isinstance(x, bool), "true or false"),
     "n_speakers": (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "an integer >= 0"),
     "cond_channels": (_positive_int, "a positive integer"),
