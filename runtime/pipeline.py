@@ -137,15 +137,8 @@ class SpeechPipeline:
         its samples; pauses are silence of exactly round(seconds * sample_rate) samples. info: nfe,
         audio_seconds, acoustic_seconds, vocoder_seconds, rtf, sentences, segments.
         ValueError for a malformed document and a bad speaker (every <voice> is checked before any synthesis)."""
-        segments = parse_ssml(document)
+        segments = self.ssml_segments(document)
         self.validate_speaker(speaker)
-        for name in {s.speaker for s in segments if s.speaker is not None}:
-            try:
-                self.validate_speaker(name)
-            except ValueError as e:
-                raise ValueError(f"SSML <voice name={name!r}>: {e}") from None
-        if not any(not s.is_pause for s in segments):
-            raise ValueError("the SSML document has nothing speakable (no letters or digits)")
         if any(s.phonemes for s in segments) and not self._reads_ipa():
             warnings.warn("SSML: this voice reads letters, not phonemes; <phoneme> elements were read as their text",
                           SsmlWarning, stacklevel=2)
@@ -168,6 +161,19 @@ class SpeechPipeline:
         totals["rtf"] = (totals["acoustic_seconds"] + totals["vocoder_seconds"]) / max(totals["audio_seconds"], 1e-9)
         totals["segments"] = len(segments)
         return audio, self.sample_rate, totals
+
+    def ssml_segments(self, document: str) -> List[Segment]:
+        """An SSML document's segments (text/ssml.py), checked for this voice: ValueError for a malformed
+        document, a <voice name> that is not one of its speakers, or nothing speakable."""
+        segments = parse_ssml(document)
+        for name in {s.speaker for s in segments if s.speaker is not None}:
+            try:
+                self.validate_speaker(name)
+            except ValueError as e:
+                raise ValueError(f"SSML <voice name={name!r}>: {e}") from None
+        if not any(not s.is_pause for s in segments):
+            raise ValueError("the SSML document has nothing speakable (no letters or digits)")
+        return segments
 
     def _reads_ipa(self) -> bool:
         """Whether the voice's ids are IPA symbols (a phonemizing cleaner), so <phoneme> IPA can be spoken."""

@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException
 
 from audio import to_pcm16
 from sampling import MAX_CFG_SCALE, MAX_STEPS
-from text.ssml import SsmlWarning, looks_like_ssml, parse_ssml
+from text.ssml import SsmlWarning, looks_like_ssml
 
 HERE = Path(__file__).resolve().parent
 WEB_PAGE = HERE / "web" / "index.html"
@@ -135,15 +135,6 @@ class SynthesisQueue:
 
     def release(self) -> None:
         self.admitted -= 1
-
-
-def check_ssml(tts, document: str) -> None:
-    """ValueError for a malformed SSML document or a <voice name> that is not a speaker of this voice file."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SsmlWarning)  # what is accepted but not realised: not the caller's error
-        segments = parse_ssml(document)
-    for name in {s.speaker for s in segments if s.speaker is not None}:
-        tts.validate_speaker(name)
 
 
 def wav_header(sample_rate: int, n_samples: int) -> bytes:
@@ -249,7 +240,9 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
             sampling = sampling.replace(cfg_scale=req.cfg_scale)
         try:
             if looks_like_ssml(req.input):
-                check_ssml(tts, req.input)
+                with warnings.catch_warnings():  # what is accepted but not realised is not the caller's error
+                    warnings.simplefilter("ignore", SsmlWarning)
+                    tts.ssml_segments(req.input)
             else:
                 tts.text_to_ids(tts.sentences(req.input)[0])
         except ValueError as e:
