@@ -426,14 +426,17 @@ class FlowMatchingTTS(nn.Module):
 
     def _speaker(self, speakers: Optional[torch.Tensor], null_ok: bool = False, batch: int = 1
                  ) -> Optional[torch.Tensor]:
-        """speakers (B,) long -> embedding (B, gin, 1); None for a single-speaker model. null_ok: speakers
-        None gives the null speaker (zeros, what speaker dropout trained) for `batch` items."""
+        """speakers (B,) long ids, or (B, n_speakers) float weights that blend the speakers' embeddings ->
+        embedding (B, gin, 1); None for a single-speaker model. null_ok: speakers None gives the null speaker
+        (zeros, what speaker dropout trained) for `batch` items."""
         if self.emb_g is None:
             return None
         if speakers is None:
             if null_ok:
                 return self.emb_g.weight.new_zeros(batch, self.gin_channels, 1)
             raise ValueError(f"this model has {self.n_speakers} speakers: pass speakers (B,) long speaker ids")
+        if speakers.is_floating_point():  # a blend (runtime/speaker_blend.py)
+            return (speakers.to(self.emb_g.weight.dtype) @ self.emb_g.weight).unsqueeze(-1)
         return self.emb_g(speakers).unsqueeze(-1)  # (B, gin, 1)
 
     def _encode(self, text, text_lengths, speakers, null_ok: bool = False):

@@ -6,6 +6,8 @@
         --adapt-steps 200 --limit 10 --output benchmarks/results/cloning.json
     python benchmarks/bench_voices.py clone --voice pretrained/multispeaker.pth --defaults --prompt-seconds \
         --limit 10 --output benchmarks/results/cloning_defaults.json      # clone_voice.py --dataset D -m R only
+    python benchmarks/bench_voices.py blend --voice pretrained/multispeaker.pth --pairs awb:slt_hts rms:kal \
+        --limit 10 --output benchmarks/results/blending.json
 
 The corpus is build_voices.py's (datasets/multivoice): speakers.json names the trained voices and the
 held-out one, test_<voice>.txt holds each voice's held-out sentences (never trained on by any voice),
@@ -19,7 +21,10 @@ themselves: `same` (a held-out recording against its own voice's centroid) and `
 the other voices' centroids); `progress` places a result on it (0 = different voice, 1 = same).
 guidance: every trained voice at every --scales value (--cfg-scale). clone: the held-out voice by
 adaptation (clone_voice.py on the first --minutes of its non-test clips, timed) and by prompting (a
-reference clip of about --prompt-seconds and its transcript, no training).
+reference clip of about --prompt-seconds and its transcript, no training). blend: for each of --pairs A:B,
+A, B and their 50/50 blend A(1)+B(1) read A's held-out sentences; each is scored against the centroids of A's
+and B's recordings and of the model's own A and B (the blend should sit closer to each parent than the other
+parent does).
 """
 from __future__ import annotations
 
@@ -73,18 +78,29 @@ class Corpus:
         return test, [u for u in clips if Path(u.wav_path).stem not in test_ids]
 
 
-def score(utts, transcriber, tts, sampling, encoder, centroid, speaker=None) -> Dict:
-    """evaluate.evaluate's summary plus the mean similarity of the synthesized clips to `centroid`."""
+SUMMARY_KEYS = ("wer_ref", "wer_synth", "mcd_mean", "rtf", "nfe", "scored", "p808_mean", "p808_ref_mean", "ovrl_mean",
+                "ovrl_ref_mean")
+
+
+def synthesize_and_embed(utts, transcriber, tts, sampling, encoder, speaker=None):
+    """(evaluate.evaluate's summary, resemblyzer embeddings of the synthesized clips); speaker (an id, a name or
+    a blend) replaces each utterance's own."""
     if speaker is not None:
         utts = [dataclasses.replace(u, speaker=speaker) for u in utts]
     with tempfile.TemporaryDirectory() as tmp:
         report = evaluation.evaluate(utts, transcriber, tts, sampling, save_audio=Path(tmp), log=lambda *_: None)
-        sims = [encoder.similarity(encoder.embed_file(p), centroid) for p in sorted(Path(tmp).glob("*.wav"))]
-    s = report["summary"]
-    keys = ("wer_ref", "wer_synth", "mcd_mean", "rtf", "nfe", "scored", "p808_mean", "p808_ref_mean", "ovrl_mean",
-            "ovrl_ref_mean")
-    return {k: s.get(k) for k in keys} | {
-        "similarity": statistics.fmean(sims) if sims else None}
+        embeddings = [encoder.embed_file(p) for p in sorted(Path(tmp).glob("*.wav"))]
+    return {k: report["summary"].get(k) for k in SUMMARY_KEYS}, embeddings
+
+
+def score(utts, transcriber, tts, sampling, encoder, centroid, speaker=None) -> Dict:
+    """evaluate.evaluate's summary plus the mean similarity of the synthesized clips to `centroid`."""
+    summary, embeddings = synthesize_and_embed(utts, transcriber, tts, sampling, encoder, speaker)
+    return summary | {"similarity": mean_similarity(encoder, embeddings, centroid)}
+
+
+def mean_similarity(encoder, embeddings, centroid) -> Optional[float]:
+    return statistics.fmean(encoder.similarity(e, centroid) for e in embeddings) if embeddings else None
 
 
 def voice_centroids(encoder, corpus: Corpus, voices: List[str]) -> Dict:
@@ -125,6 +141,40 @@ def guidance(args) -> Dict:
             rows.append(row)
             print(_line(row), flush=True)
     return {"rows": rows, "levels": ref["levels"]}
+
+
+def blend(args) -> Dict:
+    """Per pair A:B: A, B and A(1)+B(1) on A's held-out sentences, each against A's and B's recordings (centroids)
+    and against the model's own A and B (the centroids of its A and B readings)."""
+    from inference.synthesizer import TorchSynthesizer
+    from evaluation.speaker_similarity import unit
+
+    corpus, encoder, transcriber = Corpus(Path(args.corpus)), SpeakerEncoder(), Transcriber()
+    tts = TorchSynthesizer.from_checkpoint(args.voice)
+    sampling = tts.default_sampling.replace(**({"steps": args.steps} if args.steps else {}))
+    pairs = [tuple(p.split(":")) for p in args.pairs]
+    recorded = voice_centroids(encoder, corpus, sorted({v for p in pairs for v in p}))
+    rows = []
+    for a, b in pairs:
+        utts = corpus.test(a, args.limit)
+        readings = {label: synthesize_and_embed(utts, transcriber, tts, sampling, encoder, speaker)
+                    for label, speaker in (("A", a), ("B", b), ("blend", f"{a}(1)+{b}(1)"))}
+        modelled = {"A": unit(sum(readings["A"][1])), "B": unit(sum(readings["B"][1]))}
+        row = {"pair": f"{a}:{b}"}
+        for label, (summary, embeddings) in readings.items():
+            row[label] = {"wer_synth": summary["wer_synth"], "wer_ref": summary["wer_ref"],
+                          "p808_mean": summary["p808_mean"], "rtf": summary["rtf"],
+                          **{f"to_recorded_{p}": mean_similarity(encoder, embeddings, recorded[v])
+                             for p, v in (("A", a), ("B", b))},
+                          **{f"to_model_{p}": mean_similarity(encoder, embeddings, modelled[p]) for p in "AB"}}
+        for ref in ("recorded", "model"):  # the bar: the blend closer to each parent than the other parent is
+            row[f"blend_between_{ref}"] = (row["blend"][f"to_{ref}_A"] > row["B"][f"to_{ref}_A"]
+                                           and row["blend"][f"to_{ref}_B"] > row["A"][f"to_{ref}_B"])
+        rows.append(row)
+        print(f"{a}:{b}: " + "; ".join(f"{k} to A {v['to_recorded_A']:.3f} (model {v['to_model_A']:.3f}) to B "
+                                       f"{v['to_recorded_B']:.3f} (model {v['to_model_B']:.3f}) WER {v['wer_synth']:.3f}"
+                                       for k, v in ((k, row[k]) for k in ("A", "B", "blend"))), flush=True)
+    return {"rows": rows}
 
 
 def clone(args) -> Dict:
@@ -214,7 +264,7 @@ def _line(row: Dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("guidance", "clone"))
+    p.add_argument("what", choices=("guidance", "clone", "blend"))
     p.add_argument("--voice", required=True, help="multi-speaker voice file or G_<step>.pth")
     p.add_argument("--corpus", default=str(ROOT / "datasets" / "multivoice"), help="build_voices.py output folder")
     p.add_argument("--voices", nargs="*", help="guidance: trained voices to score (default: all with test sets)")
@@ -230,13 +280,15 @@ def main(argv=None) -> int:
                                                           "voice's own default sampling)")
     p.add_argument("--defaults", action="store_true",
                    help="clone: clone_voice.py with only --dataset and -m (its defaults: the shipped recipe)")
+    p.add_argument("--pairs", nargs="+", default=["awb:slt_hts", "rms:kal", "flite_slt:awb"],
+                   help="blend: speaker pairs A:B, each blended 50/50")
     p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")
     p.add_argument("--output", help="JSON report")
     args = p.parse_args(argv)
     import torch
 
     report = {"what": args.what, "voice": args.voice, "steps": args.steps, "threads": torch.get_num_threads(),
-              "hardware": evaluation.hardware_info("cpu"), **(guidance(args) if args.what == "guidance" else clone(args))}
+              "hardware": evaluation.hardware_info("cpu"), **{"guidance": guidance, "clone": clone, "blend": blend}[args.what](args)}
     if args.output:
         write_text_atomic(args.output, json.dumps(report, indent=2, default=float) + "\n")
     return 0

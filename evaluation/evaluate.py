@@ -246,7 +246,7 @@ def main(argv=None) -> int:
             synthesizer = TorchSynthesizer.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema)
             sampling = from_args(args, synthesizer.default_sampling)
             speaker = int(args.speaker) if args.speaker is not None and args.speaker.isdigit() else args.speaker
-            synthesizer.validate_speaker(speaker)
+            synthesizer.speaker_weights(speaker)  # a name, an id or a blend
     except Exception as e:  # OSError, CheckpointError, ConfigError, ValueError: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@
     python -m inference.export_onnx pretrained/demo_voice.pth onnx/demo_voice --int8     # + int8 velocity and vocoder
 
 Writes to OUT_DIR:
-  encoder.onnx    ids (B, T_text) int64, lengths (B,) int64 [, speakers (B,) int64]
+  encoder.onnx    ids (B, T_text) int64, lengths (B,) int64 [, speaker_weights (B, n_speakers) float32: one-hot
+                  for one speaker, a blend's weights summing to 1 (runtime/speaker_blend.py)]
                   -> h (B, H, T_text), mu (B, n_mels, T_text) (normalized mel), logw (B, T_text) [, g (B, gin, 1)]
   velocity.onnx   x (B, n_mels, T), mask (B, 1, T), cond (B, H + n_mels, T), t (B,) [, g] -> v (B, n_mels, T)
                   (one call per ODE step, t as an input)
@@ -42,7 +43,7 @@ from sampling import SamplingConfig
 from training.voice_file import load_voice
 
 OPSET = 17
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the encoder takes speaker_weights (blends), not speaker ids
 GRAPHS = ("encoder.onnx", "velocity.onnx", "vocoder.onnx")
 INT8_GRAPHS = ("velocity_int8.onnx", "vocoder_int8.onnx")
 
@@ -54,8 +55,8 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.acoustic = acoustic
 
-    def forward(self, ids, lengths, speakers=None):
-        h, mu, x_mask, g = self.acoustic._encode(ids, lengths, speakers)
+    def forward(self, ids, lengths, speaker_weights=None):
+        h, mu, x_mask, g = self.acoustic._encode(ids, lengths, speaker_weights)
         logw = self.acoustic.duration_predictor(h, x_mask, g)
         return (h, mu, logw) if g is None else (h, mu, logw, g)
 
@@ -141,12 +142,13 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_chang
     out_dir.mkdir(parents=True, exist_ok=True)
     t_text, t_mel, n_mels = 12, 40, d.n_mel_channels
     ids, lengths = torch.randint(1, len(text_lib.symbols), (1, t_text)), torch.tensor([t_text])
-    spk = (torch.zeros(1, dtype=torch.long),) if multi else ()
+    spk = (torch.eye(d.n_speakers)[:1],) if multi else ()
     enc_out = ["h", "mu", "logw"] + (["g"] if multi else [])
     _export(EncoderGraph(acoustic), (ids, lengths, *spk), out_dir / "encoder.onnx", ["ids", "lengths"] +
-            (["speakers"] if multi else []), enc_out,
+            (["speaker_weights"] if multi else []), enc_out,
             {"ids": {0: "B", 1: "T_text"}, "lengths": {0: "B"}, "h": {0: "B", 2: "T_text"},
-             "mu": {0: "B", 2: "T_text"}, "logw": {0: "B", 1: "T_text"}, **({"speakers": {0: "B"}} if multi else {})})
+             "mu": {0: "B", 2: "T_text"}, "logw": {0: "B", 1: "T_text"},
+             **({"speaker_weights": {0: "B"}} if multi else {})})
     g = (torch.randn(1, hps.model.gin_channels, 1),) if multi else ()
     cond_channels = voice_json(hps, None, sampling)["cond_channels"]
     _export(VelocityGraph(acoustic.cfm.estimator),

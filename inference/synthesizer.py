@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from runtime import pipeline
+from runtime.speaker_blend import is_blend
 from atomic import check_output_path  # noqa: F401  (re-exported: part of the API)
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses, save_wav  # noqa: F401  (re-exported)
 from config import HParams, default_sampling, guidance_refusal
@@ -125,7 +126,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
 
     @torch.inference_mode()
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(),
-                       speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
+                       speaker: pipeline.Speaker = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
         """Synthesize id sequences in padded batches; returns per-sequence waveforms and timing info."""
         speakers = self._speakers(speaker)
         # One generator per sentence, seeded from (seed, index): a sentence's noise does not depend on
@@ -141,7 +142,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
             ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
             for row, i in enumerate(batch):
                 ids[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-            spk = None if speakers is None else speakers.expand(len(batch))
+            spk = None if speakers is None else speakers.expand(len(batch), *speakers.shape[1:])
             rngs = [torch.Generator().manual_seed(int(seeds[i])) for i in batch]
             if self.reference is not None:
                 audio, durations, extra = self._infer_prompted([sequences[i] for i in batch], sampling, spk,
@@ -187,7 +188,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
             prompt, ids = Prompt(ref_mel, len(ref_ids)), ref_ids + [SPACE_ID] + list(ids)
         return (torch.tensor([list(ids)], device=self.device), torch.tensor([len(ids)], device=self.device), prompt)
 
-    def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
+    def sentence_steps(self, sampling: SamplingConfig, speaker: pipeline.Speaker):
         """(mel_of, vocode) for pipeline.stream_sentences: one sentence's mel, then vocoder windows."""
         speakers = self._speakers(speaker)
 
@@ -204,11 +205,13 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
 
         return mel_of, vocode
 
-    def _speakers(self, speaker: Optional[int]) -> Optional[torch.Tensor]:
-        """A validated speaker id as a (1,) tensor for multi-speaker models, else None (also for a reference
-        clip without a speaker: the model's null speaker, the voice then comes from the clip; unless the
-        vocoder needs a speaker, which then is the first one)."""
+    def _speakers(self, speaker: pipeline.Speaker) -> Optional[torch.Tensor]:
+        """A validated speaker id as a (1,) long tensor, or a blend's weights as (1, n_speakers) float, for
+        multi-speaker models; else None (also for a reference clip without a speaker: the model's null speaker,
+        the voice then comes from the clip; unless the vocoder needs a speaker, which then is the first one)."""
         if self.reference is not None and speaker is None and self.model.generator.cond is None:
             return None
+        if is_blend(speaker):
+            return torch.from_numpy(self.speaker_weights(speaker)).unsqueeze(0).to(self.device)
         speaker = self.validate_speaker(speaker)
         return None if speaker is None else torch.tensor([speaker], dtype=torch.long, device=self.device)

@@ -46,14 +46,16 @@ def add_speech_arguments(p: argparse.ArgumentParser) -> None:
                         "written to --output")
     p.add_argument("--alignments", metavar="JSON", help="with --text: write word and phoneme start/end seconds here")
     add_sampling_arguments(p)
-    p.add_argument("--speaker", type=_speaker, default=None, help="speaker name or id for multi-speaker voices")
+    p.add_argument("--speaker", type=_speaker, default=None,
+                   help="speaker name or id for multi-speaker voices, or a blend of them by weight: "
+                        "'awb:0.7,slt_hts:0.3' (or 'awb(7)+slt_hts(3)')")
     p.add_argument("--list-speakers", action="store_true", help="print the voice's speakers and exit")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the runtime's choice)")
 
 
 def _speaker(value: str):
-    """--speaker: an id (digits) or a name."""
+    """--speaker: an id (digits), a name or a blend (speaker_blend.py)."""
     return int(value) if value.isdigit() else value
 
 
@@ -178,7 +180,7 @@ def speak(tts, args: argparse.Namespace, jobs: Sequence[Job], runtime: str) -> i
             prepared.append((tts.prepare(text), path))
         except ValueError as e:
             raise ValueError(f"{label} of {args.text_file}: {e}" if label else str(e)) from None
-    tts.validate_speaker(args.speaker)
+    tts.speaker_weights(args.speaker)
     progress = tqdm(prepared, desc="synthesizing", unit="file", disable=len(prepared) < 2, file=sys.stderr)
     for sequences, path in progress:
         audio, sample_rate, info = tts.synthesize_sequences(sequences, sampling, args.speaker, args.seed)

@@ -129,6 +129,9 @@ GRAPH_INPUTS = {"encoder": {"ids": None, "lengths": None}, "velocity": {"x": "n_
 def _check_graph(session, role: str, path: Path, info: dict) -> None:
     """OnnxVoiceError unless the graph takes the inputs of its role with voice.json's channel counts."""
     inputs = {i.name: i.shape for i in session.get_inputs()}
+    if role == "encoder" and info["n_speakers"] > 1 and "speaker_weights" not in inputs:
+        raise OnnxVoiceError(f"{path} takes speaker ids, not speaker weights: it was exported before voice "
+                             f"blending; export the voice again")
     for name, key in GRAPH_INPUTS[role].items():
         if name not in inputs:
             raise OnnxVoiceError(f"{path} is not a {role} graph (no input {name!r}; it takes "
@@ -202,12 +205,12 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
     # -- synthesis ------------------------------------------------------------------------------------
 
     def mel(self, ids: Sequence[int], sampling: SamplingConfig, rng: np.random.Generator,
-            speaker: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], int, List[int]]:
+            speaker_weights: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray], int, List[int]]:
         """One sentence's ids -> (de-normalized log-mel (1, n_mels, T), speaker conditioning or None, NFE,
-        frames per token)."""
+        frames per token). speaker_weights: speaker_weights(speaker), None exactly for single-speaker voices."""
         feeds = {"ids": np.asarray([ids], dtype=np.int64), "lengths": np.asarray([len(ids)], dtype=np.int64)}
-        if speaker is not None:  # validated: set exactly for multi-speaker voices
-            feeds["speakers"] = np.asarray([speaker], dtype=np.int64)
+        if speaker_weights is not None:
+            feeds["speaker_weights"] = speaker_weights[None]
         h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
         g = g[0] if g else None
         # flow_matching.frames_per_token's rule (round, at least 1), in numpy
@@ -264,25 +267,25 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
             feeds["g"] = g
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
 
-    def sentence_steps(self, sampling: SamplingConfig, speaker: Optional[int]):
+    def sentence_steps(self, sampling: SamplingConfig, speaker: pipeline.Speaker):
         """(mel_of, vocode) for pipeline.stream_sentences."""
-        speaker = self.validate_speaker(speaker)
+        weights = self.speaker_weights(speaker)
 
         def mel_of(ids, sentence_seed):
-            return self.mel(ids, sampling, np.random.default_rng(sentence_seed), speaker)[:3]
+            return self.mel(ids, sampling, np.random.default_rng(sentence_seed), weights)[:3]
 
         return mel_of, self.vocode_window
 
     def synthesize_ids(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
-                       speaker: Optional[int] = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
-        speaker = self.validate_speaker(speaker)
+                       speaker: pipeline.Speaker = None, seed: int = 0) -> Tuple[List[np.ndarray], Dict[str, float]]:
+        weights = self.speaker_weights(speaker)
         # One generator per sentence, seeded from (seed, index), as the torch TorchSynthesizer does.
         seeds = np.random.SeedSequence(int(seed)).generate_state(max(len(sequences), 1), dtype=np.uint64)
         info = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "durations": []}
         waves = []
         for ids, s in zip(sequences, seeds):
             t0 = time.perf_counter()
-            mel, g, info["nfe"], durations = self.mel(ids, sampling, np.random.default_rng(int(s)), speaker)
+            mel, g, info["nfe"], durations = self.mel(ids, sampling, np.random.default_rng(int(s)), weights)
             info["durations"].append(durations)
             t1 = time.perf_counter()
             waves.append(self.vocode(mel, g))

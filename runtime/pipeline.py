@@ -19,11 +19,14 @@ from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
 from sampling import SamplingConfig
 from text.sentences import has_speakable, split_sentences
 from text.ssml import Segment, SsmlWarning, parse_ssml
+from .speaker_blend import is_blend, parse_blend
 from .word_timings import text_timings
 
 
 NOT_TEXT = ("Cc", "Cs", "Co", "Cn")  # control codes, undecodable bytes (lone surrogates), private use, unassigned
 PHONEMIZING_CLEANERS = ("english_cleaners2", "multilingual_cleaners")  # their output is IPA: <phoneme> fits in
+# who speaks: a speaker id, a name, a blend of names (speaker_blend.py), or None for the voice's default
+Speaker = Union[None, int, str]
 MAX_NOT_TEXT_SHARE = 0.25  # a stray NUL or escape code is replaced with a warning; this much is not text
 
 
@@ -76,7 +79,7 @@ class SpeechPipeline:
         """Names of speaker ids 0, 1, ... (data.speaker_names; empty when the voice has none)."""
         return list(getattr(self.data, "speaker_names", []) or [])
 
-    def validate_speaker(self, speaker: Union[None, int, str]) -> Optional[int]:
+    def validate_speaker(self, speaker: Speaker) -> Optional[int]:
         """The speaker id to use (None for a single-speaker model): an id or a name from speaker_names, and
         for None data.default_speaker (id 0 when unset); ValueError naming the valid ids or names."""
         n = self.n_speakers
@@ -97,8 +100,25 @@ class SpeechPipeline:
             raise ValueError(f"speaker must be an integer id in [0, {n - 1}], got {speaker!r}")
         return speaker
 
+    def speaker_weights(self, speaker: Speaker) -> Optional[np.ndarray]:
+        """What the model is conditioned on: (n_speakers,) float32 weights summing to 1, one-hot for one speaker
+        (validate_speaker's) and the normalised mix for a blend ('awb:0.7,slt_hts:0.3', 'awb(7)+slt_hts(3)':
+        speaker_blend.py); None for a single-speaker voice. ValueError naming the valid speakers."""
+        if not is_blend(speaker):
+            speaker = self.validate_speaker(speaker)
+            return None if speaker is None else np.eye(self.n_speakers, dtype=np.float32)[speaker]
+        if self.n_speakers <= 1:
+            raise ValueError(f"this model has a single speaker; there is nothing to blend (got {speaker!r})")
+        weights = np.zeros(self.n_speakers, dtype=np.float64)
+        for name, weight in parse_blend(speaker):
+            try:
+                weights[self.validate_speaker(int(name) if name.isdigit() else name)] += weight
+            except ValueError as e:
+                raise ValueError(f"in the speaker blend {speaker!r}: {e}") from None
+        return (weights / weights.sum()).astype(np.float32)
+
     def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
-                             speaker: Optional[int] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
+                             speaker: Speaker = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
         """Sentences already turned into ids (see `prepare`) -> one waveform joined with pauses."""
         waves, info = self.synthesize_ids(sequences, sampling or self.default_sampling, speaker, seed)
         audio = join_with_pauses(waves, self.sample_rate)
@@ -107,7 +127,7 @@ class SpeechPipeline:
         info["sentences"] = len(waves)
         return audio, self.sample_rate, info
 
-    def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+    def synthesize(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Speaker = None,
                    seed: int = 0, timings: bool = False) -> Tuple[np.ndarray, int, Dict]:
         """Text -> (waveform float32 (T,), sample_rate, info).
 
@@ -117,7 +137,7 @@ class SpeechPipeline:
         "phonemes": [{phoneme, start, end}]} in seconds of the returned audio (timings.py).
         Raises ValueError for empty or unspeakable text and a bad speaker.
         """
-        self.validate_speaker(speaker)
+        self.speaker_weights(speaker)
         t0 = time.perf_counter()
         sentences = self.sentences(text)
         sequences = [self.text_to_ids(s) for s in sentences]
@@ -129,7 +149,7 @@ class SpeechPipeline:
         return audio, sample_rate, info
 
     def synthesize_ssml(self, document: str, sampling: Optional[SamplingConfig] = None,
-                        speaker: Union[None, int, str] = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
+                        speaker: Speaker = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
         """An SSML document (text/ssml.py) -> (waveform float32 (T,), sample_rate, info) like `synthesize`.
 
         Each text segment is spoken by `synthesize` with its speaker (a <voice>, else `speaker`), the sampling's
@@ -138,7 +158,7 @@ class SpeechPipeline:
         audio_seconds, acoustic_seconds, vocoder_seconds, rtf, sentences, segments.
         ValueError for a malformed document and a bad speaker (every <voice> is checked before any synthesis)."""
         segments = self.ssml_segments(document)
-        self.validate_speaker(speaker)
+        self.speaker_weights(speaker)
         if any(s.phonemes for s in segments) and not self._reads_ipa():
             warnings.warn("SSML: this voice reads letters, not phonemes; <phoneme> elements were read as their text",
                           SsmlWarning, stacklevel=2)
@@ -168,7 +188,7 @@ class SpeechPipeline:
         segments = parse_ssml(document)
         for name in {s.speaker for s in segments if s.speaker is not None}:
             try:
-                self.validate_speaker(name)
+                self.speaker_weights(name)
             except ValueError as e:
                 raise ValueError(f"SSML <voice name={name!r}>: {e}") from None
         if not any(not s.is_pause for s in segments):
@@ -179,7 +199,7 @@ class SpeechPipeline:
         """Whether the voice's ids are IPA symbols (a phonemizing cleaner), so <phoneme> IPA can be spoken."""
         return any(c in PHONEMIZING_CLEANERS for c in self.data.text_cleaners)
 
-    def _speak_segment(self, segment: Segment, sampling: SamplingConfig, speaker: Union[None, int, str],
+    def _speak_segment(self, segment: Segment, sampling: SamplingConfig, speaker: Speaker,
                        seed: int) -> Tuple[np.ndarray, Dict]:
         """One text segment of an SSML document -> (audio float32 (T,), synthesize's info)."""
         sampling = sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale)
@@ -196,14 +216,14 @@ class SpeechPipeline:
         audio, _, info = self.synthesize(segment.text, sampling, speaker, seed)
         return audio, info
 
-    def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Optional[int] = None,
+    def stream(self, text: str, sampling: Optional[SamplingConfig] = None, speaker: Speaker = None,
                seed: int = 0, quick_start: bool = True, stats: Optional[Dict] = None) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks in order, sentence by sentence and, within a sentence, vocoder chunk by
         chunk (streaming.py). quick_start: a first sentence longer than streaming.FIRST_CLAUSE_CHARS is split
         at its clauses, so the first audio comes sooner; without it (or with a short first sentence) the
         joined chunks equal synthesize(text) with the same seed. stats: see stream_sentences.
         ValueError up front for empty or unspeakable text and a bad speaker."""
-        self.validate_speaker(speaker)  # sentence_steps resolves it (None may mean a reference clip's voice)
+        self.speaker_weights(speaker)  # sentence_steps resolves it (None may mean a reference clip's voice)
         sentences = self.sentences(text)
         if quick_start:
             sentences = streaming.split_first_clause(sentences)

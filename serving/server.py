@@ -9,7 +9,8 @@
 Endpoints:
   POST /v1/audio/speech  OpenAI's fields: model (any string), input (text, at most --max-chars), voice (a
                          name from /v1/voices: a speaker of a multi-speaker voice file, or a single-speaker
-                         file's name; left out: the first file's default speaker), response_format wav | pcm |
+                         file's name; or a blend of one file's speakers, "awb(7)+slt_hts(3)"; left out: the
+                         first file's default speaker), response_format wav | pcm |
                          flac | json, speed (0.25 to 4; 2 speaks twice as fast). Extras: steps, seed (0 to
                          2**32 - 1), cfg_scale (guidance; only for voices trained with it). An input that
                          starts with <speak> is SSML (docs/inference.md), spoken whole. Left out, steps and
@@ -51,6 +52,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from audio import to_pcm16
+from runtime.speaker_blend import is_blend, parse_blend
 from sampling import MAX_CFG_SCALE, MAX_STEPS
 from text.ssml import SsmlWarning, looks_like_ssml
 
@@ -110,6 +112,28 @@ def voice_catalog(voice_files: Dict[str, object]) -> Dict[str, Voice]:
                 raise ValueError(f"two voice files are both named {file!r}; rename one of them")
             catalog[name] = Voice(name, file, tts, speaker)
     return catalog
+
+
+def resolve_voice(catalog: Dict[str, Voice], name: str):
+    """A request's `voice` -> (synthesizer, speaker): a catalog name, or a blend of catalog names of one voice file
+    ("awb(7)+slt_hts(3)", runtime/speaker_blend.py), passed on as a blend of that file's own speakers.
+    ValueError for an unknown name, a malformed blend or one across voice files."""
+    if name in catalog:
+        return catalog[name].tts, catalog[name].speaker
+    if not is_blend(name):
+        raise ValueError(f"unknown voice {name!r}; available: {', '.join(catalog)}")
+    parts = parse_blend(name)
+    unknown = [part for part, _ in parts if part not in catalog]
+    if unknown:
+        raise ValueError(f"unknown voice {unknown[0]!r} in the blend {name!r}; available: {', '.join(catalog)}")
+    files = {catalog[part].voice_file for part, _ in parts}
+    if len(files) > 1:
+        raise ValueError(f"the blend {name!r} mixes voice files ({', '.join(sorted(files))}); blend speakers of "
+                         f"one voice file")
+    voice = catalog[parts[0][0]]
+    if voice.speaker is None:
+        raise ValueError(f"{voice.voice_file} has a single speaker; there is nothing to blend")
+    return voice.tts, ",".join(f"{catalog[part].speaker}:{weight:g}" for part, weight in parts)
 
 
 class SynthesisQueue:
@@ -210,9 +234,10 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
 
     def check(req: SpeechRequest):
         """(synthesizer, speaker, SamplingConfig) for a request, or SpeechError."""
-        if req.voice is not None and req.voice not in catalog:
-            raise SpeechError(400, f"unknown voice {req.voice!r}; available: {', '.join(catalog)}", "unknown_voice")
-        tts, speaker = (catalog[req.voice].tts, catalog[req.voice].speaker) if req.voice else (default_tts, None)
+        try:
+            tts, speaker = resolve_voice(catalog, req.voice) if req.voice is not None else (default_tts, None)
+        except ValueError as e:
+            raise SpeechError(400, str(e), "unknown_voice") from None
         if req.response_format not in FORMATS:
             raise SpeechError(400, f"response_format {req.response_format!r} is not supported; use one of "
                                    f"{', '.join(FORMATS)}", "unsupported_format")

@@ -28,6 +28,7 @@ MAX_WER = {"slt_hts": 0.37, "awb": 0.18, "rms": 0.11}
 # Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured
 # 0.917 - 0.649 = 0.268
 MIN_VOICE_MARGIN = 0.15
+BLEND = "awb(1)+slt_hts(1)"  # a male and a female voice, half and half
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def synthesized():
     sentences = held_out_sentences(N_SENTENCES)
     sampling = SamplingConfig(steps=4, cfg_scale=tts.hps.model.cfg_scale)
     out = {}
-    for speaker in CHECKED:
+    for speaker in CHECKED + [BLEND]:
         out[speaker] = [tts.synthesize(s, sampling, speaker=speaker, seed=i)[0] for i, s in enumerate(sentences)]
     return sentences, out, tts.sample_rate
 
@@ -70,9 +71,29 @@ def test_each_speaker_sounds_like_itself_not_like_the_others(synthesized):
     _, audio, sr = synthesized
     encoder = SpeakerEncoder()
     emb = {s: [encoder.embed(wav, sr) for wav in waves] for s, waves in audio.items()}
+    emb.pop(BLEND)
     same = np.mean([encoder.similarity(a, b) for s in CHECKED for i, a in enumerate(emb[s])
                     for b in emb[s][i + 1:]])
     other = np.mean([encoder.similarity(a, b) for i, s in enumerate(CHECKED) for t in CHECKED[i + 1:]
                      for a in emb[s] for b in emb[t]])
     print(f"same voice {same:.3f}, different voices {other:.3f}")
     assert same - other >= MIN_VOICE_MARGIN, f"same voice {same:.3f} vs different voices {other:.3f}"
+
+
+def test_a_half_and_half_blend_sits_between_its_parents(synthesized):
+    """The 50/50 blend of awb and slt_hts is closer to each parent (the centroid of the model's own readings
+    of it) than the other parent is."""
+    from evaluation.speaker_similarity import unit
+
+    _, audio, sr = synthesized
+    encoder = SpeakerEncoder()
+    emb = {s: [encoder.embed(wav, sr) for wav in audio[s]] for s in ("awb", "slt_hts", BLEND)}
+    centroid = {s: unit(np.sum(emb[s], axis=0)) for s in ("awb", "slt_hts")}
+
+    def similarity(s, parent):
+        return float(np.mean([encoder.similarity(e, centroid[parent]) for e in emb[s]]))
+    blend = {p: similarity(BLEND, p) for p in centroid}
+    other = {"awb": similarity("slt_hts", "awb"), "slt_hts": similarity("awb", "slt_hts")}
+    print(f"blend to awb {blend['awb']:.3f} (slt_hts: {other['awb']:.3f}), to slt_hts {blend['slt_hts']:.3f} "
+          f"(awb: {other['slt_hts']:.3f})")
+    assert blend["awb"] > other["awb"] and blend["slt_hts"] > other["slt_hts"], (blend, other)

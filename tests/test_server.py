@@ -159,6 +159,14 @@ def test_streamed_pcm_and_json_equal_the_python_api(base_url, voice_files):
     assert len(audio) * 2 > len(pcm) * 1.2  # speed 0.5: longer (an untrained voice's rounded durations)
 
 
+def test_a_blend_of_one_files_speakers_is_a_voice(base_url, voice_files):
+    """OpenAI-style `voice: "ann(3)+bob(1)"` speaks as the Python API's blend; either parent alone differs."""
+    request = {"input": HELLO, "voice": "ann(3)+bob(1)", "response_format": "pcm", "steps": 2}
+    status, pcm, _ = post(base_url, request)
+    assert status == 200 and pcm == api_pcm(voice_files["multi"], HELLO, "ann:0.75,bob:0.25", steps=2)
+    assert pcm not in (post(base_url, {**request, "voice": v})[1] for v in ("ann", "bob"))
+
+
 def test_cfg_scale_is_honoured_where_the_voice_was_trained_with_guidance(base_url, voice_files):
     request = {"input": HELLO, "voice": "bob", "response_format": "pcm", "steps": 2}
     unguided, guided = (post(base_url, {**request, "cfg_scale": s})[1] for s in (0.0, 2.0))
@@ -189,6 +197,9 @@ def test_an_input_starting_with_speak_is_ssml(base_url, voice_files):
     ({"input": "   ", "voice": "tiny"}, 400, "input is empty"),
     ({"input": "x" * 3001, "voice": "tiny"}, 413, "limit is 3000"),
     ({"input": "Hello.", "voice": "alloy"}, 400, "unknown voice 'alloy'; available: tiny, ann, bob"),
+    ({"input": "Hello.", "voice": "ann(1)+zed(1)"}, 400, "unknown voice 'zed' in the blend 'ann(1)+zed(1)'"),
+    ({"input": "Hello.", "voice": "ann(1)+tiny(1)"}, 400, "mixes voice files (multi, tiny)"),
+    ({"input": "Hello.", "voice": "ann(0)+bob(1)"}, 400, "weights are positive numbers"),
     ({"input": "Hello.", "voice": "tiny", "response_format": "mp3"}, 400, "use one of wav, pcm, flac, json"),
     ({"input": "Hello.", "voice": "tiny", "speed": 10}, 400, "speed must be in"),
     ({"input": "Hello.", "voice": "tiny", "steps": 5000}, 400, "steps must be in"),
