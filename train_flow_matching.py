@@ -161,9 +161,15 @@ class Trainer:
     def _guidance_teacher(self) -> GuidanceTeacher:
         """The frozen guided velocity net of train.init_checkpoint (re-read on resume: the student's own
         weights move away from it). Built with this run's config, so a teacher of another shape is refused."""
-        from training.voice_file import load_voice
+        from config import guidance_refusal
+        from training.voice_file import load_voice, read_voice
 
-        teacher, _ = load_voice(self.hps.train.init_checkpoint, self.device, config=self.hps)
+        path = self.hps.train.init_checkpoint
+        refusal = guidance_refusal(read_voice(path, use_ema=True).hps)  # its own config: can it guide at all?
+        if refusal:
+            raise ConfigError(f"train.init_checkpoint {path} cannot teach guidance ({refusal}); distill from a "
+                              f"voice trained with condition dropout (train.cond_drop_rate > 0)")
+        teacher, _ = load_voice(path, self.device, config=self.hps)
         return GuidanceTeacher(teacher.acoustic.cfm, self.hps.train.guidance_distill_scale)
 
     def _adamw(self, module: torch.nn.Module, lr: float) -> torch.optim.AdamW:

@@ -20,11 +20,11 @@ VOICE = ROOT / "pretrained" / "multispeaker.pth"
 SPEAKERS = ["awb", "flite_slt", "kal", "kal16", "rms", "slt_hts", "ljspeech"]
 CHECKED = ["slt_hts", "awb", "rms"]  # a female and two male voices, two engines
 N_SENTENCES = 4
-# Measured 2026-12-07 (AMD EPYC, 4 Euler steps, guidance 1): slt_hts 0.244, awb 0.098, rms 0.073 (41 words;
-# 2026-12-02 on an Intel Xeon: 0.244, 0.171, 0.073). Bounds: 1.5x, so two or three more wrong words fail;
-# awb's is set above the Xeon's 0.171 (CI may run on another CPU), still below 0.220 of a real regression
-# (durations rounded down instead of to the nearest frame).
-MAX_WER = {"slt_hts": 0.37, "awb": 0.18, "rms": 0.11}
+# Measured 2026-12-07 (AMD EPYC) at the voice's default (2 Euler steps, guidance distilled in): slt_hts 0.171,
+# awb 0.098, rms 0.098 (41 words: one word is 0.024). Bounds: three or four words more. Not 1.5x: CPUs differ
+# by more than that here (the guided voice scored awb 0.098 on an AMD EPYC and 0.171 on an Intel Xeon), and
+# awb's bound still fails the 0.220 of a real regression (durations rounded down instead of to the nearest frame).
+MAX_WER = {"slt_hts": 0.27, "awb": 0.20, "rms": 0.17}
 # Mean cosine of two sentences of one voice minus that of one sentence each of two voices: measured
 # 0.917 - 0.649 = 0.268
 MIN_VOICE_MARGIN = 0.15
@@ -33,12 +33,12 @@ BLEND = "awb(1)+slt_hts(1)"  # a male and a female voice, half and half
 
 @pytest.fixture(scope="module")
 def synthesized():
-    """{speaker: [waveform per held-out sentence]} at the voice's default sampling (its cfg_scale)."""
+    """{speaker: [waveform per held-out sentence]} at the voice's default sampling (what a user gets)."""
     from inference.synthesizer import TorchSynthesizer
 
     tts = TorchSynthesizer.from_checkpoint(VOICE)
     sentences = held_out_sentences(N_SENTENCES)
-    sampling = SamplingConfig(steps=4, cfg_scale=tts.hps.model.cfg_scale)
+    sampling = tts.default_sampling
     out = {}
     for speaker in CHECKED + [BLEND]:
         out[speaker] = [tts.synthesize(s, sampling, speaker=speaker, seed=i)[0] for i, s in enumerate(sentences)]

@@ -147,6 +147,24 @@ def test_guidance_distillation_trains_only_the_velocity_net_towards_the_frozen_t
         assert torch.equal(v, frozen[k]), k
 
 
+@pytest.mark.parametrize("teacher_changes, reason", [
+    (dict(cond_drop_rate=0.0), "trained without condition dropout"),
+    (dict(cond_drop_rate=0.0, guidance_distill_scale=1.0, init_checkpoint="guided.pth"), "guidance folded in"),
+])
+def test_a_teacher_that_cannot_guide_is_refused(tmp_path, data_dir, teacher_changes, reason):
+    """Distilling from a voice without an unconditional velocity (no condition dropout, or itself distilled,
+    as the shipped default voice is) would teach noise: refused before training, naming why."""
+    import train_flow_matching as train
+    from config import ConfigError
+
+    hps, _ = distillation_hps(tmp_path, data_dir)
+    bad = make_tiny_hps(**teacher_changes)
+    torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), bad).state_dict(), "config": bad.to_dict()},
+               tmp_path / "teacher.pth")
+    with pytest.raises(ConfigError, match=f"cannot teach guidance \\(.*{reason}"):
+        train.Trainer(hps, tmp_path / "run", tensorboard=False)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (dict(init_checkpoint=None), "set train.init_checkpoint to the guided voice"),
     (dict(cfg_scale=1.0), "set model.cfg_scale to 0"),
@@ -313,9 +331,9 @@ def test_bad_reference_clips_get_clear_errors(prompt_synthesizer, lj_wavs, tmp_p
 
 # ----------------------------------------------------------------------------------------------- adaptation
 
-def tiny_multi_speaker_base(path: Path) -> Path:
-    """A tiny untrained three-speaker voice file (ann, bob, cy) to adapt."""
-    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False)
+def tiny_multi_speaker_base(path: Path, **changes) -> Path:
+    """A tiny untrained three-speaker voice file (ann, bob, cy) to adapt; `changes` to its config."""
+    hps = make_tiny_hps(**MULTI, speaker_conditioned_vocoder=False, **changes)
     torch.manual_seed(0)
     torch.save({"ema": FlowMatchingSynthesizer(len(text.symbols), hps).state_dict(), "config": hps.to_dict()}, path)
     return path
@@ -345,6 +363,22 @@ def test_clone_voice_adapts_only_the_conditioning_of_a_new_speaker(tmp_path, dat
     tts = TorchSynthesizer.from_checkpoint(run / "voice.pth")
     audio, _, _ = tts.synthesize("Hello.", SamplingConfig(steps=2), speaker="dee")
     assert len(audio) > 0 and np.isfinite(audio).all()
+
+
+def test_clone_voice_adapts_a_distilled_base_with_the_plain_flow_loss_and_the_measured_batches(tmp_path, data_dir):
+    """The shipped voice has guidance distilled in (train.guidance_distill_scale 1, larger batches): a clone of
+    it must not try to distill again, and adapts with the batches its recipe was measured with."""
+    from voices import clone_voice
+
+    base = tiny_multi_speaker_base(tmp_path / "base.pth", guidance_distill_scale=1.0, init_checkpoint="guided.pth",
+                                   max_frames_per_batch=3000)
+    run = tmp_path / "run"
+    assert clone_voice.main(["--dataset", str(data_dir), "--base", str(base), "-m", str(run), "--name", "dee",
+                             "--steps", "2", "--vocoder-steps", "0", "--device", "cpu"]) == 0
+    adapted = load_config(run / "adapt.json").train
+    assert adapted.guidance_distill_scale == 0.0
+    assert (adapted.batch_size, adapted.max_frames_per_batch) == (16, 1500) == tuple(clone_voice.ADAPT_BATCH.values())
+    assert TorchSynthesizer.from_checkpoint(run / "voice.pth").speaker_names[-1] == "dee"
 
 
 def test_clone_voice_can_fine_tune_the_vocoder_on_the_same_clips(tmp_path, data_dir):

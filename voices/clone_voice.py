@@ -48,6 +48,8 @@ WHAT_TRAINS = {"conditioning": ADAPTED, "acoustic": ["acoustic."]}  # --adapt: s
 # --vocoder-steps: teacher_forced_mels.FINETUNE on ground-truth mels, with the batch and rate measured for
 # cloning (docs/voices.md: 600, 1200 and 1800 steps on 5 minutes of audio)
 VOCODER_FINETUNE = dict(FINETUNE, batch_size=8, vocoder_learning_rate=2e-4, trainable=[])
+# the acoustic adaptation's batches, as measured (docs/voices.md), whatever batches trained the base
+ADAPT_BATCH = dict(batch_size=16, max_frames_per_batch=1500)
 
 
 RECORD = "clone.json"  # in the run folder: what it clones (dataset, speaker name, base), checked on resume
@@ -221,10 +223,11 @@ def adaptation_config(hps: HParams, name: str, data_dir: Path, init: Path, steps
         training_files=str((data_dir / "train.txt").resolve()), validation_files=str((data_dir / "val.txt").resolve()),
         cache_dir=str((data_dir / "mel_cache").resolve()), durations_dir=None,
         train_acoustic=True, train_vocoder=False, use_discriminator=False, init_checkpoint=str(init.resolve()),
-        init_parts=["acoustic", "vocoder"], trainable=list(trainable), max_steps=steps, learning_rate=lr,
+        init_parts=["acoustic", "vocoder"], trainable=list(trainable), max_steps=steps, learning_rate=lr, **ADAPT_BATCH,
         warmup_steps=min(20, steps), weight_decay=0.0,  # no decay: the other speakers' rows get no gradient
         eval_interval=steps, log_interval=max(1, min(20, steps)), keep_ckpts=1,
-        cond_drop_rate=0.0, speaker_drop_rate=0.0)
+        cond_drop_rate=0.0, speaker_drop_rate=0.0,
+        guidance_distill_scale=0.0)  # a distilled base (guidance folded in) adapts with the plain flow loss
 
 
 def vocoder_config(adapted: HParams, acoustic_checkpoint: Path, steps: int, bf16: bool = False) -> HParams:
