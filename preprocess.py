@@ -11,6 +11,10 @@ are collected and printed as one table at the end. Writes to --out-dir:
   train.txt, val.txt   `/absolute/path.wav|cleaned text` (`path|speaker|text` for multi-speaker input)
   mel_stats.json       mel_mean / mel_std (scalars over all training log-mel values)
   config.json          with --config: a copy with the filelists, statistics and text settings filled in
+  durations/<id>.npy   with --textgrids DIR: frames per token from DIR/<id>.TextGrid, the word and phone tiers
+                       Montreal Forced Aligner writes (training/textgrid_durations.py); config.json's
+                       data.durations_dir then names this folder, so training uses them instead of its own
+                       alignment. A clip without a usable TextGrid is excluded and listed in the table.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +36,8 @@ import text as text_frontend
 from atomic import write_text_atomic
 from audio import AudioError, read_audio, resample_clip
 from config import ConfigError, HParams, load_config, validate
-from data_utils import Utterance, compute_mel, mel_cache_path, read_filelist, save_npy_atomic, trim_to_frames
+from data_utils import (Utterance, clip_file, compute_mel, duration_sum_tolerance, mel_cache_path, read_filelist,
+                        save_npy_atomic, trim_to_frames)
 
 SILENCE_PEAK_DBFS = -60.0  # a clip whose loudest sample is below this is treated as silent
 CLIPPED_FRACTION = 0.01  # a clip with more of its samples at full scale than this is noted as clipped
@@ -64,7 +69,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--cleaners", nargs="+", default=None, help="text cleaners (default: data.text_cleaners)")
     p.add_argument("--njobs", type=int, default=os.cpu_count() or 1, help="phonemizer processes")
     p.add_argument("--seed", type=int, default=1234, help="seed of the train/val split")
+    p.add_argument("--textgrids", metavar="DIR",
+                   help="folder of Montreal Forced Aligner TextGrids (<wav id>.TextGrid): train on their durations")
     args = p.parse_args(argv)
+    if args.textgrids and not Path(args.textgrids).is_dir():
+        p.error(f"--textgrids {args.textgrids} is not a folder; give the folder MFA wrote its TextGrids to")
     if not args.dataset and not args.filelists:
         p.error("give --dataset and/or --filelists")
     inputs = [Path(f) for f in args.filelists] + ([Path(args.dataset) / "metadata.csv"] if args.dataset else [])
@@ -175,6 +184,44 @@ def process_audio(entries: List[Entry], d) -> None:
             save_npy_atomic(mel_cache_path(d.cache_dir, e.utt.wav_path, d), mel.float().numpy())
 
 
+def textgrid_durations(entries: List[Entry], folder: Path, d, cleaners: List[str], language: str
+                       ) -> Dict[str, np.ndarray]:
+    """{wav path: durations (T_text,) int64} from folder/<wav stem>.TextGrid for every entry without problems;
+    a clip whose TextGrid is missing, unreadable, of another text or of another length gets a problem."""
+    from training.textgrid_durations import phonemize_words, read_textgrid, token_durations
+
+    grids = {}
+    for e in entries:
+        if e.problems:
+            continue
+        path = folder / f"{Path(e.utt.wav_path).stem}.TextGrid"
+        if not path.is_file():
+            e.problems.append(f"no TextGrid {path}")
+            continue
+        try:
+            grids[e.utt.wav_path] = read_textgrid(path)
+        except ValueError as ex:
+            e.problems.append(str(ex))
+    said = phonemize_words([w.label for words, _, _ in grids.values() for w in words], cleaners, language)
+    out = {}
+    for e in entries:
+        if e.problems:
+            continue
+        words, phones, end = grids[e.utt.wav_path]
+        try:
+            dur = token_durations(e.cleaned, d.add_blank, words, phones, end, said, d.sampling_rate / d.hop_length)
+        except ValueError as ex:
+            e.problems.append(f"{Path(folder) / Path(e.utt.wav_path).stem}.TextGrid: {ex}")
+            continue
+        frames = e.mel_count // d.n_mel_channels
+        if abs(int(dur.sum()) - frames) > duration_sum_tolerance(frames):
+            e.problems.append(f"its TextGrid lasts {dur.sum()} frames but the clip {frames}: another clip's, or "
+                              f"aligned at another sample rate")
+            continue
+        out[e.utt.wav_path] = dur
+    return out
+
+
 def split(kept: List[Entry], val_size: Optional[int], seed: int) -> Tuple[List[Entry], List[Entry]]:
     """Seeded random train/val split; the default val size is 100, at most 10% of the clips."""
     n = len(kept)
@@ -226,6 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{len(entries)} utterances from {args.dataset or ''} {' '.join(args.filelists)}".strip())
     clean_entry_texts(entries, cleaners, language, args.njobs)
     process_audio(entries, d)
+    durations = textgrid_durations(entries, Path(args.textgrids), d, cleaners, language) if args.textgrids else {}
 
     kept = [e for e in entries if not e.problems]
     rows = [("excluded", where, why) for where, why in bad_lines]
@@ -249,10 +297,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stats = {"mel_mean": mean, "mel_std": std, "n_train_clips": len(train),
              "n_train_frames": sum(e.mel_count for e in train) // d.n_mel_channels}
     write_text_atomic(out / "mel_stats.json", json.dumps(stats, indent=2) + "\n")
+    for wav_path, dur in durations.items():
+        save_npy_atomic(clip_file(out / "durations", wav_path), dur)
     if args.config:
         hps.replace(training_files=str((out / "train.txt").resolve()),
                     validation_files=str((out / "val.txt").resolve()), mel_mean=mean, mel_std=std,
-                    text_cleaners=cleaners, language=language, cleaned_text=True).save(out / "config.json")
+                    text_cleaners=cleaners, language=language, cleaned_text=True,
+                    **({"durations_dir": str((out / "durations").resolve())} if args.textgrids else {})
+                    ).save(out / "config.json")
     print(f"\n{len(kept)} of {len(entries) + len(bad_lines)} entries kept: {len(train)} train, {len(val)} val; "
           f"mel mean {mean:.4f} std {std:.4f}; written to {out}")
     return 0

@@ -12,7 +12,6 @@ import torch
 from evaluation.asr import Transcriber
 from conftest import ROOT
 from evaluation import metrics
-from sampling import SamplingConfig
 from evaluation.speaker_similarity import SpeakerEncoder
 from test_demo_voice import held_out_sentences
 
