@@ -7,7 +7,7 @@
     python benchmarks/bench_voices.py clone --voice pretrained/multispeaker.pth --defaults --prompt-seconds \
         --limit 10 --output benchmarks/results/cloning_defaults.json      # clone_voice.py --dataset D -m R only
     python benchmarks/bench_voices.py blend --voice pretrained/multispeaker.pth --pairs awb:slt_hts rms:kal \
-        --limit 10 --output benchmarks/results/blending.json
+        --sentences datasets/heldout/slt_hts/metadata.csv --limit 20 --output benchmarks/results/blending.json
 
 The corpus is build_voices.py's (datasets/multivoice): speakers.json names the trained voices and the
 held-out one, test_<voice>.txt holds each voice's held-out sentences (never trained on by any voice),
@@ -156,7 +156,8 @@ def blend(args) -> Dict:
     recorded = voice_centroids(encoder, corpus, sorted({v for p in pairs for v in p}))
     rows = []
     for a, b in pairs:
-        utts = corpus.test(a, args.limit)
+        utts = (evaluation.load_utterances(Path(args.sentences), args.limit) if args.sentences
+                else corpus.test(a, args.limit))
         readings = {label: synthesize_and_embed(utts, transcriber, tts, sampling, encoder, speaker)
                     for label, speaker in (("A", a), ("B", b), ("blend", f"{a}(1)+{b}(1)"))}
         modelled = {"A": unit(sum(readings["A"][1])), "B": unit(sum(readings["B"][1]))}
@@ -282,6 +283,8 @@ def main(argv=None) -> int:
                    help="clone: clone_voice.py with only --dataset and -m (its defaults: the shipped recipe)")
     p.add_argument("--pairs", nargs="+", default=["awb:slt_hts", "rms:kal", "flite_slt:awb"],
                    help="blend: speaker pairs A:B, each blended 50/50")
+    p.add_argument("--sentences", help="blend: a filelist of held-out sentences to read (default: the first voice's "
+                                       "held-out sentences in --corpus); its recordings' WER is reported as wer_ref")
     p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")
     p.add_argument("--output", help="JSON report")
     args = p.parse_args(argv)
