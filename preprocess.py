@@ -12,7 +12,7 @@ are collected and printed as one table at the end. Writes to --out-dir:
   mel_stats.json       mel_mean / mel_std (scalars over all training log-mel values)
   config.json          with --config: a copy with the filelists, statistics and text settings filled in
   durations/<id>.npy   with --textgrids DIR: frames per token from DIR/<id>.TextGrid, the word and phone tiers
-                       Montreal Forced Aligner writes (training/textgrid_durations.py); config.json's
+                       Montreal Forced Aligner writes (textgrid_durations.py); config.json's
                        data.durations_dir then names this folder, so training uses them instead of its own
                        alignment. A clip without a usable TextGrid is excluded and listed in the table.
 """
@@ -38,6 +38,7 @@ from audio import AudioError, read_audio, resample_clip
 from config import ConfigError, HParams, load_config, validate
 from data_utils import (Utterance, clip_file, compute_mel, duration_sum_tolerance, mel_cache_path, read_filelist,
                         save_npy_atomic, trim_to_frames)
+from textgrid_durations import phonemize_words, read_textgrid, token_durations
 
 SILENCE_PEAK_DBFS = -60.0  # a clip whose loudest sample is below this is treated as silent
 CLIPPED_FRACTION = 0.01  # a clip with more of its samples at full scale than this is noted as clipped
@@ -184,12 +185,10 @@ def process_audio(entries: List[Entry], d) -> None:
             save_npy_atomic(mel_cache_path(d.cache_dir, e.utt.wav_path, d), mel.float().numpy())
 
 
-def textgrid_durations(entries: List[Entry], folder: Path, d, cleaners: List[str], language: str
+def durations_from_textgrids(entries: List[Entry], folder: Path, d, cleaners: List[str], language: str
                        ) -> Dict[str, np.ndarray]:
     """{wav path: durations (T_text,) int64} from folder/<wav stem>.TextGrid for every entry without problems;
     a clip whose TextGrid is missing, unreadable, of another text or of another length gets a problem."""
-    from training.textgrid_durations import phonemize_words, read_textgrid, token_durations
-
     grids = {}
     for e in entries:
         if e.problems:
@@ -273,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{len(entries)} utterances from {args.dataset or ''} {' '.join(args.filelists)}".strip())
     clean_entry_texts(entries, cleaners, language, args.njobs)
     process_audio(entries, d)
-    durations = textgrid_durations(entries, Path(args.textgrids), d, cleaners, language) if args.textgrids else {}
+    durations = durations_from_textgrids(entries, Path(args.textgrids), d, cleaners, language) if args.textgrids else {}
 
     kept = [e for e in entries if not e.problems]
     rows = [("excluded", where, why) for where, why in bad_lines]

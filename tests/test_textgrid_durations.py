@@ -17,7 +17,7 @@ import train_flow_matching as train
 from config import HParams, load_config, validate
 from conftest import ROOT
 from data_utils import read_filelist
-from training.textgrid_durations import (Interval, match_words, phonemize_words, read_textgrid, sounding,
+from textgrid_durations import (Interval, match_words, phonemize_words, read_textgrid, sounding,
                                          token_durations)
 
 GRIDS = ROOT / "tests" / "data" / "textgrids"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import text  # noqa: E402
 from audio import load_wav  # noqa: E402
 from data_utils import compute_mel, read_filelist, trim_to_frames  # noqa: E402
-from training.textgrid_durations import match_words, phonemize_words, sounding  # noqa: E402
+from textgrid_durations import match_words, phonemize_words, sounding  # noqa: E402
 from training.voice_file import DEFAULT_VOICE, load_voice  # noqa: E402
 
 MIN_PAUSE = 0.05
