@@ -210,6 +210,8 @@ def test_voice_switches_speaker(multi):
     assert not np.array_equal(bob, ann)
     with pytest.raises(ValueError, match="<voice name='carl'>.*known speakers: ann, bob"):
         multi.synthesize_ssml(speak('<voice name="carl">Hi</voice>'))
+    blend, _, _ = multi.synthesize_ssml(speak('<voice name="ann(1)+bob(3)">Hello there.</voice>'))
+    np.testing.assert_array_equal(blend, multi.synthesize("Hello there.", speaker="ann:0.25,bob:0.75")[0])
 
 
 def test_phoneme_speaks_the_given_ipa(tts):
