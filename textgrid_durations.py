@@ -173,7 +173,7 @@ def _fill_pauses(chars: List[str], starts: np.ndarray, ends: np.ndarray) -> np.n
             t = ends[k]
         else:
             nxt = voiced[voiced > k]
-            if len(nxt) and (c == " " or not c.isalnum()) and c not in STRESS and _first_separator(chars, k):
+            if len(nxt) and not c.isalnum() and _first_separator(chars, k):  # a space or punctuation
                 t = starts[nxt[0]]
         token_end[k] = t
     return token_end
