@@ -288,6 +288,11 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=10, help="held-out sentences per voice")
     p.add_argument("--output", help="JSON report")
     args = p.parse_args(argv)
+    from training.voice_file import DEFAULT_VOICE
+
+    if args.defaults and Path(args.voice).resolve() != DEFAULT_VOICE.resolve():
+        p.error(f"--defaults runs clone_voice.py with no flags but --dataset and -m, so it clones from the shipped "
+                f"voice ({DEFAULT_VOICE}); --voice {args.voice} would not be the base: drop --defaults or --voice")
     import torch
 
     report = {"what": args.what, "voice": args.voice, "steps": args.steps, "threads": torch.get_num_threads(),

@@ -461,6 +461,14 @@ def test_voices_benchmark_scores_guidance_and_similarity(tmp_path, data_dir, lj_
     for level in report["levels"].values():  # one real speaker posing as two: no order between the levels
         assert -1 <= level["different"] <= 1 and -1 <= level["same"] <= 1
 
+    assert bench_voices.main(["blend", "--voice", str(voice), "--corpus", str(corpus), "--pairs", "ann:bob",
+                              "--limit", "2", "--output", str(out)]) == 0
+    row, = json.loads(out.read_text())["rows"]
+    assert row["pair"] == "ann:bob" and set(row) >= {"A", "B", "blend", "blend_between_recorded", "blend_between_model"}
+    for reading in (row["A"], row["B"], row["blend"]):
+        assert all(-1 <= reading[k] <= 1 for k in ("to_recorded_A", "to_recorded_B", "to_model_A", "to_model_B"))
+    assert row["A"]["to_model_A"] > row["B"]["to_model_A"]  # speakers differ even untrained (a woken velocity net)
+
 
 def test_default_speaker_is_used_when_none_is_asked_for():
     hps = make_tiny_hps(**MULTI, default_speaker="bob")
