@@ -159,6 +159,9 @@ class ModelConfig:
     # ONNX export, server, page) uses when the user does not choose; set from a measured table, not a guess.
     sampling_steps: int = 10
     sampling_method: str = "euler"
+    # The torch path vocodes in bfloat16 autocast on a CPU with bf16 hardware (AMX or AVX-512 BF16), where it
+    # is faster; set for a voice whose quality was measured that way (the last convolution stays fp32).
+    vocoder_bf16: bool = False
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
     source_harmonics: int = 8  # sines at F0 .. source_harmonics F0 (those above the Nyquist frequency are silent)

@@ -200,6 +200,7 @@ class FlowMatchingSynthesizer(nn.Module):
         self.hop_length = hps.data.hop_length
         self.acoustic = FlowMatchingTTS(n_vocab, hps)
         self.generator = MultiBandISTFTGenerator(hps, istft_impl=istft_impl)
+        self.vocoder_bf16 = False  # vocode() under bfloat16 autocast (inference; TorchSynthesizer decides)
 
     def speaker_condition(self, speakers: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """speakers (B,) long -> vocoder conditioning (B, gin_channels, 1), or None for one speaker.
@@ -215,7 +216,9 @@ class FlowMatchingSynthesizer(nn.Module):
         -> (audio (B, 1, T * hop), sub-bands (B, subbands, T * hop // subbands)); with `window` (left, right) only
         frames [left, right) of the mel, as MultiBandISTFTGenerator.window vocodes them."""
         g = self.speaker_condition(speakers)
-        return self.generator(mel, g) if window is None else self.generator.window(mel, *window, g)
+        with torch.autocast(mel.device.type, dtype=torch.bfloat16, enabled=self.vocoder_bf16):
+            audio, bands = self.generator(mel, g) if window is None else self.generator.window(mel, *window, g)
+        return (audio.float(), bands.float()) if self.vocoder_bf16 else (audio, bands)
 
     @torch.no_grad()
     def infer(self, text: torch.Tensor, text_lengths: torch.Tensor, sampling: SamplingConfig = SamplingConfig(),

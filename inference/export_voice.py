@@ -77,9 +77,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--vocoder", help="take the vocoder from this voice / checkpoint / vocoder file instead")
     p.add_argument("--default-steps", type=int, help="the voice's default ODE steps (model.sampling_steps)")
     p.add_argument("--default-method", help="the voice's default solver (model.sampling_method)")
+    p.add_argument("--vocoder-bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="the torch path vocodes in bfloat16 on CPUs with bf16 hardware (model.vocoder_bf16); "
+                        "set it once that was measured for this voice")
     args = p.parse_args(argv)
-    defaults = {k: v for k, v in (("sampling_steps", args.default_steps), ("sampling_method", args.default_method))
-                if v is not None}
+    defaults = {k: v for k, v in (("sampling_steps", args.default_steps), ("sampling_method", args.default_method),
+                                  ("vocoder_bf16", args.vocoder_bf16)) if v is not None}
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         print("error: the output would overwrite the training checkpoint; choose another path", file=sys.stderr)
         return 2

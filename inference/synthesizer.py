@@ -13,6 +13,7 @@ with nothing speakable is a ValueError.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -60,6 +61,16 @@ if TYPE_CHECKING:  # models pulls in the vocoder (scipy); imported when a checkp
 # TorchSynthesizer
 # ----------------------------------------------------------------------------------------------------
 
+def fast_bf16_cpu() -> bool:
+    """Whether this CPU does bfloat16 in hardware (AMX or AVX-512 BF16), where bf16 autocast is faster; on
+    other CPUs bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: do not guess
+        return False
+    return re.search(r"\b(amx_bf16|avx512_bf16)\b", flags) is not None
+
+
 class TorchSynthesizer(pipeline.SpeechPipeline):
     """Text -> waveform with a loaded FlowMatchingSynthesizer (acoustic model + MB-iSTFT vocoder).
 
@@ -67,11 +78,16 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
     from pipeline.SpeechPipeline."""
 
     def __init__(self, model: "FlowMatchingSynthesizer", hps: HParams, n_vocab: int,
-                 device: Union[str, torch.device] = "cpu", batch_size: int = 8):
+                 device: Union[str, torch.device] = "cpu", batch_size: int = 8, vocoder_bf16: Optional[bool] = None):
+        """vocoder_bf16: vocode in bfloat16 autocast; None: as the voice says (model.vocoder_bf16) where the
+        device is a CPU with bf16 hardware (fast_bf16_cpu), fp32 elsewhere."""
         self.model = model.eval()
         self.hps = hps
         self.n_vocab = n_vocab
         self.device = torch.device(device)
+        if vocoder_bf16 is None:
+            vocoder_bf16 = hps.model.vocoder_bf16 and self.device.type == "cpu" and fast_bf16_cpu()
+        self.model.vocoder_bf16 = vocoder_bf16
         self.batch_size = batch_size
         self.default_sampling = default_sampling(hps.model)  # the voice file's own (model.sampling_*)
         self.guidance_refusal = guidance_refusal(hps)  # why cfg_scale > 0 cannot work here, or None
@@ -109,7 +125,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                         use_ema: bool = True, config: Union[None, str, Path, dict, HParams] = None,
-                        batch_size: int = 8) -> "TorchSynthesizer":
+                        batch_size: int = 8, vocoder_bf16: Optional[bool] = None) -> "TorchSynthesizer":
         """Load a training checkpoint (G_<step>.pth) or an exported voice once (see voice.load_voice).
 
         use_ema: take the EMA weights (recommended for flow matching) when the checkpoint has them.
@@ -120,7 +136,7 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
         from training.voice_file import load_voice
 
         model, hps = load_voice(path, device, use_ema, config)
-        return cls(model, hps, model.n_vocab, device=device, batch_size=batch_size)
+        return cls(model, hps, model.n_vocab, device=device, batch_size=batch_size, vocoder_bf16=vocoder_bf16)
 
     # -- the model steps (pipeline.SpeechPipeline does the rest) ------------------------------------------
 

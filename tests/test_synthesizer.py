@@ -80,3 +80,22 @@ def test_multi_speaker_vocoder_is_conditioned():
     ids, lengths = encode(SENTENCES[1:], model.hps)
     audio, _, _, extra = model.infer(ids, lengths, sampling=SamplingConfig(steps=2), speakers=torch.tensor([1]))
     assert audio.shape[-1] == int(extra["audio_lengths"][0])
+
+
+def test_a_voice_marked_vocoder_bf16_vocodes_in_bf16_where_the_cpu_has_bf16_hardware():
+    """model.vocoder_bf16: the torch path vocodes under bfloat16 autocast on a CPU with bf16 hardware (faster
+    there), in fp32 elsewhere and for voices without the mark; either way the audio is float32 and close."""
+    import numpy as np
+
+    from inference.synthesizer import TorchSynthesizer, fast_bf16_cpu
+
+    hps = make_tiny_hps(vocoder_bf16=True)
+    model = tiny_model(vocoder_bf16=True)
+    assert TorchSynthesizer(model, hps, len(text.symbols)).model.vocoder_bf16 == fast_bf16_cpu()
+    plain = make_tiny_hps()
+    assert not TorchSynthesizer(tiny_model(), plain, len(text.symbols)).model.vocoder_bf16
+    sampling = SamplingConfig(steps=2, temperature=0.0)
+    fp32, _, _ = TorchSynthesizer(model, hps, len(text.symbols), vocoder_bf16=False).synthesize("Hello there.", sampling)
+    bf16, _, _ = TorchSynthesizer(model, hps, len(text.symbols), vocoder_bf16=True).synthesize("Hello there.", sampling)
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape and not np.array_equal(bf16, fp32)
+    assert np.corrcoef(bf16, fp32)[0, 1] > 0.99

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import math
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from atomic import write_text_atomic
 from training.checkpoint import CheckpointError, save_checkpoint
 from config import ConfigError, HParams
+from inference.synthesizer import fast_bf16_cpu
 from training.teacher_forced_mels import FINETUNE
 from training.voice_file import DEFAULT_VOICE
 
@@ -92,16 +92,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--minutes must be a positive number of minutes, got {args.minutes}")
     if args.learning_rate is not None and not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise ValueError(f"--learning-rate must be a positive number, got {args.learning_rate}")
-
-
-def fast_bf16_cpu() -> bool:
-    """Whether this CPU does bfloat16 in hardware (AMX or AVX-512 BF16), where --vocoder-bf16 is faster; on
-    other CPUs bf16 is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: do not guess
-        return False
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", flags) is not None
 
 
 def vocoder_bf16(args: argparse.Namespace) -> bool:
