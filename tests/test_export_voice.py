@@ -156,3 +156,7 @@ def test_export_sets_the_voices_measured_default_sampling(tiny_checkpoint, tmp_p
     assert torch.load(out, weights_only=True)["metadata"] == {"cloned_from": {"dataset": "x"}}  # kept
     assert export_voice.main([str(tiny_checkpoint), str(tmp_path / "bad.pth"), "--default-method", "rk4"]) == 2
     assert "unknown ODE method 'rk4'" in capsys.readouterr().err and not (tmp_path / "bad.pth").exists()
+    marked = tmp_path / "bf16.pth"
+    assert export_voice.main([str(out), str(marked), "--vocoder-bf16"]) == 0  # measured: vocode in bf16 where fast
+    assert TorchSynthesizer.from_checkpoint(marked).hps.model.vocoder_bf16
+    assert not TorchSynthesizer.from_checkpoint(out).hps.model.vocoder_bf16
