@@ -79,7 +79,8 @@ def _load(args: argparse.Namespace, checkpoint: Optional[Path]):
     tts = TorchSynthesizer.from_checkpoint(checkpoint, device=args.device, use_ema=not args.no_ema, config=args.config)
     if args.ref_audio is not None:
         tts.set_reference(args.ref_audio, args.ref_text)
-    return tts, (f"device {tts.device}, threads {torch.get_num_threads()}, fp32, no warm-up "
+    dtype = "fp32, the vocoder in bf16" if tts.model.vocoder_bf16 else "fp32"
+    return tts, (f"device {tts.device}, threads {torch.get_num_threads()}, {dtype}, no warm-up "
                                    f"(timings include the first run), {'raw' if args.no_ema else 'EMA'} weights "
                                    f"from {checkpoint}")
 

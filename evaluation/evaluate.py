@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         **({} if synthesizer is None else {
             **dataclasses.asdict(sampling), "seed": args.seed, "speaker": args.speaker,
             "ema": not args.no_ema,
-            "vocoder_included": True, "warmup_syntheses": 1}),
+            "vocoder_included": True, "vocoder_bf16": synthesizer.model.vocoder_bf16, "warmup_syntheses": 1}),
         "hardware": hardware_info(args.device) if synthesizer is not None else
         {"cpu_count": os.cpu_count(), "processor": cpu_name()},
     }
