@@ -10,7 +10,7 @@ and phonemized (preprocess.py) into RUN/data; --minutes keeps only the first min
 The new speaker is appended to the base model's speakers (its embedding starts at the mean of theirs); the
 base is the shipped multi-speaker voice unless --base names another. The defaults are the recipe that meets
 the cloning bar in docs/voices.md (5 minutes of audio: 81% of the way from other voices to the same voice,
-WER 1.05x the recordings', 13.3 minutes on 2 cores): the whole acoustic model adapts for 600 steps
+WER 1.14x the recordings', 13.9 minutes on 2 cores): the whole acoustic model adapts for 600 steps
 (`--adapt conditioning` trains only ADAPTED, the new speaker's embedding and the layers that map a speaker
 embedding into the text encoder, the duration predictor and the velocity network: weaker), then the vocoder
 fine-tunes on the same clips for 1800 steps (ground-truth mels, in RUN/vocoder; --vocoder-steps 0 keeps the
