@@ -132,17 +132,24 @@ def _share(span: Tuple[float, float], phones: List[Interval], n: int) -> np.ndar
     return np.interp(places, np.arange(len(bounds)), bounds)
 
 
-def token_durations(cleaned: str, add_blank: bool, words: List[Interval], phones: List[Interval], end: float,
-                    phonemized: Dict[str, str], frames_per_second: float) -> np.ndarray:
-    """(T_text,) int64 frames per model token (text.text_to_ids of `cleaned`, blanks included when add_blank),
-    summing to round(end * frames_per_second). ValueError when the words cannot be matched."""
-    chars = [c for c in cleaned if c in SYMBOL_TO_ID]  # the tokens, as cleaned_text_to_sequence keeps them
-    pieces, at = [], 0  # (first, last + 1) char index of each model word that has sound
+def model_words(cleaned: str) -> Tuple[List[str], List[Tuple[int, int]]]:
+    """(the model's tokens without blanks: the characters cleaned_text_to_sequence keeps, the (first, last + 1)
+    token index of each of its words: runs between spaces that hold a sounding character)."""
+    chars = [c for c in cleaned if c in SYMBOL_TO_ID]
+    pieces, at = [], 0
     for i, c in enumerate(chars + [" "]):
         if c == " ":
             if any(sounding(x) for x in chars[at:i]):
                 pieces.append((at, i))
             at = i + 1
+    return chars, pieces
+
+
+def token_durations(cleaned: str, add_blank: bool, words: List[Interval], phones: List[Interval], end: float,
+                    phonemized: Dict[str, str], frames_per_second: float) -> np.ndarray:
+    """(T_text,) int64 frames per model token (text.text_to_ids of `cleaned`, blanks included when add_blank),
+    summing to round(end * frames_per_second). ValueError when the words cannot be matched."""
+    chars, pieces = model_words(cleaned)
     groups = match_words(["".join(chars[a:b]) for a, b in pieces], [w.label for w in words], phonemized)
     starts = np.full(len(chars), np.nan)  # sounding characters: their own span; the rest: none yet
     ends = np.full(len(chars), np.nan)

@@ -17,8 +17,8 @@ import train_flow_matching as train
 from config import HParams, load_config, validate
 from conftest import ROOT
 from data_utils import read_filelist
-from textgrid_durations import (Interval, match_words, phonemize_words, read_textgrid, sounding,
-                                         token_durations)
+from textgrid_durations import (Interval, match_words, model_words, phonemize_words, read_textgrid,
+                                token_durations)
 
 GRIDS = ROOT / "tests" / "data" / "textgrids"
 DATA = validate(HParams()).data
@@ -90,10 +90,9 @@ def test_durations_keep_every_word_boundary_of_the_tests_data_textgrids(stem):
     dur = token_durations(cleaned, True, words, phones, end, said, FPS)
     assert len(dur) == len(text.text_to_ids(cleaned, DATA, cleaned=True)) and dur.sum() == round(end * FPS)
     boundaries = np.concatenate([[0], np.cumsum(dur)])
-    chars = [c for c in cleaned if c in text.SYMBOL_TO_ID]
-    pieces = [p for p in "".join(chars).split(" ") if any(sounding(c) for c in p)]
+    chars, pieces = model_words(cleaned)
     checked = 0
-    for model, grid in match_words(pieces, [w.label for w in words], said):  # inner boundaries of a group
+    for model, grid in match_words(["".join(chars[a:b]) for a, b in pieces], [w.label for w in words], said):  # inner boundaries of a group
         for t in (words[grid[0]].start, words[grid[-1]].end):                # of joined words are not tokens'
             assert np.abs(boundaries - t * FPS).min() <= 1.0, (stem, [w.label for w in words[grid[0]:grid[-1] + 1]], t)
             checked += 1

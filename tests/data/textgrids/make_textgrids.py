@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import text  # noqa: E402
 from audio import load_wav  # noqa: E402
 from data_utils import compute_mel, read_filelist, trim_to_frames  # noqa: E402
-from textgrid_durations import match_words, phonemize_words, sounding  # noqa: E402
+from textgrid_durations import match_words, model_words, phonemize_words, sounding  # noqa: E402
 from training.voice_file import DEFAULT_VOICE, load_voice  # noqa: E402
 
 MIN_PAUSE = 0.05
@@ -49,15 +49,13 @@ def main() -> None:
         durations = model.acoustic.align(torch.tensor([ids]), torch.tensor([len(ids)]), mel,
                                          torch.tensor([mel.size(2)]), speaker)[0].numpy()
         ends = np.cumsum(durations) / fps
-        chars = [c for c in cleaned if c in text.SYMBOL_TO_ID]
+        chars, pieces = model_words(cleaned)
         char_span = [(ends[2 * k], ends[2 * k + 1]) for k in range(len(chars))]  # (start, end) without blanks
         words = re.findall(r"[a-z']+", utt.text.lower())
         said = phonemize_words(words, d.text_cleaners, d.language)
-        pieces = [(m.start(), m.end()) for m in re.finditer(r"\S+", "".join(chars))
-                  if any(sounding(c) for c in "".join(chars)[m.start():m.end()])]
         entries_w, entries_p = [], []
-        for model_words, grid_words in match_words(["".join(chars[a:b]) for a, b in pieces], words, said):
-            voiced = [k for p in model_words for k in range(*pieces[p]) if sounding(chars[k])]
+        for in_model, grid_words in match_words(["".join(chars[a:b]) for a, b in pieces], words, said):
+            voiced = [k for p in in_model for k in range(*pieces[p]) if sounding(chars[k])]
             start, end = char_span[voiced[0]][0], char_span[voiced[-1]][1]
             weights = np.array([len(phones_of(said[words[j]])) for j in grid_words], dtype=float)
             bounds = start + (end - start) * np.concatenate([[0], np.cumsum(weights) / weights.sum()])
