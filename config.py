@@ -76,6 +76,9 @@ class TrainConfig:
     cond_drop_rate: float = 0.0
     speaker_drop_rate: float = 0.0
     prompt_rate: float = 0.0
+    # > 0 with model.prosody_conditioning: each clip is made louder or softer by up to this many dB (its mel and
+    # its energy feature together, prosody.random_gain), so the model learns what an energy change sounds like.
+    gain_augment_db: float = 0.0
     init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])
     # Train only the parameters whose names start with one of these (e.g. "acoustic.emb_g"); empty: all.
@@ -154,6 +157,9 @@ class ModelConfig:
     pqmf_cutoff: Optional[float] = None  # None: chosen for near-perfect reconstruction (pqmf.optimal_cutoff); 0.15 measures only ~22 dB
     pqmf_beta: float = 9.0
     prompt_context: bool = False  # the velocity net also sees a mel context (reference-clip prompting)
+    # The flow also sees each token's pitch, voicing and energy (prosody.py): measured in training, predicted
+    # and edited (SamplingConfig pitch_shift, pitch_range, energy_db) at inference.
+    prosody_conditioning: bool = False
     cfg_scale: float = 0.0  # default classifier-free guidance scale at inference (needs cond_drop_rate > 0)
     # The voice's default sampling at inference (with cfg_scale): what every path (command line, Python API,
     # ONNX export, server, page) uses when the user does not choose; set from a measured table, not a guess.
@@ -373,6 +379,9 @@ def validate(hps: HParams) -> HParams:
             raise ConfigError(f"train.{key} must be in [0, 1], got {getattr(t, key)}")
     if t.prompt_rate > 0 and not m.prompt_context:
         raise ConfigError("train.prompt_rate > 0 needs model.prompt_context true (the network's prompt input)")
+    if t.gain_augment_db > 0 and not m.prosody_conditioning:
+        raise ConfigError("train.gain_augment_db > 0 needs model.prosody_conditioning true (it augments the energy "
+                          "feature the model is conditioned on)")
     if t.speaker_drop_rate > 0 and d.n_speakers < 2:
         raise ConfigError("train.speaker_drop_rate > 0 needs a multi-speaker model (data.n_speakers > 1)")
     if m.cfg_scale < 0:

@@ -28,6 +28,7 @@ from atomic import atomic_write
 from config import MEL_KEYS
 from audio import AudioError, load_wav
 from mel_processing import LOG_MEL_FLOOR, mel_from_config
+from prosody import N_FEATURES as PROSODY_FEATURES, frame_prosody
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -121,14 +122,14 @@ def compute_mel(wav: torch.Tensor, data_cfg) -> torch.Tensor:
     return mel_from_config(wav.unsqueeze(0), data_cfg).squeeze(0)
 
 
-def mel_cache_path(cache_dir: PathLike, wav_path: PathLike, data_cfg) -> Path:
-    """Cache file for a clip's mel. The folder name encodes the mel parameters (a config change
-    never reads stale features); the file name adds a hash of the full path (clips that share a
-    file name in different folders, as in multi-speaker corpora, do not collide)."""
+def mel_cache_path(cache_dir: PathLike, wav_path: PathLike, data_cfg, kind: str = "mel") -> Path:
+    """Cache file for a clip's mel (or another per-frame feature `kind`, e.g. prosody). The folder name encodes
+    the mel parameters (a config change never reads stale features); the file name adds a hash of the full
+    path (clips that share a file name in different folders, as in multi-speaker corpora, do not collide)."""
     params = tuple(getattr(data_cfg, key) for key in MEL_KEYS)
     key = hashlib.sha1(repr(params).encode()).hexdigest()[:10]
     path_hash = hashlib.sha1(str(Path(wav_path).resolve()).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"mel-{key}" / f"{Path(wav_path).stem}-{path_hash}.npy"
+    return Path(cache_dir) / f"{kind}-{key}" / f"{Path(wav_path).stem}-{path_hash}.npy"
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -305,6 +306,21 @@ class TextMelLoader(torch.utils.data.Dataset):
             save_npy_atomic(cache, mel.numpy().astype(np.float32))
         return wav, mel
 
+    def load_prosody(self, wav_path: str, wav: torch.Tensor) -> torch.Tensor:
+        """The clip's frame prosody (3, T_mel) (prosody.frame_prosody of wav (T_mel * hop,)), cached beside its
+        mel when data.cache_dir is set (YIN costs about 20 ms per second of audio)."""
+        d = self.hps.data
+        frames = wav.size(0) // d.hop_length
+        cache = mel_cache_path(d.cache_dir, wav_path, d, kind="prosody") if d.cache_dir else None
+        if cache is not None and cache.is_file():
+            features = np.load(cache)
+            if features.shape == (PROSODY_FEATURES, frames):
+                return torch.from_numpy(features)
+        features = frame_prosody(wav.numpy(), d.sampling_rate, d.hop_length)
+        if cache is not None:
+            save_npy_atomic(cache, features)
+        return torch.from_numpy(features)
+
     def load_durations(self, wav_path: str, n_tokens: int) -> Optional[torch.Tensor]:
         """External aligner durations from data.durations_dir/<wav stem>.npy: (T_text,) long.
 
@@ -334,6 +350,8 @@ class TextMelLoader(torch.utils.data.Dataset):
             "durations": self.load_durations(utt.wav_path, len(seq)),
             "path": utt.wav_path,
         }
+        if self.hps.model.prosody_conditioning:
+            item["prosody"] = self.load_prosody(utt.wav_path, wav)
         if self.hps.data.vocoder_mel_dir:
             item["vocoder_mel"] = torch.from_numpy(np.load(self._vocoder_mel_path(utt.wav_path))).float()
         return item
@@ -347,7 +365,8 @@ class TextMelCollate:
       normalized, padded with LOG_MEL_FLOOR, the log-mel of silence: 0 would be a loud frame to a
       vocoder fed mel slices that reach into the padding), mel_lengths (B,) long, wav (B, 1, T_mel * hop) float, wav_lengths (B,)
       long, speakers (B,) long, durations (B, T_text) long or None (None unless every item has
-      durations), paths list[str]; vocoder_mel (B, n_mels, T_mel) when the items have it.
+      durations), paths list[str]; vocoder_mel (B, n_mels, T_mel) when the items have it; prosody (B, 3, T_mel)
+      (zero padded) when they have it.
     """
 
     def __call__(self, batch: Sequence[Dict]) -> Dict:
@@ -374,6 +393,10 @@ class TextMelCollate:
             "speakers": torch.tensor([int(b["speaker"]) for b in batch], dtype=torch.long),
             "durations": durations, "paths": [b["path"] for b in batch],
         }
+        if "prosody" in batch[0]:
+            out["prosody"] = torch.zeros(len(batch), batch[0]["prosody"].size(0), mels.size(2))
+            for i, b in enumerate(batch):
+                out["prosody"][i, :, : mel_lengths[i]] = b["prosody"]
         if "vocoder_mel" in batch[0]:
             out["vocoder_mel"] = torch.full_like(mels, LOG_MEL_FLOOR)
             for i, b in enumerate(batch):

@@ -5,6 +5,8 @@ blocks are in modules.py, the vocoder and the text -> waveform module in models.
     text ids --TextEncoder (ConvNeXt)--> h (B, H, T_text), mu (B, n_mels, T_text)
     train: MAS(log N(mel | mu)) -> hard alignment -> durations; DurationPredictor(h.detach()) ~ log durations
     infer: durations = round(exp(logw) * duration_scale), at least 1
+    with model.prosody_conditioning: token prosody (pitch, voicing, energy: measured in training, predicted and
+    edited at inference, prosody.py) is embedded and joins h (and so mu) after the alignment (FastPitch style)
     length regulation: h, mu -> frames; FlowMatchingTransformer v(x_t, t, [h_y, mu_y]) integrated from
     noise (or mu_y + noise, Grad-TTS style) to the normalized mel.
 
@@ -26,12 +28,14 @@ import commons
 import ode
 from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of returned mels (re-exported)
 from modules import AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, rotary_tables, timestep_embedding
+from prosody import N_FEATURES as PROSODY_FEATURES, apply_edit, harmonic_templates, template_of, token_prosody
 from sampling import SamplingConfig
 
 Rngs = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x_t (B, C, T), t (B,) or ()) -> (B, C, T)
 PROMPT_SPAN = (0.7, 1.0)  # fraction of a clip to fill when training with a prompt (Voicebox's 70-100%)
 PROMPT_RATE_RANGE = (0.5, 2.0)  # bounds on the speaking-rate match to a reference clip
+PROSODY_EMBED_LR_SCALE = 10.0  # the prosody embedding's learning rate beside a trained network (ProsodyEmbedding)
 
 
 class TextEncoder(nn.Module):
@@ -89,6 +93,45 @@ class DurationPredictor(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             x = self.dropout(norm(torch.relu(conv(x * mask))))
         return (self.proj(x * mask) * mask).squeeze(1)
+
+
+class ProsodyPredictor(DurationPredictor):
+    """The duration predictor's stack predicting each token's normalised prosody (prosody.py: pitch, voiced
+    fraction, energy) instead: forward(h.detach(), mask (B, 1, T_text), g) -> (B, 3, T_text)."""
+
+    def __init__(self, in_channels: int, channels: int, kernel_size: int, n_layers: int, dropout: float = 0.1,
+                 gin_channels: int = 0):
+        super().__init__(in_channels, channels, kernel_size, n_layers, dropout, gin_channels)
+        self.proj = nn.Conv1d(channels if n_layers else in_channels, PROSODY_FEATURES, 1)
+
+
+class ProsodyEmbedding(nn.Module):
+    """Token prosody into the text encoder's output: forward(tokens (B, 3, T_text) normalised (prosody.py),
+    mask (B, 1, T_text), proj_mu_weight (n_mels, H, 1)) -> (dh (B, H, T_text), dmu (B, n_mels, T_text)).
+
+    dh = conv(tokens), joined to h where the encoder's output is, and dmu = proj_mu's weights applied to dh (so
+    mu + dmu is proj_mu(h + dh): the prior loss, a regression onto the mel, teaches the embedding what pitch and
+    energy do) plus a learned per-channel gain on the harmonic template of each token's pitch (prosody.
+    harmonic_templates: where the harmonics sit in the mel, so a pitch edit moves the harmonics the flow starts
+    from). Both start at zero, so a model grown from one without prosody speaks as before, and learn at
+    PROSODY_EMBED_LR_SCALE x the rate (training/train_utils.param_groups): at the base rate the embedding had
+    barely moved after 1000 steps of fine-tuning. The template table is rebuilt from the config, not saved."""
+
+    lr_scale = PROSODY_EMBED_LR_SCALE
+
+    def __init__(self, hidden: int, data_cfg):
+        super().__init__()
+        self.conv = nn.Conv1d(PROSODY_FEATURES, hidden, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+        self.template_gain = nn.Parameter(torch.zeros(1, data_cfg.n_mel_channels, 1))
+        self.register_buffer("templates", harmonic_templates(data_cfg), persistent=False)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, proj_mu_weight: torch.Tensor):
+        dh = self.conv(tokens) * mask
+        template = template_of(tokens, self.templates.to(tokens.dtype))
+        dmu = F.conv1d(dh, proj_mu_weight.to(dh.dtype)) + self.template_gain.to(dh.dtype) * template
+        return dh, dmu * mask
 
 
 class FlowMatchingTransformer(nn.Module):
@@ -409,6 +452,12 @@ class FlowMatchingTTS(nn.Module):
                                                      m.duration_predictor_kernel, m.duration_predictor_layers,
                                                      gin_channels=gin)
                                    if m.use_duration_predictor else None)
+        self.prosody_predictor, self.prosody_embed = None, None
+        if m.prosody_conditioning:
+            self.prosody_predictor = ProsodyPredictor(m.hidden_channels, m.duration_predictor_channels,
+                                                      m.duration_predictor_kernel, m.duration_predictor_layers,
+                                                      gin_channels=gin)
+            self.prosody_embed = ProsodyEmbedding(m.hidden_channels, d)
         # The velocity net sees [x_t, h_y, mu_y] and, with prompt_context, a mel context (zero where to fill).
         cond_channels = m.hidden_channels + self.n_mels * (2 if m.prompt_context else 1)
         estimator = FlowMatchingTransformer(self.n_mels, cond_channels, m.flow_d_model,
@@ -439,6 +488,26 @@ class FlowMatchingTTS(nn.Module):
             return (speakers.to(self.emb_g.weight.dtype) @ self.emb_g.weight).unsqueeze(-1)
         return self.emb_g(speakers).unsqueeze(-1)  # (B, gin, 1)
 
+    def with_prosody(self, h: torch.Tensor, mu: torch.Tensor, x_mask: torch.Tensor, tokens: torch.Tensor):
+        """h (B, H, T_text), mu (B, n_mels, T_text) with normalised token prosody (B, 3, T_text) joined
+        (ProsodyEmbedding). MAS and the duration predictor keep the plain h and mu (the token prosody needs the
+        alignment first)."""
+        dh, dmu = self.prosody_embed(tokens.to(h.dtype) * x_mask, x_mask, self.encoder.proj_mu.weight)
+        return h + dh, mu + dmu
+
+    def prosody_condition(self, h: torch.Tensor, mu: torch.Tensor, x_mask: torch.Tensor, g: Optional[torch.Tensor],
+                          edit: torch.Tensor):
+        """(h, mu) of the text at inference with the predicted token prosody, edited by edit (B, 3)
+        (SamplingConfig.prosody_edit rows), for a model with prosody conditioning; (h, mu) as they are for one
+        without, which cannot realise an edit (ValueError)."""
+        if self.prosody_predictor is None:
+            if bool((edit != edit.new_tensor([0.0, 1.0, 0.0])).any()):
+                raise ValueError("this voice was not trained with prosody conditioning (model.prosody_conditioning): "
+                                 "it cannot change pitch, pitch range or energy; leave them at 0, 1 and 0 dB")
+            return h, mu
+        predicted = self.prosody_predictor(h, x_mask, g).float()
+        return self.with_prosody(h, mu, x_mask, apply_edit(predicted, x_mask, edit.to(predicted)))
+
     def _encode(self, text, text_lengths, speakers, null_ok: bool = False):
         g = self._speaker(speakers, null_ok, text.size(0))
         return self._encode_with(text, text_lengths, g)
@@ -452,15 +521,16 @@ class FlowMatchingTTS(nn.Module):
 
     def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None,
                 max_flow_frames: Optional[int] = None, dropout: ConditionDropout = ConditionDropout(),
-                teacher: Optional[GuidanceTeacher] = None):
+                teacher: Optional[GuidanceTeacher] = None, prosody: Optional[torch.Tensor] = None):
         """text (B, T_text) long, text_lengths (B,), mel (B, n_mels, T_mel) log-mel (not normalized),
         mel_lengths (B,), speakers (B,) long or None, durations (B, T_text) long from an external aligner
         or None (then MAS). max_flow_frames: the flow loss sees a random crop of at most this many frames
         (train.max_mel_frames; None: whole clips). dropout: ConditionDropout (what the flow may not see).
-        teacher: regress its guided velocity instead of the path's (guidance distillation).
+        teacher: regress its guided velocity instead of the path's (guidance distillation). prosody (B, 3, T_mel):
+        the clips' frame prosody (prosody.frame_prosody, zero padded), required with model.prosody_conditioning.
 
-        Returns dict(loss_flow, loss_dur, loss_prior: scalar tensors; attn (B, T_text, T_mel) hard alignment;
-        durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
+        Returns dict(loss_flow, loss_dur, loss_prior, loss_prosody (0 without prosody conditioning): scalar
+        tensors; attn (B, T_text, T_mel) hard alignment; durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
         0.5 log(2 pi) constant (so it reads ~1.42 for a unit-variance fit); loss_dur is 0 without a
         duration predictor and loss_prior 0 when model.use_prior_loss is false.
         """
@@ -489,9 +559,19 @@ class FlowMatchingTTS(nn.Module):
         else:
             loss_dur = zero
 
+        loss_prosody, h_cond, mu_cond = zero, h, mu
+        if self.prosody_predictor is not None:
+            if prosody is None:
+                raise ValueError("model.prosody_conditioning is on: forward needs prosody (B, 3, T_mel), the clips' "
+                                 "frame prosody (prosody.frame_prosody; TextMelLoader provides it)")
+            tokens = token_prosody(prosody, attn)
+            predicted = self.prosody_predictor(h.detach(), x_mask, g).float()
+            loss_prosody = masked_mean((predicted - tokens) ** 2, x_mask)
+            h_cond, mu_cond = self.with_prosody(h, mu, x_mask, tokens)
+
         attn = attn.to(h.dtype)
-        mu_y = torch.bmm(mu, attn)  # (B, n_mels, T_mel)
-        h_y = torch.bmm(h, attn)  # (B, H, T_mel)
+        mu_y = torch.bmm(mu_cond, attn)  # (B, n_mels, T_mel)
+        h_y = torch.bmm(h_cond, attn)  # (B, H, T_mel)
         if self.use_prior_loss:
             loss_prior = masked_mean(0.5 * (y - mu_y.float()) ** 2 + 0.5 * math.log(2 * math.pi), y_mask)
         else:
@@ -511,7 +591,8 @@ class FlowMatchingTTS(nn.Module):
             cond, g_flow = cond * keep, (None if g is None else g * keep)
         target = None if teacher is None else teacher.velocity(cond, mask_f, g_flow)
         loss_flow = self.cfm.loss(y_f, mask_f, cond, mu_f, g_flow, loss_mask=loss_mask, target=target)
-        return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, attn=attn, durations=durations)
+        return dict(loss_flow=loss_flow, loss_dur=loss_dur, loss_prior=loss_prior, loss_prosody=loss_prosody,
+                    attn=attn, durations=durations)
 
     # -- inference ----------------------------------------------------------------------------------------
 
@@ -552,8 +633,14 @@ class FlowMatchingTTS(nn.Module):
             durations = self.predict_durations(h, x_mask, g, sampling.duration_scale)
         else:
             durations = durations.long().clamp(min=0) * x_mask.squeeze(1).long()
+        h, mu = self.prosody_condition(h, mu, x_mask, g, self._edit_rows(sampling, h))
         x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, rng)
         return dict(mel=self._to_log_mel(x, mel_lengths), mel_lengths=mel_lengths, durations=durations, nfe=nfe)
+
+    @staticmethod
+    def _edit_rows(sampling: SamplingConfig, h: torch.Tensor) -> torch.Tensor:
+        """sampling's prosody edit as (B, 3) float32 rows for a batch like h (B, H, T_text)."""
+        return torch.tensor([sampling.prosody_edit], device=h.device).expand(h.size(0), -1)
 
     def _decode(self, h, mu, x_mask, g, durations, sampling, rng, context=None):
         """Expand h, mu by durations (B, T_text) and integrate the flow -> (normalized mel (B, C, T), lengths, nfe).
@@ -605,6 +692,7 @@ class FlowMatchingTTS(nn.Module):
         rate = (ref_frames / predicted[:n_ref].sum()).clamp(*PROMPT_RATE_RANGE)
         new = frames_per_token(predicted[n_ref:] * rate * sampling.duration_scale)
         durations = torch.cat([ref_durations[0], new]).unsqueeze(0)
+        h, mu = self.prosody_condition(h, mu, x_mask, g, self._edit_rows(sampling, h))
         x, mel_lengths, nfe = self._decode(h, mu, x_mask, g, durations, sampling, rng, context=ref)
         x = x[:, :, ref_frames:]
         mel_lengths = mel_lengths - ref_frames

@@ -76,14 +76,14 @@ def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sa
     return gain.repeat_interleave(hop_length, dim=2) * torch.sin(k * phase.unsqueeze(1))
 
 
-def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Training targets for PitchPredictor from audio segments.
+def yin_frames(audio: np.ndarray, sampling_rate: int, hop_length: int
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame pitch analysis of audio (B, T * hop) float -> (F0 Hz, voiced bool, RMS dB full scale), each (B, T).
 
-    wav (B, 1, T * hop) -> (log(F0 / F0_REF) (B, T), voiced (B, T) bool). F0 by YIN (librosa) on frames of
-    4 * hop centred like the mel frames; a frame is voiced when it is louder than QUIET_DB and its normalised
-    autocorrelation at the YIN period exceeds PERIODICITY. About 20 ms per second of audio.
+    F0 by YIN (librosa) on frames of 4 * hop centred like the mel frames; a frame is voiced when it is louder
+    than QUIET_DB and its normalised autocorrelation at the YIN period exceeds PERIODICITY. About 20 ms per
+    second of audio.
     """
-    audio = wav.squeeze(1).detach().float().cpu().numpy()
     frames, frame_length = audio.shape[1] // hop_length, 4 * hop_length
     f0 = librosa.yin(audio, fmin=F0_MIN, fmax=F0_MAX, sr=sampling_rate, frame_length=frame_length,
                      hop_length=hop_length)[:, :frames]
@@ -95,6 +95,13 @@ def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple
     periodicity = np.take_along_axis(acf, lag, axis=1)[:, 0] / np.maximum(acf[:, 0], 1e-12)
     rms_db = 10 * np.log10(np.maximum(np.mean(windows ** 2, axis=1) / np.mean(np.hanning(frame_length) ** 2), 1e-12))
     voiced = (rms_db > QUIET_DB) & (periodicity > PERIODICITY)
+    return f0, voiced, rms_db
+
+
+def yin_targets(wav: torch.Tensor, sampling_rate: int, hop_length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Training targets for PitchPredictor from audio segments: wav (B, 1, T * hop) -> (log(F0 / F0_REF) (B, T),
+    voiced (B, T) bool), by `yin_frames`."""
+    f0, voiced, _ = yin_frames(wav.squeeze(1).detach().float().cpu().numpy(), sampling_rate, hop_length)
     target = np.log(f0 / F0_REF)
     return torch.from_numpy(target).float().to(wav.device), torch.from_numpy(voiced).to(wav.device)
 

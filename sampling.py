@@ -21,6 +21,9 @@ import ode
 
 MAX_STEPS = 1000  # more ODE steps change nothing audible and only burn time: refuse them
 MAX_CFG_SCALE = 10.0  # F5-TTS uses 2; far larger scales only distort
+MAX_PITCH_SHIFT = 12.0  # semitones: an octave either way
+PITCH_RANGE_LIMITS = (0.0, 3.0)  # 0 speaks on one pitch; 3 triples the spread
+MAX_ENERGY_DB = 20.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,9 @@ class SamplingConfig:
     gives t^2; or epss, a pruned grid that ignores the coefficient);
     duration_scale: speaking-rate factor (> 1 speaks slower); temperature: scale of the start noise;
     cfg_scale: classifier-free guidance, v_c + s (v_c - v_u) (0: none; each step then costs a network
-    call on twice the batch; needs a model trained with condition dropout)."""
+    call on twice the batch; needs a model trained with condition dropout);
+    pitch_shift (semitones), pitch_range (factor on the pitch spread), energy_db: edits of the prosody the
+    model predicts (prosody.py; only voices with model.prosody_conditioning realise them)."""
 
     steps: int = 10
     method: str = "euler"
@@ -39,6 +44,9 @@ class SamplingConfig:
     duration_scale: float = 1.0
     temperature: float = 1.0
     cfg_scale: float = 0.0
+    pitch_shift: float = 0.0
+    pitch_range: float = 1.0
+    energy_db: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -57,11 +65,26 @@ class SamplingConfig:
             raise ValueError(f"temperature must be a non-negative number, got {self.temperature!r}")
         if not is_finite_number(self.cfg_scale) or not 0 <= self.cfg_scale <= MAX_CFG_SCALE:
             raise ValueError(f"guidance scale must be a number in [0, {MAX_CFG_SCALE:g}], got {self.cfg_scale!r}")
+        for value, low, high, what in ((self.pitch_shift, -MAX_PITCH_SHIFT, MAX_PITCH_SHIFT, "pitch shift (semitones)"),
+                                       (self.pitch_range, *PITCH_RANGE_LIMITS, "pitch range factor"),
+                                       (self.energy_db, -MAX_ENERGY_DB, MAX_ENERGY_DB, "energy change (dB)")):
+            if not is_finite_number(value) or not low <= value <= high:
+                raise ValueError(f"{what} must be a number in [{low:g}, {high:g}], got {value!r}")
 
     @property
     def nfe(self) -> int:
         """Network evaluations per utterance."""
         return self.steps * (2 if self.method == "midpoint" else 1)
+
+    @property
+    def prosody_edit(self) -> list:
+        """[pitch_shift, pitch_range, energy_db]: one row of the (B, 3) edit prosody.apply_edit and the ONNX
+        encoder take."""
+        return [float(self.pitch_shift), float(self.pitch_range), float(self.energy_db)]
+
+    @property
+    def edits_prosody(self) -> bool:
+        return self.prosody_edit != [0.0, 1.0, 0.0]
 
     def time_grid(self, device=None):
         """(steps + 1,) fp32 torch tensor of times from 0 to 1, on `device`."""
@@ -98,6 +121,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: SamplingCo
                    help=f"noise scale of the ODE start (default {defaults.temperature:g})")
     g.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=None,
                    help="classifier-free guidance scale, 0 = off (default: the voice's model.cfg_scale)")
+    g.add_argument("--pitch", dest="pitch_shift", type=float, default=None,
+                   help=f"raise (or lower, < 0) the voice's pitch by this many semitones, within "
+                        f"+-{MAX_PITCH_SHIFT:g} (voices with prosody conditioning)")
+    g.add_argument("--pitch-range", dest="pitch_range", type=float, default=None,
+                   help="factor on the pitch's spread: < 1 flatter, > 1 livelier (default 1)")
+    g.add_argument("--energy", dest="energy_db", type=float, default=None,
+                   help=f"change of the voice's energy in dB, within +-{MAX_ENERGY_DB:g} (default 0)")
 
 
 def from_args(args: argparse.Namespace, defaults: SamplingConfig = SamplingConfig()) -> SamplingConfig:

@@ -6,7 +6,9 @@
 Writes to OUT_DIR:
   encoder.onnx    ids (B, T_text) int64, lengths (B,) int64 [, speaker_weights (B, n_speakers) float32: one-hot
                   for one speaker, a blend's weights summing to 1 (runtime/speaker_blend.py)]
-                  -> h (B, H, T_text), mu (B, n_mels, T_text) (normalized mel), logw (B, T_text) [, g (B, gin, 1)]
+                  [, prosody_edit (B, 3) float32: pitch shift in semitones, pitch range factor, energy change
+                  in dB (a voice with model.prosody_conditioning; 0, 1, 0 leaves the predicted prosody)]
+                  -> h (B, H, T_text), mu (B, n_mels, T_text) (normalized mel; both with the edited prosody), logw (B, T_text) [, g (B, gin, 1)]
   velocity.onnx   x (B, n_mels, T), mask (B, 1, T), cond (B, H + n_mels, T), t (B,) [, g] -> v (B, n_mels, T)
                   (one call per ODE step, t as an input)
   vocoder.onnx    mel (B, n_mels, T) de-normalized log-mel [, g] -> audio (B, 1, T * hop) (conv iSTFT)
@@ -49,15 +51,22 @@ INT8_GRAPHS = ("velocity_int8.onnx", "vocoder_int8.onnx")
 
 
 class EncoderGraph(nn.Module):
-    """Text encoder + duration predictor of a FlowMatchingTTS as one graph."""
+    """Text encoder + duration predictor of a FlowMatchingTTS as one graph; with prosody conditioning also the
+    prosody predictor and its edit, so h comes out as the flow's text condition.
+    forward(ids, lengths [, speaker_weights] [, prosody_edit])."""
 
     def __init__(self, acoustic):
         super().__init__()
         self.acoustic = acoustic
+        self.multi = acoustic.emb_g is not None
+        self.prosody = acoustic.prosody_predictor is not None
 
-    def forward(self, ids, lengths, speaker_weights=None):
+    def forward(self, ids, lengths, *extra):
+        speaker_weights = extra[0] if self.multi else None
         h, mu, x_mask, g = self.acoustic._encode(ids, lengths, speaker_weights)
         logw = self.acoustic.duration_predictor(h, x_mask, g)
+        if self.prosody:
+            h, mu = self.acoustic.prosody_condition(h, mu, x_mask, g, extra[-1])
         return (h, mu, logw) if g is None else (h, mu, logw, g)
 
 
@@ -114,6 +123,7 @@ def voice_json(hps, step, sampling: SamplingConfig) -> dict:
             "speaker_names": list(d.speaker_names), "default_speaker": d.default_speaker,
             "gin_channels": m.gin_channels if d.n_speakers > 1 else 0,
             "cond_channels": m.hidden_channels + d.n_mel_channels * (2 if m.prompt_context else 1),
+            "prosody_conditioning": m.prosody_conditioning,
             "sampling": dataclasses.asdict(sampling), "guidance_refusal": guidance_refusal(hps), "step": step}
 
 
@@ -143,12 +153,14 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_chang
     t_text, t_mel, n_mels = 12, 40, d.n_mel_channels
     ids, lengths = torch.randint(1, len(text_lib.symbols), (1, t_text)), torch.tensor([t_text])
     spk = (torch.eye(d.n_speakers)[:1],) if multi else ()
+    prosodic = acoustic.prosody_predictor is not None
+    edit = (torch.tensor([[1.0, 1.2, -2.0]]),) if prosodic else ()
+    enc_in = ["ids", "lengths"] + (["speaker_weights"] if multi else []) + (["prosody_edit"] if prosodic else [])
     enc_out = ["h", "mu", "logw"] + (["g"] if multi else [])
-    _export(EncoderGraph(acoustic), (ids, lengths, *spk), out_dir / "encoder.onnx", ["ids", "lengths"] +
-            (["speaker_weights"] if multi else []), enc_out,
+    _export(EncoderGraph(acoustic), (ids, lengths, *spk, *edit), out_dir / "encoder.onnx", enc_in, enc_out,
             {"ids": {0: "B", 1: "T_text"}, "lengths": {0: "B"}, "h": {0: "B", 2: "T_text"},
              "mu": {0: "B", 2: "T_text"}, "logw": {0: "B", 1: "T_text"},
-             **({"speaker_weights": {0: "B"}} if multi else {})})
+             **({"speaker_weights": {0: "B"}} if multi else {}), **({"prosody_edit": {0: "B"}} if prosodic else {})})
     g = (torch.randn(1, hps.model.gin_channels, 1),) if multi else ()
     cond_channels = voice_json(hps, None, sampling)["cond_channels"]
     _export(VelocityGraph(acoustic.cfm.estimator),

@@ -118,6 +118,10 @@ class TorchSynthesizer(pipeline.SpeechPipeline):
         return self.hps.data.n_speakers
 
     @property
+    def realises_prosody(self) -> bool:
+        return self.model.acoustic.prosody_predictor is not None
+
+    @property
     def data(self):
         """The data config (text cleaners, language, add_blank) the text front end uses."""
         return self.hps.data

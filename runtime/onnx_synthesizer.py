@@ -78,6 +78,7 @@ OPTIONAL_KEYS = {
     "speaker_names": (_str_list, "a list of names"),
     "default_speaker": (lambda x: isinstance(x, str), "a speaker name"),
     "sampling": (lambda x: isinstance(x, dict), "an object of sampling settings"),
+    "prosody_conditioning": (lambda x: isinstance(x, bool), "true or false"),
 }
 
 
@@ -132,6 +133,9 @@ def _check_graph(session, role: str, path: Path, info: dict) -> None:
     if role == "encoder" and info["n_speakers"] > 1 and "speaker_weights" not in inputs:
         raise OnnxVoiceError(f"{path} takes speaker ids, not speaker weights: it was exported before voice "
                              f"blending; export the voice again")
+    if role == "encoder" and info.get("prosody_conditioning") and "prosody_edit" not in inputs:
+        raise OnnxVoiceError(f"{path} takes no prosody_edit but voice.json says the voice has prosody conditioning: "
+                             f"the files come from different exports; export the voice again")
     for name, key in GRAPH_INPUTS[role].items():
         if name not in inputs:
             raise OnnxVoiceError(f"{path} is not a {role} graph (no input {name!r}; it takes "
@@ -202,6 +206,10 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
     def hop_length(self) -> int:
         return int(self.info["hop_length"])
 
+    @property
+    def realises_prosody(self) -> bool:
+        return bool(self.info.get("prosody_conditioning", False))
+
     # -- synthesis ------------------------------------------------------------------------------------
 
     def mel(self, ids: Sequence[int], sampling: SamplingConfig, rng: np.random.Generator,
@@ -211,6 +219,8 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
         feeds = {"ids": np.asarray([ids], dtype=np.int64), "lengths": np.asarray([len(ids)], dtype=np.int64)}
         if speaker_weights is not None:
             feeds["speaker_weights"] = speaker_weights[None]
+        if self.realises_prosody:
+            feeds["prosody_edit"] = np.asarray([sampling.prosody_edit], dtype=np.float32)
         h, mu, logw, *g = self.sessions["encoder"].run(None, feeds)
         g = g[0] if g else None
         # flow_matching.frames_per_token's rule (round, at least 1), in numpy

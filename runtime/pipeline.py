@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import unicodedata
 import warnings
+from dataclasses import replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -46,7 +47,8 @@ def check_is_text(text: str, what: str = "text") -> None:
 class SpeechPipeline:
     """What the torch TorchSynthesizer and the ONNX runtime share: the text front end, speaker checks, joining
     sentences and the whole-text API. Subclasses provide data (cleaners, language, add_blank), n_speakers,
-    sample_rate, hop_length, default_sampling and synthesize_ids(sequences, sampling, speaker, seed) ->
+    sample_rate, hop_length, default_sampling, realises_prosody (model.prosody_conditioning) and
+    synthesize_ids(sequences, sampling, speaker, seed) ->
     (waves, info with nfe, acoustic_seconds, vocoder_seconds and durations)."""
 
     def text_to_ids(self, text: str) -> List[int]:
@@ -117,10 +119,20 @@ class SpeechPipeline:
                 raise ValueError(f"in the speaker blend {speaker!r}: {e}") from None
         return (weights / weights.sum()).astype(np.float32)
 
+    def check_sampling(self, sampling: SamplingConfig) -> SamplingConfig:
+        """sampling, or ValueError when it asks for what this voice cannot do (prosody edits from a voice
+        without prosody conditioning)."""
+        if sampling.edits_prosody and not self.realises_prosody:
+            raise ValueError("this voice was not trained with prosody conditioning (model.prosody_conditioning): "
+                             "it cannot change pitch, pitch range or energy; leave them out or use a voice that can "
+                             "(the default voice can)")
+        return sampling
+
     def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
                              speaker: Speaker = None, seed: int = 0) -> Tuple[np.ndarray, int, Dict]:
         """Sentences already turned into ids (see `prepare`) -> one waveform joined with pauses."""
-        waves, info = self.synthesize_ids(sequences, sampling or self.default_sampling, speaker, seed)
+        sampling = self.check_sampling(sampling or self.default_sampling)
+        waves, info = self.synthesize_ids(sequences, sampling, speaker, seed)
         audio = join_with_pauses(waves, self.sample_rate)
         info["audio_seconds"] = len(audio) / self.sample_rate
         info["rtf"] = (info["acoustic_seconds"] + info["vocoder_seconds"]) / max(info["audio_seconds"], 1e-9)
@@ -153,7 +165,8 @@ class SpeechPipeline:
         """An SSML document (text/ssml.py) -> (waveform float32 (T,), sample_rate, info) like `synthesize`.
 
         Each text segment is spoken by `synthesize` with its speaker (a <voice>, else `speaker`), the sampling's
-        duration_scale times the segment's, and seed + its index among the text segments; its gain_db scales
+        duration_scale times the segment's, its pitch shift and range on top of the sampling's (a voice without
+        prosody conditioning ignores them with one SsmlWarning), and seed + its index among the text segments; its gain_db scales
         its samples; pauses are silence of exactly round(seconds * sample_rate) samples. info: nfe,
         audio_seconds, acoustic_seconds, vocoder_seconds, rtf, sentences, segments.
         ValueError for a malformed document and a bad speaker (every <voice> is checked before any synthesis)."""
@@ -162,7 +175,11 @@ class SpeechPipeline:
         if any(s.phonemes for s in segments) and not self._reads_ipa():
             warnings.warn("SSML: this voice reads letters, not phonemes; <phoneme> elements were read as their text",
                           SsmlWarning, stacklevel=2)
-        sampling = sampling or self.default_sampling
+        sampling = self.check_sampling(sampling or self.default_sampling)
+        if not self.realises_prosody and any(s.pitch_shift != 0 or s.pitch_range != 1 for s in segments):
+            warnings.warn("SSML: this voice was not trained with prosody conditioning; the pitch and range of "
+                          "<prosody> and <emphasis> were ignored", SsmlWarning, stacklevel=2)
+            segments = [replace(s, pitch_shift=0.0, pitch_range=1.0) for s in segments]
         totals = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "sentences": 0}
         pieces: List[np.ndarray] = []
         spoken = 0
@@ -202,7 +219,12 @@ class SpeechPipeline:
     def _speak_segment(self, segment: Segment, sampling: SamplingConfig, speaker: Speaker,
                        seed: int) -> Tuple[np.ndarray, Dict]:
         """One text segment of an SSML document -> (audio float32 (T,), synthesize's info)."""
-        sampling = sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale)
+        try:
+            sampling = sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale,
+                                        pitch_shift=sampling.pitch_shift + segment.pitch_shift,
+                                        pitch_range=sampling.pitch_range * segment.pitch_range)
+        except ValueError as e:
+            raise ValueError(f"SSML: the prosody around {segment.text[:40]!r} adds up to too much: {e}") from None
         speaker = segment.speaker if segment.speaker is not None else speaker
         if segment.phonemes is not None:
             if self._reads_ipa():
@@ -224,10 +246,11 @@ class SpeechPipeline:
         joined chunks equal synthesize(text) with the same seed. stats: see stream_sentences.
         ValueError up front for empty or unspeakable text and a bad speaker."""
         self.speaker_weights(speaker)  # sentence_steps resolves it (None may mean a reference clip's voice)
+        sampling = self.check_sampling(sampling or self.default_sampling)
         sentences = self.sentences(text)
         if quick_start:
             sentences = streaming.split_first_clause(sentences)
-        mel_of, vocode = self.sentence_steps(sampling or self.default_sampling, speaker)
+        mel_of, vocode = self.sentence_steps(sampling, speaker)
         return stream_sentences(sentences, self.text_to_ids, mel_of, vocode, self.hop_length, self.sample_rate,
                                 seed, stats)
 

@@ -12,12 +12,15 @@ Endpoints:
                          file's name; or a blend of one file's speakers, "awb(7)+slt_hts(3)"; left out: the
                          first file's default speaker), response_format wav | pcm |
                          flac | json, speed (0.25 to 4; 2 speaks twice as fast). Extras: steps, seed (0 to
-                         2**32 - 1), cfg_scale (guidance; only for voices trained with it). An input that
+                         2**32 - 1), cfg_scale (guidance; only for voices trained with it), pitch
+                         (semitones, -12 to 12), pitch_range (0 to 3, 1 as predicted), energy (dB, -20 to 20)
+                         (pitch and energy: voices with prosody conditioning). An input that
                          starts with <speak> is SSML (docs/inference.md), spoken whole. Left out, steps and
                          cfg_scale are the voice file's own defaults. pcm streams while the text is spoken;
                          wav, flac come whole (the WAV header then holds the true length); json gives
                          {"audio": base64 WAV, "sample_rate", "timings": {"words", "phonemes"}}.
-  GET  /v1/voices        {"voices": [{"name", "voice_file", "speaker", "sample_rate", "guidance", "defaults"}]}
+  GET  /v1/voices        {"voices": [{"name", "voice_file", "speaker", "sample_rate", "guidance", "defaults",
+                         "prosody" (whether pitch, pitch_range and energy are realised)}]}
   GET  /health           {"status": "ok", "voices", "busy": requests admitted and not yet finished}
   GET  /                 the web page (serving/web/index.html)
 Every error is OpenAI's JSON shape {"error": {"message", "type", "code"}}: 400 (bad values), 404, 405, 411
@@ -83,6 +86,9 @@ class SpeechRequest(BaseModel):
     steps: Optional[int] = None
     seed: int = 0
     cfg_scale: Optional[float] = None
+    pitch: float = 0.0
+    pitch_range: float = 1.0
+    energy: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +270,14 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
                 raise SpeechError(400, refusal, "guidance_unsupported")
             sampling = sampling.replace(cfg_scale=req.cfg_scale)
         try:
+            sampling = sampling.replace(pitch_shift=req.pitch, pitch_range=req.pitch_range, energy_db=req.energy)
+        except ValueError as e:
+            raise SpeechError(400, str(e), "invalid_prosody") from None
+        try:
+            tts.check_sampling(sampling)
+        except ValueError as e:
+            raise SpeechError(400, str(e), "prosody_unsupported") from None
+        try:
             if looks_like_ssml(req.input):
                 with warnings.catch_warnings():  # what is accepted but not realised is not the caller's error
                     warnings.simplefilter("ignore", SsmlWarning)
@@ -329,7 +343,8 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
     def list_voices():
         return {"voices": [{"name": v.name, "voice_file": v.voice_file, "speaker": v.speaker,
                             "sample_rate": v.tts.sample_rate, "guidance": v.tts.guidance_refusal is None,
-                            "defaults": dataclasses.asdict(v.tts.default_sampling)} for v in catalog.values()]}
+                            "defaults": dataclasses.asdict(v.tts.default_sampling),
+                            "prosody": v.tts.realises_prosody} for v in catalog.values()]}
 
     @app.get("/health")
     def health():

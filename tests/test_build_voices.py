@@ -55,3 +55,24 @@ def test_voices_from_a_second_folder_follow_and_keep_the_first_ones_ids(tmp_path
     _voice(tmp_path / "more", "slt", ["x1"], [])
     with pytest.raises(ValueError, match="two voices are named 'slt'"):
         build_voices.assemble([tmp_path / "voices", tmp_path / "more"], tmp_path / "out", "ked")
+
+
+def test_a_variant_folder_adds_clips_to_its_voice_and_repeat_balances_voices(tmp_path):
+    _voice(tmp_path / "voices", "awb", ["a1"], ["a9"])
+    _voice(tmp_path / "voices", "slt", ["s1"], [])
+    _voice(tmp_path / "voices", "ked", ["k1"], [])
+    _voice(tmp_path / "variants", "awb@high", ["a1"], ["a9"])
+    info = build_voices.assemble([tmp_path / "voices", tmp_path / "variants"], tmp_path / "out", "ked",
+                                 repeat={"slt": 2})
+    assert info["names"] == ["awb", "slt"] and info["train_clips"] == {"awb": 2, "slt": 2}
+    train = (tmp_path / "out" / "train.txt").read_text().splitlines()
+    assert [(line.split("|")[0].split("/")[-3], line.split("|")[1]) for line in train] == [
+        ("awb", "0"), ("awb@high", "0"), ("slt", "1"), ("slt", "1")]
+    assert len((tmp_path / "out" / "test_awb.txt").read_text().splitlines()) == 1  # the variant's test clips: no
+    _voice(tmp_path / "orphans", "rms@low", ["r1"], [])
+    with pytest.raises(ValueError, match="no folder 'rms'"):
+        build_voices.assemble([tmp_path / "voices", tmp_path / "orphans"], tmp_path / "out", "ked")
+    with pytest.raises(ValueError, match="--repeat names voice"):
+        build_voices.assemble([tmp_path / "voices"], tmp_path / "out", "ked", repeat={"nope": 2})
+    assert build_voices.main(["--voices-dir", str(tmp_path / "voices"), "--out-dir", str(tmp_path / "o"),
+                              "--held-out", "ked", "--repeat", "slt=x"]) == 2

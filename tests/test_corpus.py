@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -158,3 +159,23 @@ def test_build_with_flite_voice(tmp_path):
     info = sf.info(str(out / "wavs" / "f1.wav"))
     assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16") and info.duration > 0.5
     assert "no voice 'nope'" in build_corpus.check_voice("flite:nope")
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite (apt-get install -y flite)")
+def test_setf_reads_the_same_sentence_higher(tmp_path):
+    """--setf passes flite's intonation features: int_f0_target_mean raises the pitch (measured by pyin)."""
+    from evaluation.prosody import measure
+
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("p1|Where did Clara leave the sewing box?\n")
+    pitch = {}
+    for name, setf in (("plain", ()), ("high", ("int_f0_target_mean=200",))):
+        build_corpus.build(sentences, tmp_path / name, jobs=1, test_ids=None, voice="flite:awb", log=lambda m: None,
+                           setf=setf)
+        pitch[name] = measure(*sf.read(str(tmp_path / name / "wavs" / "p1.wav"))).f0_median_st
+    assert pitch["high"] - pitch["plain"] > 3.0
+    assert json.loads((tmp_path / "high" / "build_info.json").read_text())["setf"] == ["int_f0_target_mean=200"]
+    assert build_corpus.main(["--sentences", str(sentences), "--out-dir", str(tmp_path / "x"), "--voice", "slt_hts",
+                              "--setf", "int_f0_target_mean=200"]) == 2
+    assert build_corpus.main(["--sentences", str(sentences), "--out-dir", str(tmp_path / "x"), "--voice", "awb",
+                              "--setf", "no value"]) == 2

@@ -193,3 +193,37 @@ def test_guided_multi_speaker_voice_with_a_shared_vocoder_matches_torch(tmp_path
         a, _, _ = onnx.synthesize(SENTENCE, sampling, speaker="bob")
         b, _, _ = torch_tts.synthesize(SENTENCE, sampling, speaker="bob")
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+
+
+def test_prosody_conditioned_voice_takes_its_edits_as_an_encoder_input_and_matches_torch(tmp_path):
+    """The encoder graph takes prosody_edit (pitch shift, range, energy) and gives the edited text condition;
+    a plain voice's export has no such input and its runtime refuses edits as torch does."""
+    from conftest import make_tiny_hps, wake_velocity_net
+
+    from models import FlowMatchingSynthesizer
+
+    hps = make_tiny_hps(n_speakers=2, gin_channels=8, speaker_names=["ann", "bob"], prosody_conditioning=True)
+    torch.manual_seed(0)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
+    wake_velocity_net(model.acoustic.cfm.estimator)
+    torch.nn.init.normal_(model.acoustic.prosody_embed.conv.weight, std=0.05)  # zero-initialised: make edits show
+    voice = tmp_path / "prosody.pth"
+    torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, voice)
+    out = tmp_path / "onnx"
+    assert export_onnx.main([str(voice), str(out)]) == 0
+    onnx, torch_tts = OnnxSynthesizer(out), TorchSynthesizer.from_checkpoint(voice)
+    assert onnx.realises_prosody and torch_tts.realises_prosody
+    plain = SamplingConfig(steps=2, temperature=0.0)
+    reference, _, _ = onnx.synthesize(SENTENCE, plain, speaker="ann(1)+bob(1)")
+    for edit in (dict(pitch_shift=3.0), dict(pitch_range=0.4, energy_db=-5.0)):
+        a, _, _ = onnx.synthesize(SENTENCE, plain.replace(**edit), speaker="ann(1)+bob(1)")
+        b, _, _ = torch_tts.synthesize(SENTENCE, plain.replace(**edit), speaker="ann(1)+bob(1)")
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+        assert a.shape == reference.shape and not np.allclose(a, reference, atol=1e-3)
+
+
+def test_a_plain_voice_export_refuses_prosody_edits(exported):
+    tts = OnnxSynthesizer(exported)
+    assert not tts.realises_prosody
+    with pytest.raises(ValueError, match="prosody conditioning"):
+        tts.synthesize(SENTENCE, SamplingConfig(steps=2, pitch_shift=2.0))

@@ -51,12 +51,15 @@ def free_port() -> int:
 
 def guided_multi_speaker_voice(path: Path, speaker_names) -> Path:
     """An untrained tiny voice file of the multispeaker recipe: named speakers, trained with condition dropout
-    (so guidance is allowed), a velocity net that is not zero (so guidance and speakers change the audio)."""
+    (so guidance is allowed) and prosody conditioning, a velocity net and prosody embedding that are not zero (so
+    guidance, speakers and prosody edits change the audio)."""
     hps = make_tiny_hps(n_speakers=len(speaker_names), gin_channels=8, speaker_names=list(speaker_names),
-                        cond_drop_rate=0.2, cfg_scale=1.0, sampling_steps=3, sampling_method="midpoint")
+                        cond_drop_rate=0.2, cfg_scale=1.0, sampling_steps=3, sampling_method="midpoint",
+                        prosody_conditioning=True)
     torch.manual_seed(0)
     model = FlowMatchingSynthesizer(len(text.symbols), hps)
     wake_velocity_net(model.acoustic.cfm.estimator)
+    torch.nn.init.normal_(model.acoustic.prosody_embed.conv.weight, std=0.05)
     torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, path)
     return path
 
@@ -177,6 +180,19 @@ def test_cfg_scale_is_honoured_where_the_voice_was_trained_with_guidance(base_ur
     assert post(base_url, {**request, "voice": "tiny", "cfg_scale": 0.0})[0] == 200
 
 
+def test_pitch_range_and_energy_are_honoured_where_the_voice_has_prosody_conditioning(base_url, voice_files):
+    request = {"input": HELLO, "voice": "bob", "response_format": "pcm", "steps": 2}
+    plain = post(base_url, request)[1]
+    edited = post(base_url, {**request, "pitch": 3.0, "pitch_range": 1.5, "energy": -4.0})[1]
+    assert edited != plain
+    assert edited == api_pcm(voice_files["multi"], HELLO, "bob", steps=2, pitch_shift=3.0, pitch_range=1.5,
+                             energy_db=-4.0)
+    voices = {v["name"]: v["prosody"] for v in get_json(base_url, "/v1/voices")["voices"]}
+    assert voices == {"tiny": False, "ann": True, "bob": True}
+    status, body, _ = post(base_url, {**request, "voice": "tiny", "pitch": 2.0})
+    assert status == 400 and "prosody conditioning" in json.loads(body)["error"]["message"]
+
+
 def test_an_input_starting_with_speak_is_ssml(base_url, voice_files):
     """<speak> input is read as SSML (a break, a voice switch) and answers what synthesize_ssml gives."""
     tts = voice_files["multi"]
@@ -205,6 +221,9 @@ def test_an_input_starting_with_speak_is_ssml(base_url, voice_files):
     ({"input": "Hello.", "voice": "tiny", "steps": 5000}, 400, "steps must be in"),
     ({"input": "Hello.", "voice": "ann", "cfg_scale": -1}, 400, "cfg_scale must be in"),
     ({"input": "Hello.", "voice": "tiny", "seed": -1}, 400, "seed must be in [0, 4294967295]"),
+    ({"input": "Hello.", "voice": "ann", "pitch": 20}, 400, "pitch shift (semitones) must be a number in [-12, 12]"),
+    ({"input": "Hello.", "voice": "ann", "pitch_range": -1}, 400, "pitch range factor must be"),
+    ({"input": "Hello.", "voice": "ann", "energy": 99}, 400, "energy change (dB) must be"),
     ({"input": "Hello.", "voice": "tiny", "seed": 2 ** 32}, 400, "seed must be in"),
     ({"input": "Hello.", "speaker": "bob"}, 422, "unknown field 'speaker'"),
     ({"input": "...", "voice": "tiny"}, 400, "nothing speakable"),

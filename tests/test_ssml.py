@@ -60,15 +60,26 @@ def ssml_warnings(document: str):
     ('<prosody volume="-6dB">soft</prosody> <prosody volume="x-loud">loud</prosody>',
      [Segment("soft", gain_db=-6.0), Segment("loud", gain_db=12.0)]),
     ('<prosody volume="silent">shh</prosody>', [Segment("shh", gain_db=float("-inf"))]),
-    ("<emphasis>very</emphasis> good", [Segment("very", duration_scale=1 / 0.9, gain_db=2.0), Segment("good")]),
-    ('<emphasis level="strong">very</emphasis>', [Segment("very", duration_scale=1 / 0.8, gain_db=4.0)]),
-    ('<emphasis level="reduced">so</emphasis>', [Segment("so", duration_scale=1 / 1.1, gain_db=-3.0)]),
+    ("<emphasis>very</emphasis> good", [Segment("very", duration_scale=1 / 0.9, gain_db=2.0, pitch_shift=1.0,
+                                                pitch_range=1.15), Segment("good")]),
+    ('<emphasis level="strong">very</emphasis>',
+     [Segment("very", duration_scale=1 / 0.8, gain_db=4.0, pitch_shift=2.0, pitch_range=1.3)]),
+    ('<emphasis level="reduced">so</emphasis>',
+     [Segment("so", duration_scale=1 / 1.1, gain_db=-3.0, pitch_shift=-1.0, pitch_range=0.8)]),
+    ('<prosody pitch="+2st">up</prosody> <prosody pitch="-3.5st">down</prosody> <prosody pitch="x-high">hi</prosody>',
+     [Segment("up", pitch_shift=2.0), Segment("down", pitch_shift=-3.5), Segment("hi", pitch_shift=6.0)]),
+    ('<prosody pitch="+100%">octave</prosody>', [Segment("octave", pitch_shift=12.0)]),
+    ('<prosody range="-50%">flat</prosody> <prosody range="high">lively</prosody>',
+     [Segment("flat", pitch_range=0.5), Segment("lively", pitch_range=1.5)]),
+    ('<prosody pitch="+2st" range="+50%"><prosody pitch="+1st" range="x-low">nested</prosody></prosody>',
+     [Segment("nested", pitch_shift=3.0, pitch_range=0.375)]),
     ('<sub alias="World Wide Web">WWW</sub> pages', [Segment("World Wide Web pages")]),
     ('say <phoneme alphabet="ipa" ph="təmˈeɪtoʊ">tomato</phoneme>',
      [Segment("say"), Segment("tomato", phonemes="təmˈeɪtoʊ")]),
     ('Hi <voice name="bob">there</voice>', [Segment("Hi"), Segment("there", speaker="bob")]),
     ('Done. <emphasis>Next</emphasis>',  # a sentence end between two segments keeps its pause
-     [Segment("Done."), Segment(pause=SENTENCE_PAUSE), Segment("Next", duration_scale=1 / 0.9, gain_db=2.0)]),
+     [Segment("Done."), Segment(pause=SENTENCE_PAUSE),
+      Segment("Next", duration_scale=1 / 0.9, gain_db=2.0, pitch_shift=1.0, pitch_range=1.15)]),
     ('Call <say-as interpret-as="telephone">555-0123</say-as> now',
      [Segment("Call five five five, zero one two three now")]),
     ('<mark name="here"/>Marked', [Segment("Marked")]),
@@ -108,6 +119,10 @@ def test_say_as_expands_to_words(content, interpret_as, fmt, words):
     ('<prosody rate="zippy">x</prosody>', "rate"),
     ('<prosody rate="-100%">x</prosody>', "positive"),
     ('<prosody volume="+6">x</prosody>', "dB"),
+    ('<prosody pitch="200Hz">x</prosody>', "not Hz"),
+    ('<prosody pitch="+20Hz">x</prosody>', "not Hz"),
+    ('<prosody pitch="-100%">x</prosody>', "positive pitch"),
+    ('<prosody range="3st">x</prosody>', "range"),
     ('<emphasis level="huge">x</emphasis>', "level"),
     ("<voice>x</voice>", "name"),
 ])
@@ -143,11 +158,11 @@ def test_unknown_elements_warn_once_and_read_their_text():
     assert len(messages) == 1 and "<foo>" in messages[0] and "<bar>" in messages[0]
 
 
-def test_pitch_and_range_warn_once_and_change_nothing():
-    segments, messages = ssml_warnings(speak('<prosody pitch="+2st">Hello</prosody> '
-                                             '<prosody range="x-high" rate="50%">world</prosody>'))
+def test_contour_warns_once_and_changes_nothing():
+    segments, messages = ssml_warnings(speak('<prosody contour="(0%,+20Hz)">Hello</prosody> '
+                                             '<prosody contour="(10%,-2st)" rate="50%">world</prosody>'))
     assert segments == [Segment("Hello"), Segment("world", duration_scale=2.0)]
-    assert len(messages) == 1 and "pitch" in messages[0]
+    assert len(messages) == 1 and "contour" in messages[0]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,13 +176,16 @@ def tts(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
-    """An untrained tiny voice with speakers ann and bob (as tests/test_server.py's guided_multi_speaker_voice)
-    whose velocity net is not zero, so the speaker changes the audio."""
-    hps = make_tiny_hps(n_speakers=2, gin_channels=8, speaker_names=["ann", "bob"], sampling_steps=3)
+    """An untrained tiny voice with speakers ann and bob and prosody conditioning (as tests/test_server.py's
+    guided_multi_speaker_voice) whose velocity net and prosody embedding are not zero, so the speaker and
+    prosody edits change the audio."""
+    hps = make_tiny_hps(n_speakers=2, gin_channels=8, speaker_names=["ann", "bob"], sampling_steps=3,
+                        prosody_conditioning=True)
     with torch_threads(1):
         torch.manual_seed(0)
         model = FlowMatchingSynthesizer(len(text.symbols), hps)
         wake_velocity_net(model.acoustic.cfm.estimator)
+        torch.nn.init.normal_(model.acoustic.prosody_embed.conv.weight, std=0.05)
         path = tmp_path_factory.mktemp("ssml_voice") / "multi.pth"
         torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, path)
         return TorchSynthesizer.from_checkpoint(path)
@@ -212,6 +230,26 @@ def test_voice_switches_speaker(multi):
         multi.synthesize_ssml(speak('<voice name="carl">Hi</voice>'))
     blend, _, _ = multi.synthesize_ssml(speak('<voice name="ann(1)+bob(3)">Hello there.</voice>'))
     np.testing.assert_array_equal(blend, multi.synthesize("Hello there.", speaker="ann:0.25,bob:0.75")[0])
+
+
+def test_pitch_and_emphasis_edit_only_their_span_where_the_voice_has_prosody_conditioning(multi, tts):
+    document = speak('Hello there. <prosody pitch="+3st" range="x-high">Good morning.</prosody>')
+    audio, sr, _ = multi.synthesize_ssml(document, seed=2)
+    hello, _, _ = multi.synthesize("Hello there.", seed=2)
+    sampling = multi.default_sampling
+    high, _, _ = multi.synthesize("Good morning.", sampling.replace(pitch_shift=3.0, pitch_range=2.0), seed=3)
+    np.testing.assert_array_equal(audio, np.concatenate([hello, np.zeros(int(round(SENTENCE_PAUSE * sr)),
+                                                                          np.float32), high]))
+    assert not np.array_equal(high, multi.synthesize("Good morning.", seed=3)[0])
+    stressed, _, _ = multi.synthesize_ssml(speak('<emphasis level="strong">Good morning.</emphasis>'))
+    expected, _, _ = multi.synthesize("Good morning.", sampling.replace(duration_scale=1 / 0.8, pitch_shift=2.0,
+                                                                        pitch_range=1.3))
+    np.testing.assert_allclose(stressed, expected * 10 ** (4 / 20), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="adds up to too much"):
+        multi.synthesize_ssml(speak('<prosody pitch="+10st"><prosody pitch="+10st">Hi.</prosody></prosody>'))
+    with pytest.warns(SsmlWarning, match="not trained with prosody conditioning"):  # a plain voice ignores pitch
+        plain_voice, _, _ = tts.synthesize_ssml(speak('<prosody pitch="+3st">Good morning.</prosody>'))
+    np.testing.assert_array_equal(plain_voice, tts.synthesize("Good morning.")[0])
 
 
 def test_phoneme_speaks_the_given_ipa(tts):

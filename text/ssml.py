@@ -6,11 +6,13 @@
 Parsed with the standard library's xml.etree.ElementTree; pure Python (no torch, no numpy), so the ONNX runtime
 uses it as the torch one does. The elements, attributes and the numbers they map to are listed in
 docs/inference.md ("SSML"). A malformed document is a ValueError of one line with its line and column; an
-unknown element is read as its text with one SsmlWarning naming it; pitch, range and contour are accepted and
-ignored with one SsmlWarning per document (the model cannot realise them yet).
+unknown element is read as its text with one SsmlWarning naming it; contour is accepted and ignored with one
+SsmlWarning per document. Pitch and range become edits of the prosody the model predicts (a voice without
+prosody conditioning warns and ignores them: runtime/pipeline.py).
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -29,9 +31,13 @@ BREAK_STRENGTH = {"none": 0.0, "x-weak": 0.1, "weak": 0.2, "medium": 0.4, "stron
 RATE_NAMES = {"x-slow": 0.5, "slow": 0.75, "medium": 1.0, "default": 1.0, "fast": 1.25, "x-fast": 1.5}
 VOLUME_DB = {"silent": float("-inf"), "x-soft": -12.0, "soft": -6.0, "medium": 0.0, "default": 0.0,
              "loud": 6.0, "x-loud": 12.0}
-# emphasis level -> (rate factor, gain dB): stressed words come a little slower and louder, reduced ones the
-# opposite. The model has no pitch control yet, so emphasis is carried by duration and loudness alone.
-EMPHASIS = {"strong": (0.8, 4.0), "moderate": (0.9, 2.0), "reduced": (1.1, -3.0), "none": (1.0, 0.0)}
+# prosody pitch names -> semitones, range names -> factor on the pitch spread
+PITCH_NAMES = {"x-low": -6.0, "low": -3.0, "medium": 0.0, "default": 0.0, "high": 3.0, "x-high": 6.0}
+RANGE_NAMES = {"x-low": 0.25, "low": 0.5, "medium": 1.0, "default": 1.0, "high": 1.5, "x-high": 2.0}
+# emphasis level -> (rate factor, gain dB, pitch semitones, range factor): stressed words come a little slower,
+# louder, higher and livelier, reduced ones the opposite.
+EMPHASIS = {"strong": (0.8, 4.0, 2.0, 1.3), "moderate": (0.9, 2.0, 1.0, 1.15), "reduced": (1.1, -3.0, -1.0, 0.8),
+            "none": (1.0, 0.0, 0.0, 1.0)}
 MONTHS = ("January February March April May June July August September October November December").split()
 SENTENCE_END = re.compile(r"[.!?;:][\"')\]]*$")
 XML_NAMESPACE = "{http://www.w3.org/XML/1998/namespace}"
@@ -46,13 +52,16 @@ class Segment:
     """One piece of an SSML document: words to speak, or a pause (text and phonemes empty, pause > 0).
 
     duration_scale: factor on the sampling's duration_scale (> 1 slower; prosody rate 2 -> 0.5);
-    gain_db: gain on this segment's audio (-inf: silent); speaker: a speaker name of the voice (None: the
+    gain_db: gain on this segment's audio (-inf: silent); pitch_shift: semitones added to the sampling's;
+    pitch_range: factor on the sampling's pitch range; speaker: a speaker name of the voice (None: the
     caller's); phonemes: IPA to speak instead of `text` (a <phoneme>; `text` is its written form)."""
 
     text: str = ""
     pause: float = 0.0
     duration_scale: float = 1.0
     gain_db: float = 0.0
+    pitch_shift: float = 0.0
+    pitch_range: float = 1.0
     speaker: Optional[str] = None
     phonemes: Optional[str] = None
 
@@ -82,9 +91,9 @@ def parse_ssml(document: str) -> List[Segment]:
     if walker.unknown:
         warnings.warn(f"SSML: unknown element(s) {', '.join(f'<{n}>' for n in sorted(walker.unknown))} read as "
                       f"their text", SsmlWarning, stacklevel=2)
-    if walker.pitch:
-        warnings.warn("SSML: prosody pitch, range and contour are not supported yet (the model cannot realise "
-                      "them); they were ignored", SsmlWarning, stacklevel=2)
+    if walker.contour:
+        warnings.warn("SSML: prosody contour is not supported (give pitch and range instead); it was ignored",
+                      SsmlWarning, stacklevel=2)
     return _finish(walker.items)
 
 
@@ -112,7 +121,7 @@ class _Walker:
     def __init__(self):
         self.items: List[_Item] = []
         self.unknown: Set[str] = set()
-        self.pitch = False
+        self.contour = False
 
     def text(self, text: Optional[str], ctx: Segment) -> None:
         if text:
@@ -156,18 +165,18 @@ class _Walker:
         pass  # a bookmark for event callbacks: nothing to speak
 
     def _prosody(self, element, ctx):
-        if any(element.get(name) is not None for name in ("pitch", "range", "contour")):
-            self.pitch = True
+        self.contour = self.contour or element.get("contour") is not None
         rate = _rate(element.get("rate")) if element.get("rate") is not None else 1.0
         gain = _volume(element.get("volume")) if element.get("volume") is not None else 0.0
-        self.children(element, replace(ctx, duration_scale=ctx.duration_scale / rate, gain_db=ctx.gain_db + gain))
+        pitch = _pitch(element.get("pitch")) if element.get("pitch") is not None else 0.0
+        spread = _range(element.get("range")) if element.get("range") is not None else 1.0
+        self.children(element, _changed(ctx, rate, gain, pitch, spread))
 
     def _emphasis(self, element, ctx):
         level = element.get("level", "moderate")
         if level not in EMPHASIS:
             raise _bad_value("emphasis", "level", level, ", ".join(EMPHASIS))
-        rate, gain = EMPHASIS[level]
-        self.children(element, replace(ctx, duration_scale=ctx.duration_scale / rate, gain_db=ctx.gain_db + gain))
+        self.children(element, _changed(ctx, *EMPHASIS[level]))
 
     def _say_as(self, element, ctx):
         self.text(say_as("".join(element.itertext()), element.get("interpret-as", ""), element.get("format")), ctx)
@@ -191,6 +200,12 @@ class _Walker:
         if not name:
             raise ValueError("SSML: <voice> needs a name attribute (a speaker of the voice)")
         self.children(element, replace(ctx, speaker=name))
+
+
+def _changed(ctx: Segment, rate: float, gain_db: float, pitch: float, spread: float) -> Segment:
+    """ctx with a <prosody> / <emphasis> applied on top of the enclosing settings."""
+    return replace(ctx, duration_scale=ctx.duration_scale / rate, gain_db=ctx.gain_db + gain_db,
+                   pitch_shift=ctx.pitch_shift + pitch, pitch_range=ctx.pitch_range * spread)
 
 
 def _finish(items: List[_Item]) -> List[Segment]:
@@ -277,6 +292,35 @@ def _volume(value: str) -> float:
     if not m:
         raise _bad_value("prosody", "volume", value, f"{', '.join(VOLUME_DB)} or a change such as \"+6dB\"")
     return float(m.group(1))
+
+
+def _pitch(value: str) -> float:
+    """prosody pitch -> semitones: a name (PITCH_NAMES), "+2st" / "-3st", or "+10%" / "-10%" of the frequency.
+    Hertz are refused: the model moves pitch relative to the voice's own."""
+    value = value.strip()
+    if value in PITCH_NAMES:
+        return PITCH_NAMES[value]
+    m = re.fullmatch(r"([+-](?:\d+(?:\.\d*)?|\.\d+))(st|%)", value)
+    if not m:
+        raise _bad_value("prosody", "pitch", value, f'{", ".join(PITCH_NAMES)}, semitones such as "+2st" or a '
+                                                    f'relative change such as "-10%" (not Hz)')
+    number = float(m.group(1))
+    if m.group(2) == "st":
+        return number
+    if number <= -100:
+        raise ValueError(f"SSML: <prosody pitch={value!r}> must leave a positive pitch")
+    return 12.0 * math.log2(1.0 + number / 100.0)
+
+
+def _range(value: str) -> float:
+    """prosody range -> factor on the pitch spread: a name (RANGE_NAMES) or "+50%" / "-50%"."""
+    value = value.strip()
+    if value in RANGE_NAMES:
+        return RANGE_NAMES[value]
+    m = re.fullmatch(r"([+-](?:\d+(?:\.\d*)?|\.\d+))%", value)
+    if not m or float(m.group(1)) < -100:
+        raise _bad_value("prosody", "range", value, f'{", ".join(RANGE_NAMES)} or a change such as "+50%"')
+    return 1.0 + float(m.group(1)) / 100.0
 
 
 # -- say-as -----------------------------------------------------------------------------------------------------

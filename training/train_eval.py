@@ -39,8 +39,9 @@ def evaluate(trainer) -> Dict[str, float]:
         acoustic = None
         if trainer.hps.train.train_acoustic:
             out = model.acoustic(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
-                                 speakers, batch.get("durations"))
-            metrics.update({f"val/{k[5:]}": float(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior")})
+                                 speakers, batch.get("durations"), prosody=batch.get("prosody"))
+            metrics.update({f"val/{k[5:]}": float(out[k]) for k in ("loss_flow", "loss_dur", "loss_prior",
+                                                                       "loss_prosody")})
             gens = [torch.Generator(trainer.device).manual_seed(trainer.hps.train.seed + i)
                     for i in range(batch["text"].size(0))]
             acoustic = (out, *model.infer(batch["text"], batch["text_lengths"], EVAL_SAMPLING, speakers, gens))

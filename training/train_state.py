@@ -100,7 +100,12 @@ def load_optim(trainer, state: dict, which: str) -> None:
         if name not in trainer.optimizers:
             continue
         if name in optim:
-            trainer.optimizers[name].load_state_dict(optim[name])
+            try:
+                trainer.optimizers[name].load_state_dict(optim[name])
+            except ValueError as e:  # torch: "loaded state dict has a different number of parameter groups"
+                raise CheckpointError(f"the checkpoint's {name} optimizer does not fit this model ({e}): the code "
+                                      f"or config changed which parameters train or at what rate; start a new run "
+                                      f"folder with train.init_checkpoint set to the checkpoint") from None
             if name in sched:
                 trainer.schedulers[name].load_state_dict(sched[name])
         else:

@@ -2,6 +2,9 @@
 
     python -m voices.build_corpus --sentences corpus/sentences.txt --out-dir datasets/festival_slt --jobs 2
     python -m voices.build_corpus --voice awb --limit 600 --out-dir datasets/voices/awb    # flite's awb voice
+    python -m voices.build_corpus --voice awb --setf int_f0_target_mean=169 --out-dir datasets/voices_prosody/awb@high
+                                  # the same voice higher (flite's intonation features; build_voices.py joins
+                                  # a folder NAME@VARIANT to speaker NAME)
 
 --voice takes a name from VOICES (slt_hts, kal, ked: Festival; awb, flite_slt, kal16, rms: flite) or
 EXTRA_VOICES (other languages' Festival voices, for the vocoder only), a Festival voice name (without 'voice_'), or `flite:NAME` for any voice `flite -lv` lists.
@@ -30,6 +33,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +94,7 @@ class Job:
     voice: str
     trim_db: float
     pad_s: float
+    setf: Tuple[str, ...] = ()  # flite feature settings KEY=VALUE (--setf)
 
 
 @dataclass
@@ -165,14 +170,16 @@ def run_festival(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -
     return err
 
 
-def run_flite(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
-    """Synthesize (text, out_path) items with flite's built-in `voice`; returns the first error ('' if none)."""
+def run_flite(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path, setf: Sequence[str] = ()) -> str:
+    """Synthesize (text, out_path) items with flite's built-in `voice` and its features `setf` (KEY=VALUE, e.g.
+    int_f0_target_mean=150, int_f0_target_stddev=30, duration_stretch=1.2); returns the first error ('' if none)."""
+    features = [arg for setting in setf for arg in ("--setf", setting)]
     text_file = workdir / "sentence.txt"
     errors = []
     for text, path in items:
         text_file.write_text(text + "\n", encoding="utf-8")  # a file, so text starting with '-' is safe
         try:
-            proc = subprocess.run(["flite", "-voice", voice, "-f", str(text_file), "-o", str(path)],
+            proc = subprocess.run(["flite", "-voice", voice, *features, "-f", str(text_file), "-o", str(path)],
                                   capture_output=True, text=True, timeout=SYNTH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             errors.append(f"flite timed out after {SYNTH_TIMEOUT_S} s")
@@ -187,10 +194,11 @@ def resolve_voice(voice: str) -> str:
     return ALL_VOICES.get(voice, voice)
 
 
-def synthesize(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path) -> str:
-    """Synthesize (text, out_path) items with `voice` (Festival name or flite:NAME); returns error text."""
+def synthesize(voice: str, items: Sequence[Tuple[str, Path]], workdir: Path, setf: Sequence[str] = ()) -> str:
+    """Synthesize (text, out_path) items with `voice` (Festival name or flite:NAME, with flite features `setf`);
+    returns error text."""
     if voice.startswith(FLITE_PREFIX):
-        return run_flite(voice[len(FLITE_PREFIX):], items, workdir)
+        return run_flite(voice[len(FLITE_PREFIX):], items, workdir, setf)
     return run_festival(voice, items, workdir)
 
 
@@ -281,12 +289,12 @@ def run_chunk(jobs: Sequence[Job]) -> List[Result]:
         try:
             with tempfile.TemporaryDirectory(dir=Path(todo[0].wav_path).parent) as tmp:
                 raws = {job.utt_id: Path(tmp) / f"{k}.wav" for k, job in enumerate(todo)}
-                synthesize(todo[0].voice, [(job.spoken, raws[job.utt_id]) for job in todo], Path(tmp))
+                synthesize(todo[0].voice, [(job.spoken, raws[job.utt_id]) for job in todo], Path(tmp), todo[0].setf)
                 for job in todo:
                     raw = raws[job.utt_id]
                     err = None
                     if not raw.is_file():  # festival stopped early: retry alone to isolate the failure
-                        err = synthesize(job.voice, [(job.spoken, raw)], Path(tmp))
+                        err = synthesize(job.voice, [(job.spoken, raw)], Path(tmp), job.setf)
                     try:
                         results[job.utt_id] = (finish_clip(job, raw) if raw.is_file() else
                                                Result(job.utt_id, error=err or "no audio written"))
@@ -314,7 +322,8 @@ def sentences_to_build(rows: Sequence[Tuple[str, str]], held_out: set, limit: Op
 
 def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None,
           test_ids: Optional[Path] = None, voice: str = DEFAULT_VOICE, trim_db: float = 40.0,
-          pad_s: float = 0.1, chunk_size: int = 20, test_only: bool = False, log=print) -> Dict:
+          pad_s: float = 0.1, chunk_size: int = 20, test_only: bool = False, log=print,
+          setf: Sequence[str] = ()) -> Dict:
     """Synthesize every sentence (skipping valid existing wavs); returns the build summary.
 
     test_only: only the held-out sentences (`test_ids`), a test set larger than the few that fall within
@@ -326,7 +335,7 @@ def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None
     wav_dir = out_dir / "wavs"
     wav_dir.mkdir(parents=True, exist_ok=True)
     spoken = {i: spell_out(t) for i, t in rows}
-    work = [Job(i, t, spoken[i], str(wav_dir / f"{i}.wav"), voice, trim_db, pad_s) for i, t in rows]
+    work = [Job(i, t, spoken[i], str(wav_dir / f"{i}.wav"), voice, trim_db, pad_s, tuple(setf)) for i, t in rows]
     chunks = [work[i:i + chunk_size] for i in range(0, len(work), chunk_size)]
     results: Dict[str, Result] = {}
     with multiprocessing.get_context("spawn").Pool(max(1, jobs)) as pool:
@@ -343,7 +352,7 @@ def build(sentences: Path, out_dir: Path, jobs: int, limit: Optional[int] = None
     failures = {i: r.error for i, r in results.items() if r.error}
     total_s = sum(r.seconds for r in results.values() if not r.error)
     summary = {
-        "voice": voice, "sample_rate": SAMPLE_RATE, "sentences": len(rows), "written": len(ok),
+        "voice": voice, "setf": list(setf), "sample_rate": SAMPLE_RATE, "sentences": len(rows), "written": len(ok),
         "synthesized_now": sum(1 for r in results.values() if not r.error and not r.skipped),
         "skipped_existing": sum(1 for r in results.values() if r.skipped),
         "failed": len(failures), "failures": failures, "audio_hours": round(total_s / 3600, 4),
@@ -371,6 +380,9 @@ def main(argv=None) -> int:
                     help=f"{', '.join(ALL_VOICES)}, a festival voice name (without 'voice_') or flite:NAME")
     ap.add_argument("--trim-db", type=float, default=40.0, help="silence threshold below the peak, dB")
     ap.add_argument("--pad", type=float, default=0.1, help="silence kept at each end, seconds")
+    ap.add_argument("--setf", action="append", default=[], metavar="KEY=VALUE",
+                    help="a flite feature for every clip (repeatable), e.g. int_f0_target_mean=150, "
+                         "int_f0_target_stddev=30, duration_stretch=1.2 (flite voices only)")
     args = ap.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be a positive number of sentences")
@@ -381,11 +393,16 @@ def main(argv=None) -> int:
         return 2
     voice = resolve_voice(args.voice)
     problem = check_voice(voice)
+    if args.setf and not voice.startswith(FLITE_PREFIX):
+        problem = f"--setf sets flite features; {args.voice} is a Festival voice (use a flite voice)"
+    bad = [x for x in args.setf if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S+", x)]
+    if bad:
+        problem = f"--setf takes KEY=VALUE, e.g. int_f0_target_mean=150; got {bad[0]!r}"
     if problem:
         print(problem, file=sys.stderr)
         return 2
     summary = build(args.sentences, args.out_dir, args.jobs, args.limit, args.test_ids, voice,
-                    args.trim_db, args.pad, args.chunk_size, args.test_only)
+                    args.trim_db, args.pad, args.chunk_size, args.test_only, setf=args.setf)
     print(f"\n{summary['written']}/{summary['sentences']} clips in {args.out_dir} "
           f"({summary['synthesized_now']} synthesized, {summary['skipped_existing']} already there), "
           f"{summary['audio_hours']:.2f} h of audio, {summary['test_clips']} held out, "

@@ -6,6 +6,8 @@
     python -m voices.build_voices --voices-dir datasets/voices --ljspeech ../shared/data/ljspeech_mini \
         --held-out ked --out-dir datasets/multivoice
 
+A folder named NAME@VARIANT (the same voice read another way, e.g. build_corpus.py --setf at a higher pitch)
+adds its clips to speaker NAME: the model learns one speaker that can speak several ways.
 Several --voices-dir folders join in the order given: the shared vocoder's corpus adds the other-language
 voices of datasets/voices_extra (build_corpus.py EXTRA_VOICES) after the English ones.
 
@@ -30,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from atomic import write_text_atomic
 
 Row = Tuple[str, str]  # (absolute wav path, text)
+VARIANT_MARK = "@"  # a voice folder NAME@VARIANT adds clips to speaker NAME
 
 
 def read_metadata(csv: Path) -> List[Row]:
@@ -49,13 +52,21 @@ def voice_splits(voices_dirs: Sequence[Path], ljspeech: Optional[Path], ljspeech
     """{voice name: (train rows, test rows)} for every built voice folder (and LJ Speech if given), the folders
     of each of `voices_dirs` in name order, one after the other (so voices added in a later one keep the
     earlier voices' speaker ids)."""
-    splits = {}
+    splits, variants = {}, []
     for voices_dir in voices_dirs:
         for folder in sorted(p for p in voices_dir.iterdir() if (p / "metadata_train.csv").is_file()):
-            if folder.name in splits:
+            rows = (read_metadata(folder / "metadata_train.csv"), read_metadata(folder / "metadata_test.csv"))
+            if VARIANT_MARK in folder.name:
+                variants.append((folder, rows))
+            elif folder.name in splits:
                 raise ValueError(f"two voices are named {folder.name!r} ({folder}); rename one folder")
-            splits[folder.name] = (read_metadata(folder / "metadata_train.csv"),
-                                   read_metadata(folder / "metadata_test.csv"))
+            else:
+                splits[folder.name] = rows
+    for folder, (train, test) in variants:  # NAME@VARIANT: more training clips of speaker NAME
+        name = folder.name.split(VARIANT_MARK)[0]
+        if name not in splits:
+            raise ValueError(f"{folder} reads voice {name!r} another way, but no folder {name!r} was given")
+        splits[name] = (splits[name][0] + train, splits[name][1])
     if ljspeech is not None:
         if ljspeech_test < 1:
             raise ValueError(f"--ljspeech-test must be a positive number of clips, got {ljspeech_test}")
@@ -71,9 +82,15 @@ def write_list(path: Path, rows: Sequence[Row], speaker: int) -> None:
 
 
 def assemble(voices_dirs: Sequence[Path], out_dir: Path, held_out: str, ljspeech: Optional[Path] = None,
-             ljspeech_test: int = 4) -> Dict:
-    """Write the filelists (see the module docstring); returns speakers.json's content."""
+             ljspeech_test: int = 4, repeat: Optional[Dict[str, int]] = None) -> Dict:
+    """Write the filelists (see the module docstring); returns speakers.json's content. repeat: voice name ->
+    how many times its training clips are listed (to balance voices that have NAME@VARIANT readings)."""
     splits = voice_splits(voices_dirs, ljspeech, ljspeech_test)
+    unknown = sorted(set(repeat or {}) - set(splits))
+    if unknown:
+        raise ValueError(f"--repeat names voice(s) {', '.join(unknown)} that were not built; built: {', '.join(splits)}")
+    for name, times in (repeat or {}).items():
+        splits[name] = (splits[name][0] * times, splits[name][1])
     if held_out not in splits:
         raise ValueError(f"held-out voice {held_out!r} not found; built voices: {', '.join(splits) or 'none'}")
     names = [name for name in splits if name != held_out]
@@ -102,7 +119,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--held-out", required=True, help="voice left out of all training (the unseen-voice test)")
     ap.add_argument("--ljspeech", type=Path, default=None, help="LJSpeech-style folder added as voice 'ljspeech'")
     ap.add_argument("--ljspeech-test", type=int, default=4, help="last N LJ Speech clips held out (default 4)")
+    ap.add_argument("--repeat", nargs="+", default=[], metavar="VOICE=N",
+                    help="list VOICE's training clips N times (balances voices that have @VARIANT readings)")
     args = ap.parse_args(argv)
+    try:
+        repeat = {name: int(times) for name, times in (item.split("=", 1) for item in args.repeat)}
+        if any(times < 1 for times in repeat.values()):
+            raise ValueError
+    except ValueError:
+        print(f"error: --repeat takes VOICE=N with N a positive whole number, got {' '.join(args.repeat)}",
+              file=sys.stderr)
+        return 2
     if args.ljspeech_test < 1:  # rows[:-0] would be empty and rows[-0:] all of them: the split swapped
         print(f"error: --ljspeech-test must be a positive number of clips, got {args.ljspeech_test}", file=sys.stderr)
         return 2
@@ -111,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"error: --voices-dir {folder} is not a folder (build voices with build_corpus.py)", file=sys.stderr)
             return 2
     try:
-        info = assemble(args.voices_dir, args.out_dir, args.held_out, args.ljspeech, args.ljspeech_test)
+        info = assemble(args.voices_dir, args.out_dir, args.held_out, args.ljspeech, args.ljspeech_test, repeat)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
