@@ -77,7 +77,8 @@ class TrainConfig:
     speaker_drop_rate: float = 0.0
     prompt_rate: float = 0.0
     # > 0 with model.prosody_conditioning: each clip is made louder or softer by up to this many dB (its mel and
-    # its energy feature together, prosody.random_gain), so the model learns what an energy change sounds like.
+    # its energy feature together, after the alignment: prosody.loudness_gain), so the model learns what an energy
+    # change sounds like.
     gain_augment_db: float = 0.0
     init_checkpoint: Optional[str] = None  # initialise weights (not optimizer state) from this file
     init_parts: List[str] = field(default_factory=lambda: ["acoustic", "vocoder"])

@@ -28,7 +28,8 @@ import commons
 import ode
 from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of returned mels (re-exported)
 from modules import AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, rotary_tables, timestep_embedding
-from prosody import N_FEATURES as PROSODY_FEATURES, apply_edit, harmonic_templates, template_of, token_prosody
+from prosody import (N_FEATURES as PROSODY_FEATURES, apply_edit, harmonic_templates, loudness_gain, template_of,
+                     token_prosody)
 from sampling import SamplingConfig
 
 Rngs = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
@@ -521,13 +522,16 @@ class FlowMatchingTTS(nn.Module):
 
     def forward(self, text, text_lengths, mel, mel_lengths, speakers=None, durations=None,
                 max_flow_frames: Optional[int] = None, dropout: ConditionDropout = ConditionDropout(),
-                teacher: Optional[GuidanceTeacher] = None, prosody: Optional[torch.Tensor] = None):
+                teacher: Optional[GuidanceTeacher] = None, prosody: Optional[torch.Tensor] = None,
+                gain_db: Optional[torch.Tensor] = None):
         """text (B, T_text) long, text_lengths (B,), mel (B, n_mels, T_mel) log-mel (not normalized),
         mel_lengths (B,), speakers (B,) long or None, durations (B, T_text) long from an external aligner
         or None (then MAS). max_flow_frames: the flow loss sees a random crop of at most this many frames
         (train.max_mel_frames; None: whole clips). dropout: ConditionDropout (what the flow may not see).
         teacher: regress its guided velocity instead of the path's (guidance distillation). prosody (B, 3, T_mel):
         the clips' frame prosody (prosody.frame_prosody, zero padded), required with model.prosody_conditioning.
+        gain_db (B,): loudness augmentation (prosody.loudness_gain) of the mel and the prosody's energy, applied
+        after the alignment (which sees the clips as recorded).
 
         Returns dict(loss_flow, loss_dur, loss_prior, loss_prosody (0 without prosody conditioning): scalar
         tensors; attn (B, T_text, T_mel) hard alignment; durations (B, T_text) long). loss_prior is the per-element Gaussian NLL *including* the
@@ -549,6 +553,12 @@ class FlowMatchingTTS(nn.Module):
                 attn = monotonic_alignment(mu, y, attn_mask)
             attn = attn * attn_mask
             durations = attn.sum(2).long()
+
+        if gain_db is not None:
+            if prosody is None:
+                raise ValueError("gain_db augments the mel together with the prosody's energy: pass prosody too")
+            mel, prosody = loudness_gain(mel, prosody, mel_lengths, gain_db)
+            y = self.normalize(mel) * y_mask
 
         zero = mu.new_zeros(())
         if self.duration_predictor is not None:

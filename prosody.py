@@ -15,7 +15,7 @@ Normalised token features (what the network sees): (semitones - PITCH_CENTER) / 
 fraction of the token's frames, and (dB - ENERGY_CENTER) / ENERGY_UNIT. A token without voiced frames gets
 the utterance's mean voiced pitch, so it carries no contour of its own and range edits leave it in place.
 Each token's pitch also reaches the prior mean as a harmonic template (`harmonic_templates`, `template_of`:
-where a tone at that pitch puts its harmonics in the mel), and training varies loudness (`random_gain`).
+where a tone at that pitch puts its harmonics in the mel), and training varies loudness (`loudness_gain`).
 """
 from __future__ import annotations
 
@@ -74,16 +74,16 @@ def apply_edit(tokens: torch.Tensor, mask: torch.Tensor, edit: torch.Tensor) -> 
     return torch.cat([pitch, voiced, energy + gain / ENERGY_UNIT], dim=1) * mask
 
 
-def random_gain(mel: torch.Tensor, frames: torch.Tensor, mel_lengths: torch.Tensor, max_db: float,
-                rng: torch.Generator = None):
-    """Training augmentation: each clip louder or softer by a gain drawn from U(-max_db, max_db) dB, applied to
-    its log-mel (B, n_mels, T) (natural log of magnitude, kept at or above LOG_MEL_FLOOR) and to the energy of its
-    frame prosody (B, 3, T) -> (mel, frames). Synthetic corpora speak at one level; this teaches the model what
-    the energy feature means."""
-    gain_db = (torch.rand(mel.size(0), generator=rng) * 2 - 1).to(mel.device) * max_db
+def loudness_gain(mel: torch.Tensor, frames: torch.Tensor, mel_lengths: torch.Tensor, gain_db: torch.Tensor):
+    """Training augmentation: clip b made louder or softer by gain_db[b] dB (B,), applied to its log-mel
+    (B, n_mels, T) (natural log of magnitude, kept at or above LOG_MEL_FLOOR) and to the energy of its frame
+    prosody (B, 3, T) -> (mel, frames); padding untouched. Synthetic corpora speak at one level; this teaches the
+    model what the energy feature means. The model applies it after the alignment (FlowMatchingTTS.forward):
+    shifted mels moved the monotonic alignment and the durations drifted."""
     valid = (torch.arange(mel.size(2), device=mel.device).unsqueeze(0) < mel_lengths.unsqueeze(1)).unsqueeze(1)
-    shifted = (mel + (gain_db * math.log(10) / 20).view(-1, 1, 1)).clamp(min=LOG_MEL_FLOOR)
-    energy = frames[:, 2:3] + gain_db.view(-1, 1, 1).to(frames.dtype) * valid
+    gain_db = gain_db.to(mel.device, mel.dtype).view(-1, 1, 1)
+    shifted = (mel + gain_db * (math.log(10) / 20)).clamp(min=LOG_MEL_FLOOR)
+    energy = frames[:, 2:3] + gain_db.to(frames.dtype) * valid
     return torch.where(valid, shifted, mel), torch.cat([frames[:, :2], energy, frames[:, 3:]], dim=1)
 
 

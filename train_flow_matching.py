@@ -51,7 +51,6 @@ from flow_matching import ConditionDropout, GuidanceTeacher
 from training.lr_schedule import build_scheduler
 from models import FlowMatchingSynthesizer
 from pitch import pitch_loss
-from prosody import random_gain
 from training.train_eval import EVAL_ITEMS
 from training.train_utils import (LOGGER_NAME, Meter, StepResult, StopRequest, close_logging, ignore_stop_signals,
                          param_groups, prepare_run, resolve_amp, seed_everything, setup_logging,
@@ -310,12 +309,12 @@ class Trainer:
 
         with self.autocast():
             if t.train_acoustic:
-                mel, prosody = batch["mel"], batch.get("prosody")
-                if prosody is not None and t.gain_augment_db > 0:
-                    mel, prosody = random_gain(mel, prosody, batch["mel_lengths"], t.gain_augment_db)
-                out = self.acoustic_fwd(batch["text"], batch["text_lengths"], mel, batch["mel_lengths"],
+                gain_db = None
+                if batch.get("prosody") is not None and t.gain_augment_db > 0:
+                    gain_db = (torch.rand(batch["mel"].size(0), device=self.device) * 2 - 1) * t.gain_augment_db
+                out = self.acoustic_fwd(batch["text"], batch["text_lengths"], batch["mel"], batch["mel_lengths"],
                                         speakers, batch.get("durations"), t.max_mel_frames, self.condition_dropout,
-                                        self.guidance_teacher, prosody)
+                                        self.guidance_teacher, batch.get("prosody"), gain_db)
                 terms.update(flow=out["loss_flow"], dur=out["loss_dur"], prior=out["loss_prior"])
                 if self.model.acoustic.prosody_predictor is not None:
                     terms["prosody"] = out["loss_prosody"]

@@ -18,7 +18,7 @@ from flow_matching import FlowMatchingTTS
 from mel_processing import LOG_MEL_FLOOR
 from mel_processing import mel_from_config
 from prosody import (ENERGY_UNIT, PITCH_CENTER, PITCH_UNIT, TEMPLATE_SEMITONES, apply_edit, frame_prosody,
-                     harmonic_templates, random_gain, ripple, template_of, token_prosody)
+                     harmonic_templates, loudness_gain, ripple, template_of, token_prosody)
 from sampling import SamplingConfig
 import text as text_lib
 
@@ -72,18 +72,20 @@ def test_edits_shift_pitch_scale_its_spread_around_the_voiced_mean_and_shift_ene
     torch.testing.assert_close(edited[2], torch.tensor([1.2, 1.4, 1.6, 0.0]))
 
 
-def test_random_gain_moves_mel_and_energy_together_and_leaves_padding():
+def test_loudness_gain_moves_mel_and_energy_together_and_leaves_padding():
     mel = torch.full((2, 4, 6), -3.0)
     mel[1, :, 4:] = LOG_MEL_FLOOR  # padding
     frames = torch.zeros(2, 3, 6)
     frames[:, 2] = -30.0
-    lengths = torch.tensor([6, 4])
-    out_mel, out_frames = random_gain(mel, frames, lengths, 6.0, torch.Generator().manual_seed(0))
-    gain_db = out_frames[:, 2, 0] + 30.0
-    assert (gain_db.abs() <= 6.0).all() and (gain_db != 0).all()
+    gain_db = torch.tensor([6.0, -4.0])
+    out_mel, out_frames = loudness_gain(mel, frames, torch.tensor([6, 4]), gain_db)
     torch.testing.assert_close(out_mel[:, :, 0] + 3.0, (gain_db * math.log(10) / 20).unsqueeze(1).expand(2, 4))
+    torch.testing.assert_close(out_frames[:, 2, 0], torch.tensor([-24.0, -34.0]))
     assert (out_mel[1, :, 4:] == LOG_MEL_FLOOR).all() and (out_frames[1, 2, 4:] == -30.0).all()
     torch.testing.assert_close(out_frames[:, :2], frames[:, :2])
+    quiet, _ = loudness_gain(torch.full((1, 4, 2), LOG_MEL_FLOOR + 0.1), frames[:1, :, :2], torch.tensor([2]),
+                             torch.tensor([-20.0]))
+    assert (quiet == LOG_MEL_FLOOR).all()  # never below the log-mel of silence
 
 
 def test_the_harmonic_template_of_a_pitch_matches_the_mel_of_a_tone_at_that_pitch():
@@ -123,6 +125,11 @@ def test_training_needs_the_prosody_and_fits_the_predictor_to_it():
     assert out["loss_prosody"] > 0
     out["loss_prosody"].backward()
     assert model.prosody_predictor.proj.weight.grad.abs().sum() > 0
+    # Loudness augmentation comes after the alignment: the durations are those of the clips as recorded.
+    louder = model(text, lengths, mel, mel_lengths, prosody=frames.clone(), gain_db=torch.tensor([9.0, -9.0]))
+    assert torch.equal(louder["durations"], out["durations"]) and louder["loss_prior"] != out["loss_prior"]
+    with pytest.raises(ValueError, match="pass prosody"):
+        model(text, lengths, mel, mel_lengths, gain_db=torch.tensor([1.0, 1.0]))
 
 
 def test_inference_realises_edits_through_the_embedding_and_a_plain_model_refuses_them():

@@ -711,3 +711,18 @@ def test_resume_with_a_narrower_discriminator_starts_it_afresh(tiny_config, tmp_
         again.resume_or_init()
     assert again.step == 1 and "starts from scratch" in caplog.text
     assert not again.optimizers["discriminator"].state_dict()["state"]
+
+
+def test_prosody_conditioned_training_step_learns_the_embedding_at_its_own_rate(tiny_config, tmp_path):
+    """A prosody voice's step: the loader gives frame prosody, the loudness augmentation runs, the predictor has a
+    loss, and the zero-initialised embedding moves (its parameters sit in a group at 10x the learning rate)."""
+    trainer = make_trainer(tiny_config, tmp_path / "run", prosody_conditioning=True, gain_augment_db=6.0)
+    embed = trainer.model.acoustic.prosody_embed
+    groups = trainer.optimizers["acoustic"].param_groups
+    scaled = [g for g in groups if any(p is embed.conv.weight for p in g["params"])]
+    assert scaled and scaled[0]["lr_scale"] == 10.0
+    batch = first_batch(trainer)
+    assert batch["prosody"].shape == (batch["mel"].size(0), 3, batch["mel"].size(2))
+    result = trainer.train_step(batch)
+    assert not result.skipped and result.losses["prosody"] > 0
+    assert embed.conv.weight.abs().sum() > 0 and embed.template_gain.abs().sum() > 0
