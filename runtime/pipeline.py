@@ -124,8 +124,8 @@ class SpeechPipeline:
         without prosody conditioning)."""
         if sampling.edits_prosody and not self.realises_prosody:
             raise ValueError("this voice was not trained with prosody conditioning (model.prosody_conditioning): "
-                             "it cannot change pitch, pitch range or energy; leave them out or use a voice that can "
-                             "(the default voice can)")
+                             "it cannot change pitch, pitch range or energy; leave them out or use a voice trained "
+                             "with it")
         return sampling
 
     def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
@@ -166,20 +166,17 @@ class SpeechPipeline:
 
         Each text segment is spoken by `synthesize` with its speaker (a <voice>, else `speaker`), the sampling's
         duration_scale times the segment's, its pitch shift and range on top of the sampling's (a voice without
-        prosody conditioning ignores them with one SsmlWarning), and seed + its index among the text segments; its gain_db scales
-        its samples; pauses are silence of exactly round(seconds * sample_rate) samples. info: nfe,
+        prosody conditioning ignores them with one SsmlWarning), and seed + its index among the text segments;
+        its gain_db scales its samples; pauses are silence of exactly round(seconds * sample_rate) samples. info: nfe,
         audio_seconds, acoustic_seconds, vocoder_seconds, rtf, sentences, segments.
-        ValueError for a malformed document and a bad speaker (every <voice> is checked before any synthesis)."""
-        segments = self.ssml_segments(document)
+        ValueError for a malformed document, a bad speaker or nested prosody that adds up past the limits (all
+        checked before any synthesis)."""
+        sampling = self.check_sampling(sampling or self.default_sampling)
+        segments = self.ssml_segments(document, sampling)
         self.speaker_weights(speaker)
         if any(s.phonemes for s in segments) and not self._reads_ipa():
             warnings.warn("SSML: this voice reads letters, not phonemes; <phoneme> elements were read as their text",
                           SsmlWarning, stacklevel=2)
-        sampling = self.check_sampling(sampling or self.default_sampling)
-        if not self.realises_prosody and any(s.pitch_shift != 0 or s.pitch_range != 1 for s in segments):
-            warnings.warn("SSML: this voice was not trained with prosody conditioning; the pitch and range of "
-                          "<prosody> and <emphasis> were ignored", SsmlWarning, stacklevel=2)
-            segments = [replace(s, pitch_shift=0.0, pitch_range=1.0) for s in segments]
         totals = {"nfe": sampling.nfe, "acoustic_seconds": 0.0, "vocoder_seconds": 0.0, "sentences": 0}
         pieces: List[np.ndarray] = []
         spoken = 0
@@ -199,10 +196,19 @@ class SpeechPipeline:
         totals["segments"] = len(segments)
         return audio, self.sample_rate, totals
 
-    def ssml_segments(self, document: str) -> List[Segment]:
+    def ssml_segments(self, document: str, sampling: Optional[SamplingConfig] = None) -> List[Segment]:
         """An SSML document's segments (text/ssml.py), checked for this voice: ValueError for a malformed
-        document, a <voice name> that is not one of its speakers, or nothing speakable."""
+        document, a <voice name> that is not one of its speakers, nothing speakable, or (given the sampling it
+        will be spoken with) nested prosody that adds up past the limits. A voice without prosody conditioning
+        gets its segments without pitch and range, with one SsmlWarning."""
         segments = parse_ssml(document)
+        if not self.realises_prosody and any(s.pitch_shift != 0 or s.pitch_range != 1 for s in segments):
+            warnings.warn("SSML: this voice was not trained with prosody conditioning; the pitch and range of "
+                          "<prosody> and <emphasis> were ignored", SsmlWarning, stacklevel=3)
+            segments = [replace(s, pitch_shift=0.0, pitch_range=1.0) for s in segments]
+        for segment in segments if sampling is not None else ():
+            if not segment.is_pause:
+                self.segment_sampling(segment, sampling)
         for name in {s.speaker for s in segments if s.speaker is not None}:
             try:
                 self.speaker_weights(name)
@@ -216,15 +222,20 @@ class SpeechPipeline:
         """Whether the voice's ids are IPA symbols (a phonemizing cleaner), so <phoneme> IPA can be spoken."""
         return any(c in PHONEMIZING_CLEANERS for c in self.data.text_cleaners)
 
+    @staticmethod
+    def segment_sampling(segment: Segment, sampling: SamplingConfig) -> SamplingConfig:
+        """The sampling of one text segment: its rate, pitch shift and range on top of `sampling`'s."""
+        try:
+            return sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale,
+                                    pitch_shift=sampling.pitch_shift + segment.pitch_shift,
+                                    pitch_range=sampling.pitch_range * segment.pitch_range)
+        except ValueError as e:
+            raise ValueError(f"SSML: the prosody around {segment.text[:40]!r} adds up to too much: {e}") from None
+
     def _speak_segment(self, segment: Segment, sampling: SamplingConfig, speaker: Speaker,
                        seed: int) -> Tuple[np.ndarray, Dict]:
         """One text segment of an SSML document -> (audio float32 (T,), synthesize's info)."""
-        try:
-            sampling = sampling.replace(duration_scale=sampling.duration_scale * segment.duration_scale,
-                                        pitch_shift=sampling.pitch_shift + segment.pitch_shift,
-                                        pitch_range=sampling.pitch_range * segment.pitch_range)
-        except ValueError as e:
-            raise ValueError(f"SSML: the prosody around {segment.text[:40]!r} adds up to too much: {e}") from None
+        sampling = self.segment_sampling(segment, sampling)
         speaker = segment.speaker if segment.speaker is not None else speaker
         if segment.phonemes is not None:
             if self._reads_ipa():

@@ -281,7 +281,7 @@ def create_app(voice_files: Dict[str, object], max_queue: int = 4, max_chars: in
             if looks_like_ssml(req.input):
                 with warnings.catch_warnings():  # what is accepted but not realised is not the caller's error
                     warnings.simplefilter("ignore", SsmlWarning)
-                    tts.ssml_segments(req.input)
+                    tts.ssml_segments(req.input, sampling)
             else:
                 tts.text_to_ids(tts.sentences(req.input)[0])
         except ValueError as e:

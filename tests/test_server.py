@@ -204,7 +204,9 @@ def test_an_input_starting_with_speak_is_ssml(base_url, voice_files):
         assert status == 200 and body[-len(audio) * 2:] == to_pcm16(audio), fmt
     for document, needle in (("<speak>Hello <break time='x'/></speak>", "break"),
                              ("<speak>Hello <b>there</speak>", "line 1, column"),
-                             ('<speak><voice name="zed">Hi.</voice></speak>', "unknown speaker 'zed'")):
+                             ('<speak><voice name="zed">Hi.</voice></speak>', "unknown speaker 'zed'"),
+                             ('<speak><prosody pitch="+10st"><prosody pitch="+10st">Hi.</prosody></prosody></speak>',
+                              "adds up to too much")):
         status, body, _ = post(base_url, {"input": document, "voice": "ann"})
         assert status == 400 and needle in json.loads(body)["error"]["message"], body
 
