@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -137,6 +137,19 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         np.save(f, array)
+
+
+def cached_array(cache: Optional[Path], shape: Tuple[int, ...], compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """A clip's feature array of `shape`: read from `cache` when it holds that shape, else compute() (float32)
+    and written there atomically (cache None: computed every time)."""
+    if cache is not None and cache.is_file():
+        array = np.load(cache)
+        if array.shape == tuple(shape):
+            return array
+    array = compute().astype(np.float32)
+    if cache is not None:
+        save_npy_atomic(cache, array)
+    return array
 
 
 def _log_excluded(kind: str, excluded: List[Tuple[str, str]], total: int) -> None:
@@ -297,29 +310,16 @@ class TextMelLoader(torch.utils.data.Dataset):
         if frames == 0:
             raise AudioError(f"{wav_path} is shorter than one hop ({d.hop_length} samples)")
         cache = mel_cache_path(d.cache_dir, wav_path, d) if d.cache_dir else None
-        if cache is not None and cache.is_file():
-            mel = torch.from_numpy(np.load(cache))
-            if mel.shape == (d.n_mel_channels, frames):
-                return wav, mel
-        mel = compute_mel(wav, d)
-        if cache is not None:
-            save_npy_atomic(cache, mel.numpy().astype(np.float32))
-        return wav, mel
+        mel = cached_array(cache, (d.n_mel_channels, frames), lambda: compute_mel(wav, d).numpy())
+        return wav, torch.from_numpy(mel)
 
     def load_prosody(self, wav_path: str, wav: torch.Tensor) -> torch.Tensor:
         """The clip's frame prosody (3, T_mel) (prosody.frame_prosody of wav (T_mel * hop,)), cached beside its
         mel when data.cache_dir is set (YIN costs about 20 ms per second of audio)."""
         d = self.hps.data
-        frames = wav.size(0) // d.hop_length
         cache = mel_cache_path(d.cache_dir, wav_path, d, kind="prosody") if d.cache_dir else None
-        if cache is not None and cache.is_file():
-            features = np.load(cache)
-            if features.shape == (PROSODY_FEATURES, frames):
-                return torch.from_numpy(features)
-        features = frame_prosody(wav.numpy(), d.sampling_rate, d.hop_length)
-        if cache is not None:
-            save_npy_atomic(cache, features)
-        return torch.from_numpy(features)
+        return torch.from_numpy(cached_array(cache, (PROSODY_FEATURES, wav.size(0) // d.hop_length),
+                                             lambda: frame_prosody(wav.numpy(), d.sampling_rate, d.hop_length)))
 
     def load_durations(self, wav_path: str, n_tokens: int) -> Optional[torch.Tensor]:
         """External aligner durations from data.durations_dir/<wav stem>.npy: (T_text,) long.

@@ -30,7 +30,7 @@ from mel_processing import LOG_MEL_FLOOR  # log-mel of silence: fills padding of
 from modules import AdaLNTransformerBlock, ChannelLayerNorm, ConvNeXtBlock, rotary_tables, timestep_embedding
 from prosody import (N_FEATURES as PROSODY_FEATURES, apply_edit, harmonic_templates, loudness_gain, template_of,
                      token_prosody)
-from sampling import SamplingConfig
+from sampling import NO_PROSODY, SamplingConfig
 
 Rngs = Union[None, torch.Generator, Sequence[Optional[torch.Generator]]]
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # v(x_t (B, C, T), t (B,) or ()) -> (B, C, T)
@@ -503,8 +503,7 @@ class FlowMatchingTTS(nn.Module):
         without, which cannot realise an edit (ValueError)."""
         if self.prosody_predictor is None:
             if bool((edit != edit.new_tensor([0.0, 1.0, 0.0])).any()):
-                raise ValueError("this voice was not trained with prosody conditioning (model.prosody_conditioning): "
-                                 "it cannot change pitch, pitch range or energy; leave them at 0, 1 and 0 dB")
+                raise ValueError(NO_PROSODY)
             return h, mu
         predicted = self.prosody_predictor(h, x_mask, g).float()
         return self.with_prosody(h, mu, x_mask, apply_edit(predicted, x_mask, edit.to(predicted)))

@@ -19,11 +19,14 @@ where a tone at that pitch puts its harmonics in the mel), and training varies l
 """
 from __future__ import annotations
 
+import functools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from config import MEL_KEYS
 from mel_processing import LOG_MEL_FLOOR, mel_from_config
 from pitch import F0_REF, yin_frames
 
@@ -88,10 +91,18 @@ def loudness_gain(mel: torch.Tensor, frames: torch.Tensor, mel_lengths: torch.Te
 
 
 def harmonic_templates(data_cfg) -> torch.Tensor:
+    """A copy of `_templates` for data_cfg's mel settings (computed once per process: a voice is built twice when
+    it loads, once on the "meta" device to check shapes)."""
+    return _templates(tuple(getattr(data_cfg, key) for key in MEL_KEYS)).clone()
+
+
+@functools.lru_cache(maxsize=4)
+def _templates(mel_settings: tuple) -> torch.Tensor:
     """(n_pitches, n_mels): the harmonic ripple (`ripple`) of the log-mel of a harmonic tone (equal harmonics up to
     the Nyquist frequency) at each pitch of TEMPLATE_SEMITONES, by this project's mel (mel_processing): where a
     voice's harmonics sit in the mel at that pitch. The acoustic model adds the template of each token's pitch to
     its prior mean (a learned gain per mel channel), so a pitch edit moves the harmonics the flow starts from."""
+    data_cfg = SimpleNamespace(**dict(zip(MEL_KEYS, mel_settings)))
     low, high, step = TEMPLATE_SEMITONES
     sr = data_cfg.sampling_rate
     n = 2 * data_cfg.filter_length + 8 * data_cfg.hop_length  # a few frames; the middle one is read

@@ -24,6 +24,8 @@ MAX_CFG_SCALE = 10.0  # F5-TTS uses 2; far larger scales only distort
 MAX_PITCH_SHIFT = 12.0  # semitones: an octave either way
 PITCH_RANGE_LIMITS = (0.0, 3.0)  # 0 speaks on one pitch; 3 triples the spread
 MAX_ENERGY_DB = 20.0
+NO_PROSODY = ("this voice was not trained with prosody conditioning (model.prosody_conditioning): it cannot change "
+              "pitch, pitch range or energy; leave them out or use a voice trained with it")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 from . import streaming
 import text as text_lib
 from audio import SENTENCE_PAUSE_SECONDS, join_with_pauses
-from sampling import SamplingConfig
+from sampling import NO_PROSODY, SamplingConfig
 from text.sentences import has_speakable, split_sentences
 from text.ssml import Segment, SsmlWarning, parse_ssml
 from .speaker_blend import is_blend, parse_blend
@@ -123,9 +123,7 @@ class SpeechPipeline:
         """sampling, or ValueError when it asks for what this voice cannot do (prosody edits from a voice
         without prosody conditioning)."""
         if sampling.edits_prosody and not self.realises_prosody:
-            raise ValueError("this voice was not trained with prosody conditioning (model.prosody_conditioning): "
-                             "it cannot change pitch, pitch range or energy; leave them out or use a voice trained "
-                             "with it")
+            raise ValueError(NO_PROSODY)
         return sampling
 
     def synthesize_sequences(self, sequences: Sequence[Sequence[int]], sampling: Optional[SamplingConfig] = None,
