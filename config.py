@@ -33,7 +33,9 @@ MODEL_DATA_KEYS = MEL_KEYS + INPUT_KEYS + ("mel_mean", "mel_std", "cleaned_text"
 # The model keys that shape the MB-iSTFT generator: a vocoder taken from another file brings them along.
 GENERATOR_KEYS = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock",
                   "resblock_kernel_sizes", "resblock_dilation_sizes", "gen_istft_n_fft", "gen_istft_hop_size",
-                  "subbands", "pqmf_taps", "pqmf_cutoff", "pqmf_beta", "harmonic_source", "source_harmonics")
+                  "subbands", "pqmf_taps", "pqmf_cutoff", "pqmf_beta", "harmonic_source", "source_harmonics",
+                  "vocoder", "source_filter_channels", "source_filter_layers")
+VOCODERS = ("mb_istft", "source_filter")
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,11 @@ class ModelConfig:
     # The torch path vocodes in bfloat16 autocast on a CPU with bf16 hardware (AMX or AVX-512 BF16), where it
     # is faster; set for a voice whose quality was measured that way (the last convolution stays fp32).
     vocoder_bf16: bool = False
+    # "mb_istft": the MB-iSTFT generator (models.py); "source_filter": excitation at the predicted pitch
+    # filtered by gains a ConvNeXt reads from the mel (source_filter.py), which cannot lock to the frame rate.
+    vocoder: str = "mb_istft"
+    source_filter_channels: int = 384
+    source_filter_layers: int = 8
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
     harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
     source_harmonics: int = 8  # sines at F0 .. source_harmonics F0 (those above the Nyquist frequency are silent)
@@ -281,6 +288,13 @@ def check_generator_config(hps: HParams) -> None:
     Called by `validate` and by the generator's constructor (hps built in code never went through validate).
     """
     m, d = hps.model, hps.data
+    if m.vocoder not in VOCODERS:
+        raise ConfigError(f"model.vocoder must be one of {', '.join(VOCODERS)}, got {m.vocoder!r}")
+    if m.vocoder == "source_filter":
+        if m.source_filter_channels < 1 or m.source_filter_layers < 0:
+            raise ConfigError("model.source_filter_channels must be >= 1 and model.source_filter_layers >= 0, got "
+                              f"{m.source_filter_channels} and {m.source_filter_layers}")
+        return
     product = math.prod(m.upsample_rates)
     total = product * m.gen_istft_hop_size * m.subbands
     if total != d.hop_length:

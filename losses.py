@@ -112,8 +112,9 @@ class VocoderReconstructionLoss(nn.Module):
         self.envelope = EnvelopeLoss(hps) if self.c_envelope > 0 else None
         self.mel = MelLoss(hps)
         self.full_band = MultiResolutionSTFTLoss(FULL_BAND_RESOLUTIONS)
-        self.sub_band = MultiResolutionSTFTLoss(SUB_BAND_RESOLUTIONS) if m.subbands > 1 else None
-        self.pqmf = PQMF(m.subbands, m.pqmf_taps, m.pqmf_cutoff, m.pqmf_beta) if m.subbands > 1 else None
+        sub_bands = m.subbands > 1 and m.vocoder == "mb_istft"  # the source-filter vocoder has no sub-bands
+        self.sub_band = MultiResolutionSTFTLoss(SUB_BAND_RESOLUTIONS) if sub_bands else None
+        self.pqmf = PQMF(m.subbands, m.pqmf_taps, m.pqmf_cutoff, m.pqmf_beta) if sub_bands else None
 
     def forward(self, y_hat: torch.Tensor, y_hat_sub: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         loss_mel = self.mel(y_hat, y)

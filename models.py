@@ -28,6 +28,7 @@ from modules import LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all, u
 from pitch import PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
 from pqmf import PQMF
 from sampling import SamplingConfig
+from source_filter import SourceFilterGenerator
 from stft import make_istft
 
 LOG_MAGNITUDE_MAX = 10.0  # exp(10) ~ 2.2e4 is far above any real STFT magnitude; avoids inf in exp
@@ -181,6 +182,12 @@ class MultiBandISTFTGenerator(nn.Module):
         remove_weight_norm_all(self)
 
 
+def make_generator(hps: HParams, istft_impl: str = "torch") -> nn.Module:
+    """The vocoder model.vocoder names: MultiBandISTFTGenerator or SourceFilterGenerator (same interface)."""
+    cls = SourceFilterGenerator if hps.model.vocoder == "source_filter" else MultiBandISTFTGenerator
+    return cls(hps, istft_impl=istft_impl)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Text -> waveform
 
@@ -199,7 +206,7 @@ class FlowMatchingSynthesizer(nn.Module):
         self.n_vocab = n_vocab
         self.hop_length = hps.data.hop_length
         self.acoustic = FlowMatchingTTS(n_vocab, hps)
-        self.generator = MultiBandISTFTGenerator(hps, istft_impl=istft_impl)
+        self.generator = make_generator(hps, istft_impl=istft_impl)
         self.vocoder_bf16 = False  # vocode() under bfloat16 autocast (inference; TorchSynthesizer decides)
 
     def speaker_condition(self, speakers: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

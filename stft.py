@@ -1,10 +1,12 @@
-"""Inverse STFT for the MB-iSTFT generator.
+"""STFT and inverse STFT for the vocoders.
 
-Two interchangeable implementations with the same framing:
+Two interchangeable implementations of each with the same framing:
 
 * `TorchISTFT`: `torch.istft` (fast, not exportable to ONNX).
 * `ConvTransposeISTFT`: a precomputed inverse real-DFT basis applied with `conv_transpose1d`
   (overlap-add), exportable to ONNX and runnable in onnxruntime.
+* `TorchSTFT` / `ConvSTFT` (`make_stft`): the forward transform, as `torch.stft` (centred, reflect padding)
+  or as a `conv1d` with the windowed real-DFT basis (exportable); both return (real, imaginary) parts.
 
 Framing (both): centred frames (`center=True` in `torch.stft` terms), synthesis hann window, and the
 output has exactly `frames * hop` samples. Keeping that last hop (which plain `torch.istft` without
@@ -57,9 +59,16 @@ class TorchISTFT(nn.Module):
     def forward(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """magnitude, phase (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
         with torch.autocast(device_type=magnitude.device.type, enabled=False):
-            spec = torch.polar(magnitude.float(), phase.float())
-            return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, window=self.window,
-                               center=True, length=magnitude.size(-1) * self.hop_length)
+            return self.from_spectrum(torch.polar(magnitude.float(), phase.float()))
+
+    def from_parts(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        """real, imaginary parts (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            return self.from_spectrum(torch.complex(real.float(), imag.float()))
+
+    def from_spectrum(self, spec: torch.Tensor) -> torch.Tensor:
+        return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, window=self.window,
+                           center=True, length=spec.size(-1) * self.hop_length)
 
 
 class ConvTransposeISTFT(nn.Module):
@@ -95,16 +104,62 @@ class ConvTransposeISTFT(nn.Module):
         """magnitude, phase (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
         with torch.autocast(device_type=magnitude.device.type, enabled=False):
             magnitude, phase = magnitude.float(), phase.float()
-            frames = magnitude.size(-1)
-            spec = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=1)
+            return self.from_parts(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+
+    def from_parts(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        """real, imaginary parts (B, n_fft//2+1, F) -> waveform (B, F * hop_length), fp32."""
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            frames = real.size(-1)
+            spec = torch.cat([real.float(), imag.float()], dim=1)
             signal = F.conv_transpose1d(spec, self.basis, stride=self.hop_length)  # (B, 1, n_fft + hop*(F-1))
             # Window envelope for this number of frames; ones_like keeps F dynamic in an ONNX graph.
-            ones = torch.ones_like(magnitude[:1, :1, :])
+            ones = torch.ones_like(real[:1, :1, :])
             envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop_length)
             start = self.n_fft // 2
             end = start + frames * self.hop_length
             signal = signal[:, :, start:end] / envelope[:, :, start:end].clamp(min=1e-11)
             return signal.squeeze(1)
+
+
+class TorchSTFT(nn.Module):
+    """`torch.stft` (centred frames, reflect padding, periodic hann window of n_fft): waveform (B, L) ->
+    (real, imaginary) parts, each (B, n_fft // 2 + 1, L // hop_length + 1), fp32."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("window", hann_window(n_fft), persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            spec = torch.stft(x.float(), self.n_fft, self.hop_length, window=self.window, center=True,
+                              return_complex=True)
+            return spec.real, spec.imag
+
+
+class ConvSTFT(TorchSTFT):
+    """TorchSTFT as a `conv1d` with the windowed real-DFT basis (ONNX exportable; the same result to float
+    rounding)."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__(n_fft, hop_length)
+        n = torch.arange(n_fft, dtype=torch.float64)
+        angle = 2 * math.pi * torch.arange(n_fft // 2 + 1, dtype=torch.float64).unsqueeze(1) * n / n_fft
+        window = self.window.double()
+        basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window]).unsqueeze(1)
+        self.register_buffer("basis", basis.float(), persistent=False)  # (2 * n_bins, 1, n_fft)
+
+    def forward(self, x: torch.Tensor):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            padded = F.pad(x.float().unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")
+            return F.conv1d(padded, self.basis, stride=self.hop_length).chunk(2, dim=1)
+
+
+def make_stft(impl: str, n_fft: int, hop_length: int) -> nn.Module:
+    """impl "torch" (torch.stft) or "conv" (ConvSTFT, ONNX exportable)."""
+    if impl not in ("torch", "conv"):
+        raise ValueError(f"stft impl must be 'torch' or 'conv', got {impl!r}")
+    return TorchSTFT(n_fft, hop_length) if impl == "torch" else ConvSTFT(n_fft, hop_length)
 
 
 def make_istft(impl: str, n_fft: int, hop_length: int, win_length: int | None = None) -> nn.Module:

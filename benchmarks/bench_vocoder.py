@@ -1,4 +1,5 @@
-"""Vocoder speed: MB-iSTFT generator vs a plain HiFi-GAN-style generator with the same front.
+"""Vocoder speed: MB-iSTFT generator vs a plain HiFi-GAN-style generator with the same front (and, with
+--models source_filter, the source-filter vocoder).
 
     python benchmarks/bench_vocoder.py                          # default config, CPU, 2 threads, fp32 + bf16
     python benchmarks/bench_vocoder.py -c configs/small.json --seconds 10 --runs 7 --threads 2
@@ -36,6 +37,7 @@ import config as config_lib  # noqa: E402
 from commons import init_weights  # noqa: E402
 from mel_processing import mel_from_config  # noqa: E402
 from models import MultiBandISTFTGenerator  # noqa: E402
+from source_filter import SourceFilterGenerator  # noqa: E402
 from modules import (LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all,  # noqa: E402
                      upsample_padding)
 from commons import synchronize  # noqa: E402
@@ -126,7 +128,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--models", default="torch,conv,baseline",
                    help="comma list: torch (MB-iSTFT with torch.istft), conv (MB-iSTFT with the ONNX-exportable "
-                        "conv-transpose iSTFT), baseline (HiFi-GAN-style generator)")
+                        "conv-transpose iSTFT), baseline (HiFi-GAN-style generator), source_filter (source_filter.py "
+                        "at the config's source_filter_channels / layers)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -137,15 +140,19 @@ def main(argv=None) -> None:
     audio_seconds = mel.size(-1) * hps.data.hop_length / hps.data.sampling_rate
 
     wanted = args.models.split(",")
-    unknown = set(wanted) - {"torch", "conv", "baseline"}
+    unknown = set(wanted) - {"torch", "conv", "baseline", "source_filter"}
     if unknown:
-        p.error(f"unknown --models entries {sorted(unknown)}; choose from torch, conv, baseline")
+        p.error(f"unknown --models entries {sorted(unknown)}; choose from torch, conv, baseline, source_filter")
     models = {}
     for impl in ("torch", "conv"):
         if impl in wanted:
             gen = MultiBandISTFTGenerator(hps, istft_impl=impl)
             gen.remove_weight_norm()
             models[f"MB-iSTFT ({impl} iSTFT)"] = (gen, lambda g, x: g(x)[0])
+    if "source_filter" in wanted:
+        m = hps.model
+        models[f"source-filter {m.source_filter_channels}x{m.source_filter_layers}"] = (
+            SourceFilterGenerator(hps.replace(vocoder="source_filter")), lambda g, x: g(x)[0])
     if "baseline" in wanted:
         base = HiFiGANBaseline(hps)
         remove_weight_norm_all(base)

@@ -12,7 +12,7 @@ from pathlib import Path
 from setuptools.command.build_py import build_py
 
 PACKAGE = "flowtts_runtime"
-SHARED = ("ode", "sampling", "audio", "atomic")  # root modules the runtime needs (torch-free)
+SHARED = ("ode", "sampling", "audio", "atomic", "excitation")  # root modules the runtime needs (torch-free)
 TOP_LEVEL = SHARED + ("text",)
 _NAMES = "|".join(TOP_LEVEL)
 

@@ -12,6 +12,9 @@ Writes to OUT_DIR:
   velocity.onnx   x (B, n_mels, T), mask (B, 1, T), cond (B, H + n_mels, T), t (B,) [, g] -> v (B, n_mels, T)
                   (one call per ODE step, t as an input)
   vocoder.onnx    mel (B, n_mels, T) de-normalized log-mel [, g] -> audio (B, 1, T * hop) (conv iSTFT)
+                  the source-filter vocoder (model.vocoder "source_filter") also takes f0, voicing (B, T),
+                  cycles0 (B,) (the pulses' phase at the first frame) and noise (B, T * hop) (excitation.py),
+                  and pitch.onnx gives the first two: mel (B, n_mels, T) -> f0 (B, T) Hz, voicing (B, T)
   voice.json      symbols, cleaners, language, add_blank, sample rate, hop, mel statistics, prior start,
                   speaker count and the default sampling settings
   *_int8.onnx     with --int8: onnxruntime's dynamic int8 quantization of the velocity net and vocoder
@@ -42,6 +45,7 @@ import text as text_lib
 from atomic import file_sha256, write_text_atomic
 from config import default_sampling, guidance_refusal
 from sampling import SamplingConfig
+from source_filter import SourceFilterGenerator
 from training.voice_file import load_voice
 
 OPSET = 17
@@ -88,6 +92,29 @@ class VocoderGraph(nn.Module):
         return self.generator(mel, g)[0]
 
 
+class SourceFilterGraph(nn.Module):
+    """The source-filter vocoder given its pitch, pulse phase and noise (the runtime computes the last two with
+    excitation.py, so a window vocoded alone matches the whole clip). forward(mel, f0, voicing, cycles0, noise)."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, mel, f0, voicing, cycles0, noise):
+        return self.generator(mel, None, (f0, voicing), cycles0, noise=noise)[0]
+
+
+class PitchGraph(nn.Module):
+    """The source-filter vocoder's pitch predictor: mel -> (f0, voicing)."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, mel):
+        return self.generator.predict_pitch(mel)
+
+
 def _export(module: nn.Module, args: tuple, path: Path, inputs: Sequence[str], outputs: Sequence[str],
             dynamic: dict) -> None:
     with warnings.catch_warnings():
@@ -123,7 +150,7 @@ def voice_json(hps, step, sampling: SamplingConfig) -> dict:
             "speaker_names": list(d.speaker_names), "default_speaker": d.default_speaker,
             "gin_channels": m.gin_channels if d.n_speakers > 1 else 0,
             "cond_channels": m.hidden_channels + d.n_mel_channels * (2 if m.prompt_context else 1),
-            "prosody_conditioning": m.prosody_conditioning,
+            "prosody_conditioning": m.prosody_conditioning, "vocoder": m.vocoder,
             "sampling": dataclasses.asdict(sampling), "guidance_refusal": guidance_refusal(hps), "step": step}
 
 
@@ -169,7 +196,7 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_chang
             ["x", "mask", "cond", "t"] + (["g"] if multi else []), ["v"],
             {"x": {0: "B", 2: "T"}, "mask": {0: "B", 2: "T"}, "cond": {0: "B", 2: "T"}, "t": {0: "B"},
              "v": {0: "B", 2: "T"}, **({"g": {0: "B"}} if multi else {})})
-    export_vocoder(model.generator, g if model.generator.cond is not None else (), out_dir, t_mel)  # shared: no g
+    export_vocoder(model.generator, g if model.generator.cond is not None else (), out_dir, t_mel, n_mels)  # shared: no g
     if int8:
         quantize(out_dir)
     else:
@@ -181,11 +208,22 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_chang
     return info
 
 
-def export_vocoder(generator, g: tuple, out_dir: Path, t_mel: int) -> None:
-    """vocoder.onnx."""
-    mel = torch.randn(1, generator.conv_pre.in_channels, t_mel) - 5.0
-    _export(VocoderGraph(generator), (mel, *g), out_dir / "vocoder.onnx", ["mel"] + (["g"] if g else []), ["audio"],
-            {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
+def export_vocoder(generator, g: tuple, out_dir: Path, t_mel: int, n_mels: int) -> None:
+    """vocoder.onnx (and pitch.onnx for the source-filter vocoder)."""
+    mel = torch.randn(1, n_mels, t_mel) - 5.0
+    if not isinstance(generator, SourceFilterGenerator):
+        (out_dir / "pitch.onnx").unlink(missing_ok=True)  # an earlier export's, of this same voice (check_out_dir)
+        _export(VocoderGraph(generator), (mel, *g), out_dir / "vocoder.onnx", ["mel"] + (["g"] if g else []),
+                ["audio"], {"mel": {0: "B", 2: "T"}, "audio": {0: "B", 2: "S"}})
+        return
+    _export(PitchGraph(generator), (mel,), out_dir / "pitch.onnx", ["mel"], ["f0", "voicing"],
+            {"mel": {0: "B", 2: "T"}, "f0": {0: "B", 1: "T"}, "voicing": {0: "B", 1: "T"}})
+    f0, voicing = generator.predict_pitch(mel)
+    noise = torch.randn(1, t_mel * generator.hop_length)
+    _export(SourceFilterGraph(generator), (mel, f0, voicing, torch.zeros(1), noise), out_dir / "vocoder.onnx",
+            ["mel", "f0", "voicing", "cycles0", "noise"], ["audio"],
+            {"mel": {0: "B", 2: "T"}, "f0": {0: "B", 1: "T"}, "voicing": {0: "B", 1: "T"}, "cycles0": {0: "B"},
+             "noise": {0: "B", 1: "S"}, "audio": {0: "B", 2: "S"}})
 
 
 def read_step(checkpoint: Path) -> Optional[int]:
@@ -226,7 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CheckpointError, ConfigError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    written = GRAPHS + (INT8_GRAPHS if args.int8 else ())
+    written = GRAPHS + (("pitch.onnx",) if info["vocoder"] == "source_filter" else ()) + (INT8_GRAPHS if args.int8 else ())
     sizes = ", ".join(f"{name} {(out / name).stat().st_size / 1e6:.1f} MB" for name in written)
     default = info["sampling"]
     print(f"wrote {out}: {sizes}; voice.json (step {info['step']}, default {default['steps']} {default['method']} "

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+import excitation
 import ode
 from . import pipeline
 from . import streaming
@@ -79,6 +80,7 @@ OPTIONAL_KEYS = {
     "default_speaker": (lambda x: isinstance(x, str), "a speaker name"),
     "sampling": (lambda x: isinstance(x, dict), "an object of sampling settings"),
     "prosody_conditioning": (lambda x: isinstance(x, bool), "true or false"),
+    "vocoder": (lambda x: x in ("mb_istft", "source_filter"), "'mb_istft' or 'source_filter'"),
 }
 
 
@@ -124,7 +126,8 @@ def _sampling(info: dict) -> SamplingConfig:
 
 # Inputs each graph must take (export_onnx.py), and the voice.json size its channel axis must have.
 GRAPH_INPUTS = {"encoder": {"ids": None, "lengths": None}, "velocity": {"x": "n_mel_channels", "mask": None,
-                "cond": "cond_channels", "t": None}, "vocoder": {"mel": "n_mel_channels"}}
+                "cond": "cond_channels", "t": None}, "vocoder": {"mel": "n_mel_channels"},
+                "pitch": {"mel": "n_mel_channels"}}
 
 
 def _check_graph(session, role: str, path: Path, info: dict) -> None:
@@ -136,6 +139,9 @@ def _check_graph(session, role: str, path: Path, info: dict) -> None:
     if role == "encoder" and info.get("prosody_conditioning") and "prosody_edit" not in inputs:
         raise OnnxVoiceError(f"{path} takes no prosody_edit but voice.json says the voice has prosody conditioning: "
                              f"the files come from different exports; export the voice again")
+    if role == "vocoder" and (info.get("vocoder") == "source_filter") != ("f0" in inputs):
+        raise OnnxVoiceError(f"{path} does not fit voice.json's vocoder {info.get('vocoder', 'mb_istft')!r}: the "
+                             f"files come from different exports; export the voice again")
     for name, key in GRAPH_INPUTS[role].items():
         if name not in inputs:
             raise OnnxVoiceError(f"{path} is not a {role} graph (no input {name!r}; it takes "
@@ -179,6 +185,9 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
         self.workers = max(1, threads or 1)
         names = {"encoder": "encoder", "velocity": "velocity_int8" if int8 else "velocity",
                  "vocoder": "vocoder_int8" if int8 else "vocoder"}
+        self.source_filter = self.info.get("vocoder") == "source_filter"
+        if self.source_filter:
+            names["pitch"] = "pitch"
         self.sessions = {}
         for role, name in names.items():
             path = folder / f"{name}.onnx"
@@ -272,9 +281,15 @@ class OnnxSynthesizer(pipeline.SpeechPipeline):
 
     def vocode_window(self, mel: np.ndarray, g: Optional[np.ndarray], left: int, right: int) -> np.ndarray:
         """Frames [left, right) of the clip's mel (1, n_mels, T) -> ((right - left) * hop,) (pipeline.stream_sentences)."""
-        feeds = {"mel": mel[..., left:right].astype(np.float32)}
+        mel = mel.astype(np.float32)
+        feeds = {"mel": mel[..., left:right]}
         if g is not None and self._vocoder_takes_speaker:
             feeds["g"] = g
+        if self.source_filter:  # the whole clip's pitch, the pulses' phase and the noise where the window starts
+            f0, voicing = self.sessions["pitch"].run(None, {"mel": mel})
+            feeds.update(f0=f0[:, left:right], voicing=voicing[:, left:right],
+                         cycles0=excitation.start_cycles(f0, left, self.hop_length, self.sample_rate),
+                         noise=excitation.noise_window(left * self.hop_length, (right - left) * self.hop_length)[None])
         return self.sessions["vocoder"].run(None, feeds)[0][0, 0]
 
     def sentence_steps(self, sampling: SamplingConfig, speaker: pipeline.Speaker):

@@ -227,3 +227,33 @@ def test_a_plain_voice_export_refuses_prosody_edits(exported):
     assert not tts.realises_prosody
     with pytest.raises(ValueError, match="prosody conditioning"):
         tts.synthesize(SENTENCE, SamplingConfig(steps=2, pitch_shift=2.0))
+
+
+def test_source_filter_voice_exports_its_pitch_graph_and_matches_torch_whole_in_pieces_and_streamed(tmp_path):
+    """model.vocoder "source_filter": pitch.onnx gives the whole clip's pitch, the runtime computes the pulses'
+    phase and the noise of each window (excitation.py), so torch, the runtime, its parallel pieces and its
+    stream give the same samples."""
+    from conftest import make_tiny_hps
+
+    from models import FlowMatchingSynthesizer
+
+    hps = make_tiny_hps(vocoder="source_filter", source_filter_channels=32, source_filter_layers=2)
+    torch.manual_seed(0)
+    model = FlowMatchingSynthesizer(len(text.symbols), hps)
+    voice = tmp_path / "sf.pth"
+    torch.save({"ema": model.state_dict(), "config": hps.to_dict(), "step": 1}, voice)
+    out = tmp_path / "onnx"
+    assert export_onnx.main([str(voice), str(out)]) == 0
+    assert (out / "pitch.onnx").is_file() and json.loads((out / "voice.json").read_text())["vocoder"] == "source_filter"
+    sampling = SamplingConfig(steps=2, temperature=0.0)
+    a, _, _ = OnnxSynthesizer(out, threads=1).synthesize(SENTENCE, sampling)
+    pieces, _, _ = OnnxSynthesizer(out, threads=3).synthesize(SENTENCE, sampling)
+    streamed = np.concatenate([chunk for chunk in OnnxSynthesizer(out).stream(SENTENCE, sampling)])
+    b, _, _ = TorchSynthesizer.from_checkpoint(voice).synthesize(SENTENCE, sampling)
+    assert np.abs(a).max() > 1e-3
+    for other in (pieces, streamed, b):
+        assert other.shape == a.shape
+        np.testing.assert_allclose(other, a, atol=1e-3 * np.abs(a).max(), rtol=0)  # a wrong phase or noise: ~1x
+    (out / "pitch.onnx").unlink()
+    with pytest.raises(OnnxVoiceError, match="pitch.onnx is missing"):
+        OnnxSynthesizer(out)

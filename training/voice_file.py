@@ -22,7 +22,7 @@ import config as config_lib
 import text as text_lib
 from training.checkpoint import CheckpointError, check_state_fits, load_checkpoint, load_state_checked
 from config import INPUT_KEYS, MEL_KEYS, ConfigError, HParams
-from models import FlowMatchingSynthesizer, MultiBandISTFTGenerator
+from models import FlowMatchingSynthesizer, MultiBandISTFTGenerator, make_generator
 
 DEFAULT_VOICE = Path(__file__).resolve().parents[1] / "pretrained" / "multispeaker.pth"  # what users get by default
 ConfigLike = Union[None, str, Path, dict, HParams]
@@ -154,7 +154,7 @@ def load_vocoder(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     norm folded, eval mode): mel (B, n_mels, T) log-mel -> (audio (B, 1, T * hop), sub-bands)."""
     device = parse_device(device)
     state, hps, _ = read_vocoder(path)
-    generator = MultiBandISTFTGenerator(hps)
+    generator = make_generator(hps)
     load_state_checked(generator, state, path)
     generator.remove_weight_norm()
     return generator.to(device).eval(), hps
