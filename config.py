@@ -33,8 +33,7 @@ MODEL_DATA_KEYS = MEL_KEYS + INPUT_KEYS + ("mel_mean", "mel_std", "cleaned_text"
 # The model keys that shape the MB-iSTFT generator: a vocoder taken from another file brings them along.
 GENERATOR_KEYS = ("upsample_initial_channel", "upsample_rates", "upsample_kernel_sizes", "resblock",
                   "resblock_kernel_sizes", "resblock_dilation_sizes", "gen_istft_n_fft", "gen_istft_hop_size",
-                  "subbands", "pqmf_taps", "pqmf_cutoff", "pqmf_beta", "harmonic_source", "source_harmonics",
-                  "vocoder", "source_filter_channels", "source_filter_layers")
+                  "subbands", "pqmf_taps", "pqmf_cutoff", "pqmf_beta", "vocoder", "source_filter_channels", "source_filter_layers")
 VOCODERS = ("mb_istft", "source_filter")
 
 
@@ -69,7 +68,7 @@ class TrainConfig:
     c_gen: float = 1.0  # the generator's LSGAN term (HiFi-GAN: 1); lower it with c_fm to soften the adversarial phase
     c_fm: float = 2.0
     c_envelope: float = 0.0  # the vocoder's coarse log-mel L1 (losses.EnvelopeLoss); 0: off
-    c_pitch: float = 1.0  # the vocoder's pitch predictor (model.harmonic_source): log-F0 L1 + voicing BCE vs YIN
+    c_pitch: float = 1.0  # the source-filter vocoder's pitch predictor: log-F0 L1 + voicing BCE vs YIN
     discriminator_start_step: int = 0  # adversarial losses from this step on (a mel/STFT-only warm-up before)
     vocoder_learning_rate: float = 2e-4
     # None: vocoder_learning_rate. A fresh discriminator beside a trained generator may learn faster.
@@ -177,8 +176,6 @@ class ModelConfig:
     source_filter_channels: int = 384
     source_filter_layers: int = 8
     speaker_conditioned_vocoder: bool = True  # False: a speaker-independent (shared) vocoder
-    harmonic_source: bool = False  # the generator also gets sines at an F0 it predicts from the mel (pitch.py)
-    source_harmonics: int = 8  # sines at F0 .. source_harmonics F0 (those above the Nyquist frequency are silent)
     use_discriminator: bool = False
     use_spectral_norm: bool = False
     # Widest layer of each period / scale discriminator. HiFi-GAN's 1024 costs ~7x the generator's step on a
@@ -216,7 +213,8 @@ class HParams:
 _SECTIONS = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}
 # Keys of experiments that never shipped, removed from the code (the vocoder model card names the commit that
 # still has them). Files written before then carry them at their "off" value, which is dropped on loading.
-RETIRED_KEYS = {("train", "c_if"): 0.0, ("data", "speed_perturb"): None}
+RETIRED_KEYS = {("train", "c_if"): 0.0, ("data", "speed_perturb"): None, ("model", "harmonic_source"): False,
+                ("model", "source_harmonics"): 8}
 _SECTION_OF = {f.name: name for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
@@ -325,8 +323,6 @@ def check_generator_config(hps: HParams) -> None:
     if m.upsample_initial_channel % (2 ** len(m.upsample_rates)):
         raise ConfigError(f"model.upsample_initial_channel ({m.upsample_initial_channel}) must be divisible by "
                           f"2 ** len(upsample_rates) = {2 ** len(m.upsample_rates)} (channels halve per stage)")
-    if m.source_harmonics < 1:
-        raise ConfigError(f"model.source_harmonics must be >= 1 (sines at F0 .. n F0), got {m.source_harmonics}")
 
 
 def check_guidance_distillation(hps: HParams) -> None:

@@ -25,7 +25,6 @@ from commons import init_weights, synchronize
 from config import HParams, check_generator_config
 from flow_matching import FlowMatchingTTS
 from modules import LRELU_SLOPE, ResBlock1, ResBlock2, remove_weight_norm_all, upsample_padding
-from pitch import PitchPredictor, harmonic_source, pitch_from_raw, start_cycles
 from pqmf import PQMF
 from sampling import SamplingConfig
 from source_filter import SourceFilterGenerator
@@ -44,9 +43,8 @@ class MultiBandISTFTGenerator(nn.Module):
     forward(mel (B, n_mels, T) de-normalized log-mel, g (B, gin_channels, 1) or None)
       -> (audio (B, 1, T * hop_length), subband_audio (B, subbands, T * hop_length // subbands)).
     istft_impl "torch" uses torch.istft; "conv" the ONNX-exportable ConvTransposeISTFT (same result).
-    With model.harmonic_source, voiced sines at an F0 predicted from the mel (pitch.py) enter after every
-    upsampling stage through zero-initialised strided convs (a vocoder without them starts out unchanged);
-    `pitch` and `cycles0` replace the prediction and the phase start (streaming chunks of one clip).
+    It has no pitch input, so on steady sounds its harmonics lock to multiples of sr / hop (86 Hz) rather than
+    the voice's pitch (metrics.frame_rate_lock); the source-filter vocoder (source_filter.py) cannot.
     """
 
     def __init__(self, hps: HParams, istft_impl: str = "torch"):
@@ -75,20 +73,6 @@ class MultiBandISTFTGenerator(nn.Module):
             for k, dilations in zip(m.resblock_kernel_sizes, m.resblock_dilation_sizes):
                 self.resblocks.append(resblock_cls(c_out, k, dilations))
         self.num_kernels = len(m.resblock_kernel_sizes)
-        self.pitch = PitchPredictor(hps.data.n_mel_channels) if m.harmonic_source else None
-        self.source_convs = nn.ModuleList()
-        self.source_harmonics = m.source_harmonics
-        if m.harmonic_source:
-            samples_per_frame = self.hop_length
-            for i, rate in enumerate(m.upsample_rates):
-                samples_per_frame //= rate
-                conv = nn.Conv1d(m.source_harmonics, channels // (2 ** (i + 1)), samples_per_frame, samples_per_frame)
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
-                self.source_convs.append(conv)
-            # Trained from scratch beside a trained network: 10x its learning rate (train_utils.param_groups);
-            # at 1x the sines reached 0.5% of the stage features' norm in 1000 steps.
-            self.pitch.lr_scale = self.source_convs.lr_scale = 10.0
         self.conv_post = weight_norm(nn.Conv1d(c_out, self.subbands * self.n_bins * 2, 7, padding=3))
         self.ups.apply(init_weights)
         self.conv_post.apply(init_weights)
@@ -105,60 +89,24 @@ class MultiBandISTFTGenerator(nn.Module):
         self.istft_impl = impl
         return self
 
-    def forward(self, mel: torch.Tensor, g: Optional[torch.Tensor] = None,
-                pitch: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, cycles0: Optional[torch.Tensor] = None,
-                return_pitch: bool = False):
-        """-> (audio, subband_audio), and the pitch predictor's raw output (B, 2, T) (None without one, or when
-        `pitch` = (F0 (B, T) Hz, voicing (B, T)) is given) with `return_pitch`."""
+    def forward(self, mel: torch.Tensor, g: Optional[torch.Tensor] = None, return_pitch: bool = False):
+        """-> (audio, subband_audio), and None with `return_pitch` (the source-filter vocoder's interface: it
+        returns its pitch predictor's output there)."""
         x = self.conv_pre(mel)
         if g is not None:
             if self.cond is None:
                 raise ValueError("speaker conditioning g was given but the generator was built with gin_channels 0")
             x = x + self.cond(g)
-        source, raw_pitch = self.excitation(mel, pitch, cycles0) if self.pitch is not None else (None, None)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
-            if source is not None:
-                x = x + self.read_source(i, source)
             blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
         audio = self.tail_to_audio(x)
-        return (*audio, raw_pitch) if return_pitch else audio
+        return (*audio, None) if return_pitch else audio
 
     def window(self, mel: torch.Tensor, left: int, right: int, g: Optional[torch.Tensor] = None):
-        """Frames [left, right) of the whole clip's mel (B, n_mels, T) vocoded alone (streaming, parallel pieces):
-        the harmonic source takes the whole clip's pitch, so its phase runs on across windows."""
-        if self.pitch is None:
-            return self(mel[..., left:right], g)
-        f0, voicing = self.predict_pitch(mel)
-        return self(mel[..., left:right], g, (f0[:, left:right], voicing[:, left:right]),
-                    start_cycles(f0, left, self.hop_length, self.sampling_rate))
-
-    def read_source(self, stage: int, source: torch.Tensor) -> torch.Tensor:
-        """The sines as features of upsampling stage `stage`. In fp32: under CPU bf16 autocast, torch 2.13's
-        convolution with 2-16 input channels and a kernel as long as its stride (64) returns wrong values on
-        AMX CPUs (mean error larger than the signal, like pytorch issue 169688; the sines were invisible in bf16
-        training), and this one is cheap."""
-        with torch.autocast(device_type=source.device.type, enabled=False):
-            return self.source_convs[stage](source)
-
-    def predict_pitch(self, mel: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """mel (B, n_mels, T) -> (F0 (B, T) Hz, voicing (B, T)), for a clip vocoded in chunks (pass each chunk
-        its slice and pitch.start_cycles)."""
-        with torch.autocast(device_type=mel.device.type, enabled=False):
-            return pitch_from_raw(self.pitch(mel.float()))
-
-    def excitation(self, mel: torch.Tensor, pitch=None, cycles0: Optional[torch.Tensor] = None):
-        """-> (sines (B, model.source_harmonics, T * hop), the predictor's raw output (B, 2, T) or None when `pitch` is
-        given). In fp32, also under autocast: the phase is a running sum over the whole clip."""
-        with torch.autocast(device_type=mel.device.type, enabled=False):
-            raw = None
-            if pitch is None:
-                raw = self.pitch(mel.float())
-                pitch = pitch_from_raw(raw.detach())  # the source does not teach the predictor
-            f0, voicing = pitch
-            return harmonic_source(f0.float(), voicing.float(), self.hop_length, self.sampling_rate,
-                                   self.source_harmonics, cycles0), raw
+        """Frames [left, right) of the whole clip's mel (B, n_mels, T) vocoded alone (streaming, parallel pieces)."""
+        return self(mel[..., left:right], g)
 
     def tail_to_audio(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Last upsampling stage's output (B, C, F) -> conv_post -> (audio (B, 1, F * istft_hop * subbands), sub-bands).

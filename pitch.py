@@ -1,18 +1,12 @@
-"""Pitch for the vocoder: a harmonic source driven by F0 predicted from the mel (NSF / HiFTNet style).
-
-Why: a convolutional upsampler fed a steady mel repeats itself every hop_length samples, so without a
-pitch signal the MB-iSTFT generator's harmonics snap to multiples of sr / hop (86 Hz) instead of the
-voice's F0 (metrics.frame_rate_lock measures this). A sine at the predicted F0 gives it the period.
+"""Pitch for the source-filter vocoder (source_filter.py) and the prosody features (prosody.py).
 
 PitchPredictor: log-mel (B, n_mels, T) -> log F0 and voicing per frame (`pitch_from_raw`: Hz and [0, 1]),
 learned from YIN on the training audio (`yin_targets`, `pitch_loss`), so the vocoder still needs only a mel.
-harmonic_source: F0, voicing (B, T) frames -> voiced sines at k * F0, k = 1..n_harmonics, (B, n_harmonics,
-T * hop). The phase is integrated over frames with F0 held constant within each frame, so a chunk that
-starts at frame j continues the whole clip's phase when given `start_cycles(f0, j, ...)` (streaming).
+start_cycles: the phase an excitation at that pitch has reached at a frame (a window of a clip continues it).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
 import librosa
 import numpy as np
@@ -24,7 +18,6 @@ from modules import LRELU_SLOPE
 
 F0_MIN, F0_MAX = 50.0, 600.0  # Hz: the search range of YIN and the clamp of the predictor
 F0_REF = 100.0  # the predictor outputs log(F0 / F0_REF)
-SINE_AMPLITUDE = 0.1  # as NSF: the zero-initialised convolutions that read the sines learn gently
 QUIET_DB = -50.0  # frames below this RMS (dB full scale) are unvoiced
 PERIODICITY = 0.5  # normalised autocorrelation at the YIN period above which a loud frame is voiced
 
@@ -54,26 +47,6 @@ def start_cycles(f0: torch.Tensor, start: int, hop_length: int, sampling_rate: i
     """f0 (B, T) -> (B,) phase in cycles (mod 1) at the start of frame `start` of the whole clip."""
     cycles = f0[:, :start].double().sum(1) * (hop_length / sampling_rate)
     return (cycles - torch.floor(cycles)).float()
-
-
-def harmonic_source(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sampling_rate: int, n_harmonics: int,
-                    cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """f0 (B, T) Hz, voicing (B, T) -> (B, n_harmonics, T * hop_length): SINE_AMPLITUDE * voicing * sin(2 pi k F0 t),
-    k = 1..n_harmonics, starting at phase `cycles0` (B,) cycles; 0 in the frames where k F0 is above the Nyquist
-    frequency (it would alias)."""
-    step = (f0 / sampling_rate).repeat_interleave(hop_length, dim=1)  # cycles per sample, (B, T * hop)
-    # Cycles before each frame, summed in float64 and reduced mod 1: the phase keeps its resolution over long
-    # clips, and a chunk started with start_cycles matches the whole clip to float32 rounding.
-    per_frame = f0.double() * (hop_length / sampling_rate)
-    frame_start = torch.cumsum(per_frame, dim=1) - per_frame
-    if cycles0 is not None:
-        frame_start = frame_start + cycles0.double().unsqueeze(1)
-    frame_start = (frame_start - torch.floor(frame_start)).to(f0.dtype).repeat_interleave(hop_length, dim=1)
-    within = torch.arange(hop_length, device=f0.device, dtype=f0.dtype).repeat(f0.size(1)) * step
-    phase = 2 * np.pi * (frame_start + within)
-    k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
-    gain = SINE_AMPLITUDE * voicing.unsqueeze(1) * (k * f0.unsqueeze(1) < sampling_rate / 2)  # (B, K, T)
-    return gain.repeat_interleave(hop_length, dim=2) * torch.sin(k * phase.unsqueeze(1))
 
 
 def yin_frames(audio: np.ndarray, sampling_rate: int, hop_length: int

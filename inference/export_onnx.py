@@ -171,10 +171,6 @@ def export(checkpoint: Path, out_dir: Path, int8: bool = False, **sampling_chang
     if acoustic.duration_predictor is None:
         raise ValueError(f"{checkpoint} has no duration predictor (model.use_duration_predictor false): the "
                          f"ONNX runtime needs one to speak text")
-    if hps.model.harmonic_source:
-        raise ValueError(f"{checkpoint} has a vocoder with a harmonic source (model.harmonic_source), a vocoder "
-                         f"experiment that no shipped voice uses; the ONNX runtime does not run it: speak with the "
-                         f"torch path (inference_flow_matching.py --checkpoint)")
     multi = d.n_speakers > 1
     out_dir.mkdir(parents=True, exist_ok=True)
     t_text, t_mel, n_mels = 12, 40, d.n_mel_channels

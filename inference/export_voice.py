@@ -40,7 +40,7 @@ def export_voice(src: Path, dst: Path, half: bool = True, vocoder_only: bool = F
                  metadata: Optional[dict] = None, vocoder: Optional[Path] = None, **model_changes) -> dict:
     """Write the EMA-only (optionally float16) export of `src` to `dst`. Returns the exported dict.
 
-    vocoder_only: keep the MB-iSTFT generator alone (a shared vocoder file: voice.load_vocoder reads it,
+    vocoder_only: keep the vocoder alone (a shared vocoder file: voice.load_vocoder reads it,
     train.init_checkpoint with init_parts ["vocoder"] starts a new voice from it). metadata: stored as
     is under "metadata" (clone_voice.py records the source dataset and date there). vocoder: take the
     vocoder from this file instead (e.g. a newer shared vocoder for a voice trained with a frozen one).

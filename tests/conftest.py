@@ -28,6 +28,20 @@ def make_tiny_hps(**overrides) -> HParams:
     return load_config(TINY_CONFIG).replace(**overrides)
 
 
+def write_mb_istft_vocoder(path: Path, seed: int = 0, **overrides) -> Path:
+    """A vocoder-only file (as export_voice --vocoder-only writes) of a tiny MB-iSTFT generator with random
+    weights: the shipped vocoder is the source-filter one, so MB-iSTFT tools (widen_vocoder, the harmonic
+    source) are tested on this. `overrides`: config keys."""
+    from models import MultiBandISTFTGenerator
+
+    hps = make_tiny_hps(**overrides)
+    torch.manual_seed(seed)
+    generator = MultiBandISTFTGenerator(hps)
+    torch.save({"ema": {f"generator.{k}": v for k, v in generator.state_dict().items()}, "config": hps.to_dict(),
+                "step": 0, "parts": ["vocoder"]}, path)
+    return path
+
+
 def wake_velocity_net(estimator) -> None:
     """Give an untrained velocity net non-zero output layers (they start at zero, so v = 0 whatever the
     input, and guidance or conditioning would change nothing)."""

@@ -20,10 +20,9 @@ except ImportError:  # tests/ imported as a package
     from tests.fixtures_checkpoint import ROOT, tiny_checkpoint  # noqa: F401
     from tests.test_bad_input import one_error_line, run, snapshot
 
-from conftest import make_tiny_hps  # noqa: E402
+from conftest import make_tiny_hps, write_mb_istft_vocoder  # noqa: E402
 
 DATA_DIR = ROOT / "tests" / "data"
-VOCODER = ROOT / "pretrained" / "vocoder.pth"
 
 
 def error_lines(err: str) -> list:
@@ -61,17 +60,17 @@ def other_voice(checkpoint: Path, out: Path) -> Path:
 def test_widen_vocoder_refuses_to_replace_its_own_source(tmp_path, capsys):
     from training.widen_vocoder import main
 
-    source = tmp_path / "voc.pth"
-    shutil.copy(VOCODER, source)
+    source = write_mb_istft_vocoder(tmp_path / "voc.pth")
+    before = source.read_bytes()
     refused_in_process(main, [str(source), str(source), "--channels", "384"], capsys, "is one of the inputs")
-    assert source.read_bytes() == VOCODER.read_bytes()
+    assert source.read_bytes() == before
 
 
 @pytest.mark.parametrize("case, needle", [("353", "divisible by"), ("100000", "at most"), ("text", "not a checkpoint")])
 def test_widen_vocoder_bad_width_or_source_is_one_line(tmp_path, capsys, case, needle):
     from training.widen_vocoder import main
 
-    source = VOCODER
+    source = write_mb_istft_vocoder(tmp_path / "voc.pth")
     if case == "text":
         source = tmp_path / "notes.pth"
         source.write_text("not a vocoder\n")

@@ -29,7 +29,7 @@ MAX_MB = 30
 # Measured with this test's sentences, command and seed (see pretrained/README.md); each bound is 1.5x the
 # measured value, so a regression of a few words fails it (a voice after 12 minutes of training scores 0.55).
 MAX_WER = 0.175  # the default voice (multispeaker.pth): 0.117 (2026-12-02 Intel Xeon, 2026-12-07 AMD EPYC)
-MAX_WER_SHARED_VOCODER = 0.21  # 0.143 (2026-12-07, AMD EPYC, the shipped envelope-loss vocoder)
+MAX_WER_SHARED_VOCODER = 0.21  # 0.143 (2026-12-07, AMD EPYC, the MB-iSTFT vocoder; the source-filter one: see its card)
 
 
 def readme_run_command() -> list:
@@ -95,7 +95,7 @@ def test_shared_vocoder_speaks_the_demo_voices_mels(tmp_path):
     from inference.synthesizer import TorchSynthesizer
     from training.voice_file import load_vocoder
 
-    assert SHARED_VOCODER.stat().st_size <= 15e6
+    assert SHARED_VOCODER.stat().st_size <= 20e6
     tts = TorchSynthesizer.from_checkpoint(DEMO)
     tts.model.generator = load_vocoder(SHARED_VOCODER)[0]
     sentences = held_out_sentences(N_HELD_OUT)

@@ -152,7 +152,7 @@ def init_from(trainer, path: str, parts: Sequence[str]) -> None:
                     loaded += 1
                 else:
                     mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
-    if "vocoder" in parts:  # a vocoder's weights without their harmonic source would speak wrongly
+    if "vocoder" in parts:  # a vocoder's weights without some of its parts (another vocoder type) speak wrongly
         mismatched += [f"{k} (absent)" for k in source if k.startswith(known["vocoder"]) and k not in own]
     vocoder_misfits = [m for m in mismatched if m.startswith(known["vocoder"])]
     if vocoder_misfits:

@@ -76,7 +76,6 @@ def _conv_plan(generator: MultiBandISTFTGenerator) -> List[tuple]:
             block = generator.resblocks[j]
             plan += [(f"resblocks.{j}.{name}", i + 1, i + 1) for name, module in block.named_modules()
                      if isinstance(module, nn.Conv1d)]
-    plan += [(f"source_convs.{i}", i + 1, None) for i in range(len(generator.source_convs))]  # added to stage i's x
     plan.append(("conv_post", None, len(generator.ups)))
     return plan
 
@@ -109,8 +108,6 @@ def widen_generator(narrow: MultiBandISTFTGenerator, wide: MultiBandISTFTGenerat
         else:
             dst.weight.copy_(weight)
         dst.bias.copy_(src.bias if out_map is None else src.bias[out_map])
-    if narrow.pitch is not None:  # reads the mel only: no width to grow
-        wide.pitch.load_state_dict(narrow.pitch.state_dict())
     return wide
 
 
@@ -140,6 +137,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         check_output_path(args.output, inputs=[args.source], flag="output", example="wide.pth")
         state, hps, ckpt = read_vocoder(args.source)
+        if hps.model.vocoder != "mb_istft":
+            raise ValueError(f"{args.source} is a {hps.model.vocoder} vocoder; widen_vocoder grows the MB-iSTFT "
+                             f"generator only (grow a source-filter vocoder with model.source_filter_channels and "
+                             f"train it afresh)")
         narrow = MultiBandISTFTGenerator(hps)
         load_state_checked(narrow, {k: v.float() for k, v in state.items()}, args.source)
     except (CheckpointError, ConfigError, ValueError, OSError) as e:
