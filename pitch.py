@@ -3,6 +3,7 @@
 PitchPredictor: log-mel (B, n_mels, T) -> log F0 and voicing per frame (`pitch_from_raw`: Hz and [0, 1]),
 learned from YIN on the training audio (`yin_targets`, `pitch_loss`), so the vocoder still needs only a mel.
 start_cycles: the phase an excitation at that pitch has reached at a frame (a window of a clip continues it).
+harmonic_sum: a harmonic tone (all harmonics equal) in closed form, for the vocoder's pulses and prosody's templates.
 """
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ def start_cycles(f0: torch.Tensor, start: int, hop_length: int, sampling_rate: i
     """f0 (B, T) -> (B,) phase in cycles (mod 1) at the start of frame `start` of the whole clip."""
     cycles = f0[:, :start].double().sum(1) * (hop_length / sampling_rate)
     return (cycles - torch.floor(cycles)).float()
+
+
+def harmonic_sum(x: torch.Tensor, harmonics: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """sum_{k=1..K} cos(k x) for phases x (radians) and K = harmonics (broadcast with x), by the closed form
+    (Dirichlet kernel) sin((K + 1/2) x) / (2 sin(x / 2)) - 1/2; K where |sin(x / 2)| < eps (x ~ 0 mod 2 pi)."""
+    half = torch.sin(x / 2)
+    near_pulse = half.abs() < eps
+    safe = torch.where(near_pulse, torch.ones_like(half), half)
+    return torch.where(near_pulse, harmonics.expand_as(half), torch.sin((harmonics + 0.5) * x) / (2 * safe) - 0.5)
 
 
 def yin_frames(audio: np.ndarray, sampling_rate: int, hop_length: int

@@ -28,7 +28,7 @@ import torch
 
 from config import MEL_KEYS
 from mel_processing import LOG_MEL_FLOOR, mel_from_config
-from pitch import F0_REF, yin_frames
+from pitch import F0_REF, harmonic_sum, yin_frames
 
 N_FEATURES = 3  # pitch, voiced fraction, energy
 TEMPLATE_SEMITONES = (-12.0, 30.0, 0.25)  # harmonic templates from 50 to 575 Hz, a quarter semitone apart
@@ -110,11 +110,7 @@ def _templates(mel_settings: tuple) -> torch.Tensor:
     f0 = F0_REF * 2.0 ** (torch.arange(low, high + step / 2, step, dtype=torch.float64, device="cpu") / 12.0)
     harmonics = torch.floor(sr / 2 / f0).unsqueeze(1)  # K: harmonics below the Nyquist frequency
     x = 2 * math.pi * f0.unsqueeze(1) * torch.arange(n, dtype=torch.float64, device="cpu") / sr
-    half = torch.sin(x / 2)
-    # sum_{k=1..K} cos(k x) = sin(K x / 2) cos((K + 1) x / 2) / sin(x / 2), which is K where sin(x / 2) = 0
-    tones = torch.where(half.abs() < 1e-9, harmonics,
-                        torch.sin(harmonics * x / 2) * torch.cos((harmonics + 1) * x / 2) / torch.where(
-                            half.abs() < 1e-9, torch.ones_like(half), half)) / harmonics
+    tones = harmonic_sum(x, harmonics, eps=1e-9) / harmonics
     mel = mel_from_config(tones.float(), data_cfg)
     return ripple(mel[:, :, mel.size(2) // 2])
 

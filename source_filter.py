@@ -30,7 +30,7 @@ from torch import nn
 from config import HParams
 from excitation import noise_window
 from modules import ChannelLayerNorm, ConvNeXtBlock
-from pitch import F0_REF, PitchPredictor, pitch_from_raw, start_cycles
+from pitch import F0_REF, PitchPredictor, harmonic_sum, pitch_from_raw, start_cycles
 from stft import make_istft, make_stft
 
 INITIAL_LOG_GAIN = -3.0
@@ -54,14 +54,9 @@ def excitation_phase(f0: torch.Tensor, hop_length: int, sampling_rate: int,
 def pulse_train(f0: torch.Tensor, voicing: torch.Tensor, hop_length: int, sampling_rate: int,
                 cycles0: Optional[torch.Tensor] = None) -> torch.Tensor:
     """f0, voicing (B, T) -> band-limited pulses (B, T * hop): voicing * sum_{k=1..K} cos(2 pi k phase) / sqrt(K / 2)
-    with K = the harmonics below the Nyquist frequency (unit power whatever the pitch), by the closed form
-    (Dirichlet kernel) sin((K + 1/2) x) / (2 sin(x / 2)) - 1/2."""
+    with K = the harmonics below the Nyquist frequency (unit power whatever the pitch; pitch.harmonic_sum)."""
     harmonics = torch.floor(sampling_rate / 2 / f0).clamp(min=1).repeat_interleave(hop_length, dim=1)
-    x = 2 * math.pi * excitation_phase(f0, hop_length, sampling_rate, cycles0)
-    half = torch.sin(x / 2)
-    near_pulse = half.abs() < 1e-4  # x ~ 0 (mod 2 pi): the sum is K
-    safe = torch.where(near_pulse, torch.ones_like(half), half)
-    value = torch.where(near_pulse, harmonics, torch.sin((harmonics + 0.5) * x) / (2 * safe) - 0.5)
+    value = harmonic_sum(2 * math.pi * excitation_phase(f0, hop_length, sampling_rate, cycles0), harmonics)
     return voicing.repeat_interleave(hop_length, dim=1) * value / torch.sqrt(harmonics / 2)
 
 
